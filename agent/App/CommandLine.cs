@@ -1,0 +1,251 @@
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using NodeMesh.Api;
+using NodeMesh.Capture;
+using NodeMesh.Config;
+using NodeMesh.Contracts;
+using NodeMesh.Identity;
+using NodeMesh.Proxy;
+using NodeMesh.Proxy.Inbound;
+using NodeMesh.Proxy.Outbound;
+using NodeMesh.State;
+using NodeMesh.Telemetry;
+using NodeMesh.Tunnel;
+
+namespace NodeMesh.App;
+
+/// <summary>The <c>nodemesh</c> command line: the agent itself and the commands that talk to it.</summary>
+internal static class CommandLine
+{
+    private const string DefaultSocket = "/run/nodemesh/agent.sock";
+
+    private const string Usage = """
+        nodemesh — the NodeMesh node agent
+
+        Usage:
+          nodemesh run --config FILE             run the agent (foreground; SIGTERM stops it, draining flows)
+          nodemesh check --config FILE           validate a configuration file and exit
+          nodemesh ca init --dir DIR [--trust-domain TD] [--days N]
+                                                 create the embedded mesh CA (ca.crt, ca.key mode 0600)
+          nodemesh workload add --name N --ip IP --identity SPIFFE-ID --netns PATH [--socket S]
+          nodemesh workload remove --name N [--socket S]
+          nodemesh workload list [--socket S] [--json]
+          nodemesh flows [--socket S] [--json]   recent flows this agent carried
+          nodemesh status [--socket S]
+          nodemesh version
+          nodemesh --help
+
+        --socket defaults to /run/nodemesh/agent.sock (the apiSocket of the configuration).
+        The configuration file format is described in README.md.
+        """;
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        try
+        {
+            return args switch
+            {
+                [] or ["--help"] or ["-h"] or ["help"] => Help(),
+                ["version"] or ["--version"] => Version(),
+                ["run", .. var rest] => await RunAgentAsync(Options.Parse(rest, ["config"], [])),
+                ["check", .. var rest] => Check(Options.Parse(rest, ["config"], [])),
+                ["ca", "init", .. var rest] => CaInit(Options.Parse(rest, ["dir", "trust-domain", "days"], [])),
+                ["workload", "add", .. var rest] => await WorkloadAddAsync(Options.Parse(rest, ["name", "ip", "identity", "netns", "socket"], [])),
+                ["workload", "remove", .. var rest] => await WorkloadRemoveAsync(Options.Parse(rest, ["name", "socket"], [])),
+                ["workload", "list", .. var rest] => await WorkloadListAsync(Options.Parse(rest, ["socket"], ["json"])),
+                ["flows", .. var rest] => await FlowsAsync(Options.Parse(rest, ["socket"], ["json"])),
+                ["status", .. var rest] => await StatusAsync(Options.Parse(rest, ["socket"], [])),
+                _ => throw new UsageException($"unknown command '{Printable.Of(string.Join(' ', args))}'"),
+            };
+        }
+        catch (UsageException ex)
+        {
+            await Console.Error.WriteLineAsync($"nodemesh: {ex.Message}\nRun 'nodemesh --help' for usage.");
+            return 2;
+        }
+        catch (ConfigException ex)
+        {
+            await Console.Error.WriteLineAsync($"nodemesh: {ex.Message}");
+            return 2;
+        }
+        catch (Exception ex) when (ex is IOException or InvalidDataException)
+        {
+            await Console.Error.WriteLineAsync($"nodemesh: {ex.Message}");
+            return 1;
+        }
+    }
+
+    private static int Help()
+    {
+        Console.WriteLine(Usage);
+        return 0;
+    }
+
+    private static int Version()
+    {
+        Console.WriteLine($"nodemesh {AgentVersion.Current}");
+        return 0;
+    }
+
+    private static int Check(Options options)
+    {
+        AgentConfig config = ConfigLoader.Load(options.Required("config"));
+        Console.WriteLine($"configuration is valid: node {config.Node.Name}, {config.Workloads.Count} local and {config.RemoteWorkloads.Count} remote workloads, {config.Nodes.Count} peer nodes");
+        return 0;
+    }
+
+    private static int CaInit(Options options)
+    {
+        string dir = options.Required("dir");
+        string trustDomain = options.Get("trust-domain") ?? "cluster.local";
+        int days = options.GetInt("days") ?? 3650;
+        try
+        {
+            using var ca = CertificateAuthority.Create(dir, trustDomain, TimeSpan.FromDays(days));
+            Console.WriteLine($"created CA for trust domain {trustDomain} in {dir} (valid until {ca.Root.NotAfter:yyyy-MM-dd})");
+            return 0;
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
+        {
+            throw new UsageException(ex.Message);
+        }
+    }
+
+    private static async Task<int> RunAgentAsync(Options options)
+    {
+        string path = options.Required("config");
+        AgentConfig config = ConfigLoader.Load(path);
+        if (!CertificateAuthority.Exists(config.Ca.Dir))
+        {
+            throw new ConfigException(path, [$"ca.dir: no CA in {config.Ca.Dir}; create one with 'nodemesh ca init --dir {config.Ca.Dir} --trust-domain {config.TrustDomain}'"]);
+        }
+
+        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings { Args = [] });
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss.fff ";
+        });
+        builder.Logging.SetMinimumLevel(Enum.TryParse(Environment.GetEnvironmentVariable("NODEMESH_LOG_LEVEL"), ignoreCase: true, out LogLevel level) ? level : LogLevel.Information);
+        builder.Services.AddSystemd();
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(config.DrainSeconds + 10));
+
+        builder.Services.AddSingleton(config);
+        builder.Services.AddSingleton(config.Tunnel);
+        var ca = CertificateAuthority.Load(config.Ca.Dir);
+        var certificates = new EmbeddedCaCertificates(ca, config.TrustDomain, TimeSpan.FromMinutes(config.Ca.CertificateTtlMinutes));
+        builder.Services.AddSingleton<ICertificateProvider>(certificates);
+        builder.Services.AddSingleton(new PeerCertificateVerifier(config.TrustDomain, () => certificates.TrustBundle));
+        builder.Services.AddSingleton(sp => new TunnelPool(
+            sp.GetRequiredService<ICertificateProvider>(), sp.GetRequiredService<PeerCertificateVerifier>(),
+            EmbeddedCaCertificates.NodeIdentity(config.TrustDomain), config.Tunnel, sp.GetRequiredService<ILogger<TunnelPool>>()));
+        builder.Services.AddSingleton<WorkloadRegistry>();
+        builder.Services.AddSingleton(new FlowLog());
+        builder.Services.AddSingleton<MeshMetrics>();
+        builder.Services.AddSingleton<FlowRecorder>();
+        builder.Services.AddSingleton<OutboundProxy>();
+        builder.Services.AddSingleton<InboundTunnelProxy>();
+        builder.Services.AddSingleton<InboundPlaintextProxy>();
+        builder.Services.AddSingleton<TunnelListenerFactory>();
+        builder.Services.AddSingleton(new WorkloadStateStore(config.StateDir));
+        builder.Services.AddHostedService<MeshAgent>();
+
+        using IHost host = builder.Build();
+        await host.RunAsync();
+        return 0;
+    }
+
+    private static async Task<int> WorkloadAddAsync(Options options)
+    {
+        var request = new ApiRequest
+        {
+            Command = "workload-add",
+            Workload = new WorkloadInfo
+            {
+                Name = options.Required("name"),
+                Ip = options.Required("ip"),
+                Identity = options.Required("identity"),
+                Netns = options.Required("netns"),
+            },
+        };
+        ApiResponse response = await SendAsync(options, request);
+        Console.WriteLine($"workload {request.Workload.Name} added");
+        _ = response;
+        return 0;
+    }
+
+    private static async Task<int> WorkloadRemoveAsync(Options options)
+    {
+        string name = options.Required("name");
+        await SendAsync(options, new ApiRequest { Command = "workload-remove", Name = name });
+        Console.WriteLine($"workload {name} removed");
+        return 0;
+    }
+
+    private static async Task<int> WorkloadListAsync(Options options)
+    {
+        ApiResponse response = await SendAsync(options, new ApiRequest { Command = "workload-list" });
+        IReadOnlyList<WorkloadInfo> workloads = response.Workloads ?? [];
+        if (options.Flag("json"))
+        {
+            Console.WriteLine(JsonSerializer.Serialize(workloads.ToList(), ApiJsonContext.Default.ListWorkloadInfo));
+            return 0;
+        }
+
+        Console.WriteLine($"{"NAME",-16} {"IP",-15} {"SOURCE",-7} {"IDENTITY",-50} NETNS");
+        foreach (WorkloadInfo w in workloads)
+        {
+            Console.WriteLine($"{w.Name,-16} {w.Ip,-15} {w.Source,-7} {w.Identity,-50} {w.Netns}");
+        }
+
+        return 0;
+    }
+
+    private static async Task<int> FlowsAsync(Options options)
+    {
+        ApiResponse response = await SendAsync(options, new ApiRequest { Command = "flows" });
+        IReadOnlyList<FlowRecord> flows = response.Flows ?? [];
+        if (options.Flag("json"))
+        {
+            foreach (FlowRecord flow in flows)
+            {
+                Console.WriteLine(JsonSerializer.Serialize(flow, ApiJsonContext.Default.FlowRecord));
+            }
+
+            return 0;
+        }
+
+        Console.WriteLine($"{"DIR",-8} {"PATH",-11} {"SOURCE",-21} {"DESTINATION",-21} {"ENC",-3} {"SENT",12} {"RECEIVED",12}  RESULT");
+        foreach (FlowRecord f in flows)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{f.Direction,-8} {f.Path,-11} {f.Source,-21} {f.Destination,-21} {(f.Encrypted ? "yes" : "no"),-3} {f.BytesSent,12} {f.BytesReceived,12}  {f.Result}"));
+        }
+
+        return 0;
+    }
+
+    private static async Task<int> StatusAsync(Options options)
+    {
+        ApiResponse response = await SendAsync(options, new ApiRequest { Command = "status" });
+        AgentStatus status = response.Status!;
+        Console.WriteLine($"node {status.Node}, nodemesh {status.Version}; transports: {string.Join(", ", status.Transports)}; " +
+            $"tunnel connections: {status.TunnelConnections} open, {status.TunnelConnectionsOpened} dialled; flows refused: {status.FlowsRefused}");
+        return 0;
+    }
+
+    private static async Task<ApiResponse> SendAsync(Options options, ApiRequest request)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        ApiResponse response = await LocalApiClient.SendAsync(options.Get("socket") ?? DefaultSocket, request, timeout.Token);
+        if (!response.Ok)
+        {
+            throw new IOException($"the agent refused: {response.Error}");
+        }
+
+        return response;
+    }
+}

@@ -1,0 +1,280 @@
+using System.Net;
+using System.Net.Quic;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using NodeMesh.Api;
+using NodeMesh.Capture;
+using NodeMesh.Config;
+using NodeMesh.Contracts;
+using NodeMesh.Identity;
+using NodeMesh.Proxy;
+using NodeMesh.Proxy.Inbound;
+using NodeMesh.Proxy.Outbound;
+using NodeMesh.State;
+using NodeMesh.Telemetry;
+using NodeMesh.Tunnel;
+
+namespace NodeMesh.App;
+
+/// <summary>
+/// The node agent's lifecycle: identity, tunnel listener, workload captures and the local API, started in
+/// that order and stopped in reverse. Stopping closes listeners and drains flows, but leaves every capture
+/// rule in place: while the agent is down, captured connections are refused, never sent in plaintext.
+/// </summary>
+internal sealed partial class MeshAgent(
+    AgentConfig config,
+    WorkloadRegistry registry,
+    ICertificateProvider certificates,
+    TunnelPool pool,
+    TunnelListenerFactory listenerFactory,
+    OutboundProxy outbound,
+    InboundPlaintextProxy inboundPlaintext,
+    FlowRecorder recorder,
+    FlowLog flowLog,
+    WorkloadStateStore stateStore,
+    ILoggerFactory loggerFactory,
+    ILogger<MeshAgent> logger) : IHostedService, IDisposable
+{
+    private readonly SemaphoreSlim _changeGate = new(1, 1);
+    private readonly Dictionary<string, WorkloadInfo> _apiWorkloads = new(StringComparer.Ordinal);
+    private readonly List<Task> _loops = [];
+    private TunnelListener? _tunnel;
+    private LocalApiServer? _api;
+
+    private CapturePorts Ports => new(config.Ports.Outbound, config.Ports.InboundPlaintext);
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        Log.Transports(logger, "mTLS 1.3 over TCP", QuicConnection.IsSupported ? "available" : "unavailable (libmsquic not found); using mTLS over TCP");
+
+        var peers = config.Nodes.ToDictionary(n => n.Name, n => new IPEndPoint(IPAddress.Parse(n.Address), config.Ports.Tunnel), StringComparer.Ordinal);
+        var remote = config.RemoteWorkloads.Select(w => new Workload(w.Name, IPAddress.Parse(w.Ip), SpiffeId.Parse(w.Identity), w.Node, null));
+        registry.Reset(new RegistrySnapshot(remote, peers));
+
+        // Fail early if the node identity cannot be issued: without it no tunnel can be accepted.
+        await certificates.GetNodeCertificateAsync(cancellationToken);
+        _tunnel = listenerFactory.Create(new IPEndPoint(IPAddress.Parse(config.Node.Address), config.Ports.Tunnel));
+        _tunnel.Start();
+        Log.Listening(logger, _tunnel.EndPoint.ToString());
+
+        foreach (WorkloadConfig w in config.Workloads)
+        {
+            await CaptureAsync(new WorkloadInfo { Name = w.Name, Ip = w.Ip, Identity = w.Identity, Netns = w.Netns, Source = "config" }, cancellationToken);
+        }
+
+        foreach (WorkloadInfo saved in await stateStore.LoadAsync())
+        {
+            if (registry.Current.Workloads.Any(w => w.Name == saved.Name))
+            {
+                continue;
+            }
+
+            try
+            {
+                await CaptureAsync(saved with { Source = "api" }, cancellationToken);
+                _apiWorkloads[saved.Name] = saved with { Source = "api" };
+            }
+            catch (Exception ex) when (ex is CaptureException or IOException or InvalidOperationException)
+            {
+                // A saved workload whose namespace is gone is dropped, not fatal: the others keep being served.
+                Log.RestoreFailed(logger, saved.Name, ex.Message);
+            }
+        }
+
+        await stateStore.SaveAsync(_apiWorkloads.Values);
+        _api = new LocalApiServer(config.ApiSocket, HandleApiAsync, loggerFactory.CreateLogger<LocalApiServer>());
+        _api.Start();
+        Log.Ready(logger, config.Node.Name, registry.Captures.Count, config.ApiSocket);
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_api is not null)
+        {
+            await _api.DisposeAsync();
+        }
+
+        // Stop accepting; flows in progress get the drain period to finish.
+        foreach (WorkloadCapture capture in registry.Captures)
+        {
+            capture.OutboundListener.Dispose();
+            capture.InboundListener.Dispose();
+        }
+
+        DateTime deadline = DateTime.UtcNow.AddSeconds(config.DrainSeconds);
+        while (recorder.Active > 0 && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
+        {
+            await Task.Delay(100, CancellationToken.None);
+        }
+
+        Log.Stopped(logger, recorder.Active);
+        foreach (WorkloadCapture capture in registry.Captures)
+        {
+            await capture.DisposeAsync();
+        }
+
+        if (_tunnel is not null)
+        {
+            await _tunnel.DisposeAsync();
+        }
+
+        await pool.DisposeAsync();
+        await Task.WhenAll(_loops).WaitAsync(TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+    }
+
+    private async Task CaptureAsync(WorkloadInfo info, CancellationToken cancellationToken)
+    {
+        var workload = new Workload(info.Name, IPAddress.Parse(info.Ip), SpiffeId.Parse(info.Identity), config.Node.Name, info.Netns);
+        WorkloadCapture capture = await WorkloadCapture.StartAsync(workload, Ports, cancellationToken);
+        registry.Add(capture);
+        _loops.Add(outbound.RunAsync(capture));
+        _loops.Add(inboundPlaintext.RunAsync(capture));
+        Log.Captured(logger, workload.Name, workload.Ip.ToString(), workload.Identity.Uri, info.Netns);
+    }
+
+    private async Task<ApiResponse> HandleApiAsync(ApiRequest request, CancellationToken cancellationToken)
+    {
+        switch (request.Command)
+        {
+            case "workload-add":
+                return await AddAsync(request.Workload, cancellationToken);
+            case "workload-remove":
+                return await RemoveAsync(request.Name, cancellationToken);
+            case "workload-list":
+                return new ApiResponse { Ok = true, Workloads = ListWorkloads() };
+            case "flows":
+                return new ApiResponse { Ok = true, Flows = flowLog.Snapshot() };
+            case "status":
+                return new ApiResponse
+                {
+                    Ok = true,
+                    Status = new AgentStatus
+                    {
+                        Node = config.Node.Name,
+                        Version = AgentVersion.Current,
+                        TunnelConnections = pool.ConnectionCount + (_tunnel?.ConnectionCount ?? 0),
+                        TunnelConnectionsOpened = pool.ConnectionsOpened,
+                        FlowsRefused = flowLog.Refused,
+                        Transports = QuicConnection.IsSupported ? ["mtls-tcp", "quic"] : ["mtls-tcp"],
+                    },
+                };
+            default:
+                return new ApiResponse { Ok = false, Error = $"unknown command '{Contracts.Printable.Of(request.Command)}'" };
+        }
+    }
+
+    private List<WorkloadInfo> ListWorkloads() =>
+        registry.Current.Workloads.Where(w => w.IsLocal).OrderBy(w => w.Name, StringComparer.Ordinal).Select(w => new WorkloadInfo
+        {
+            Name = w.Name,
+            Ip = w.Ip.ToString(),
+            Identity = w.Identity.Uri,
+            Netns = w.Netns!,
+            Source = _apiWorkloads.ContainsKey(w.Name) ? "api" : "config",
+        }).ToList();
+
+    private async Task<ApiResponse> AddAsync(WorkloadInfo? info, CancellationToken cancellationToken)
+    {
+        if (info is null)
+        {
+            return new ApiResponse { Ok = false, Error = "workload-add needs a 'workload' object" };
+        }
+
+        List<string> errors = ConfigLoader.WorkloadErrors(info.Name, info.Ip, info.Identity, info.Netns, config.TrustDomain).ToList();
+        if (errors.Count == 0 && !File.Exists(info.Netns))
+        {
+            errors.Add($"netns: {info.Netns} does not exist");
+        }
+
+        await _changeGate.WaitAsync(cancellationToken);
+        try
+        {
+            RegistrySnapshot current = registry.Current;
+            if (current.Workloads.Any(w => w.Name == info.Name))
+            {
+                errors.Add($"name: a workload named '{info.Name}' is already registered");
+            }
+            else if (IPAddress.TryParse(info.Ip, out IPAddress? ip) && current.FindByIp(ip) is { } other)
+            {
+                errors.Add($"ip: {info.Ip} already belongs to workload '{other.Name}'");
+            }
+
+            if (errors.Count > 0)
+            {
+                return new ApiResponse { Ok = false, Error = string.Join("; ", errors) };
+            }
+
+            WorkloadInfo stored = info with { Source = "api" };
+            try
+            {
+                await CaptureAsync(stored, cancellationToken);
+            }
+            catch (Exception ex) when (ex is CaptureException or IOException or InvalidOperationException or TimeoutException)
+            {
+                return new ApiResponse { Ok = false, Error = $"capture of {info.Name} failed: {ex.Message}" };
+            }
+
+            _apiWorkloads[info.Name] = stored;
+            await stateStore.SaveAsync(_apiWorkloads.Values);
+            return new ApiResponse { Ok = true, Workloads = ListWorkloads() };
+        }
+        finally
+        {
+            _changeGate.Release();
+        }
+    }
+
+    private async Task<ApiResponse> RemoveAsync(string? name, CancellationToken cancellationToken)
+    {
+        await _changeGate.WaitAsync(cancellationToken);
+        try
+        {
+            WorkloadCapture? capture = name is null ? null : registry.Remove(name);
+            if (capture is null)
+            {
+                return new ApiResponse { Ok = false, Error = $"no local workload named '{Contracts.Printable.Of(name ?? "")}'" };
+            }
+
+            await capture.DisposeAsync();
+            await RuleInstaller.RemoveAsync(capture.Workload.Netns!, cancellationToken);
+            _apiWorkloads.Remove(name!);
+            await stateStore.SaveAsync(_apiWorkloads.Values);
+            Log.Removed(logger, name!);
+            return new ApiResponse { Ok = true, Workloads = ListWorkloads() };
+        }
+        finally
+        {
+            _changeGate.Release();
+        }
+    }
+
+    public void Dispose()
+    {
+        _changeGate.Dispose();
+        certificates.Dispose();
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "transports: {Tcp}; QUIC {Quic}")]
+        public static partial void Transports(ILogger logger, string tcp, string quic);
+
+        [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "tunnel listener on {EndPoint}")]
+        public static partial void Listening(ILogger logger, string endPoint);
+
+        [LoggerMessage(EventId = 3, Level = LogLevel.Information, Message = "node {Node} ready: {Count} workloads captured, local API on {Socket}")]
+        public static partial void Ready(ILogger logger, string node, int count, string socket);
+
+        [LoggerMessage(EventId = 4, Level = LogLevel.Information, Message = "captured workload {Name} ({Ip}, {Identity}) in {Netns}")]
+        public static partial void Captured(ILogger logger, string name, string ip, string identity, string netns);
+
+        [LoggerMessage(EventId = 5, Level = LogLevel.Information, Message = "removed workload {Name}: rules and listeners gone")]
+        public static partial void Removed(ILogger logger, string name);
+
+        [LoggerMessage(EventId = 6, Level = LogLevel.Warning, Message = "saved workload {Name} not restored: {Error}")]
+        public static partial void RestoreFailed(ILogger logger, string name, string error);
+
+        [LoggerMessage(EventId = 7, Level = LogLevel.Information, Message = "stopped; {Active} flows still open were closed")]
+        public static partial void Stopped(ILogger logger, int active);
+    }
+}

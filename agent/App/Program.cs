@@ -1,0 +1,3 @@
+using NodeMesh.App;
+
+return await CommandLine.RunAsync(args);

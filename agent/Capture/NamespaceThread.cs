@@ -1,0 +1,123 @@
+using System.Collections.Concurrent;
+using NodeMesh.Interop;
+
+namespace NodeMesh.Capture;
+
+/// <summary>
+/// A dedicated OS thread that creates sockets inside one workload's network namespace. Sockets keep the
+/// namespace they were created in, so the agent creates a workload's listeners and delivery sockets here
+/// and then uses them from any thread. setns(2) is per thread, which is why this is never a pool thread.
+/// The thread enters the namespace only for the duration of each work item and returns to the agent's own
+/// namespace before it completes the caller's task: a thread created by this one (the thread pool injects
+/// workers from whichever thread queues work) inherits its namespace, and must never inherit a workload's.
+/// </summary>
+internal sealed class NamespaceThread : IDisposable
+{
+    private readonly BlockingCollection<Func<Action>> _work = new(boundedCapacity: 4096);
+    private readonly Thread _thread;
+    private readonly TaskCompletionSource _entered = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private NamespaceThread(string netnsPath)
+    {
+        NetnsPath = netnsPath;
+        _thread = new Thread(Run) { IsBackground = true, Name = "netns " + Path.GetFileName(netnsPath) };
+    }
+
+    public string NetnsPath { get; }
+
+    /// <summary>Starts a thread and moves it into the namespace; fails if the namespace cannot be entered.</summary>
+    public static async Task<NamespaceThread> StartAsync(string netnsPath)
+    {
+        var thread = new NamespaceThread(netnsPath);
+        thread._thread.Start();
+        try
+        {
+            await thread._entered.Task;
+        }
+        catch
+        {
+            thread.Dispose();
+            throw;
+        }
+
+        return thread;
+    }
+
+    /// <summary>Runs <paramref name="action"/> inside the namespace.</summary>
+    public Task<T> InvokeAsync<T>(Func<T> action)
+    {
+        var tcs = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        // The work item runs inside the namespace; the completion it returns runs after the thread is home.
+        if (!_work.TryAdd(() =>
+            {
+                try
+                {
+                    T result = action();
+                    return () => tcs.SetResult(result);
+                }
+                catch (Exception ex)
+                {
+                    return () => tcs.SetException(ex);
+                }
+            }))
+        {
+            tcs.SetException(new InvalidOperationException($"namespace thread for {NetnsPath} is stopped or overloaded"));
+        }
+
+        return tcs.Task;
+    }
+
+    private void Run()
+    {
+        SafeFileDescriptor home;
+        SafeFileDescriptor target;
+        try
+        {
+            home = NetworkNamespace.OpenCurrent();
+            target = NetworkNamespace.Open(NetnsPath);
+        }
+        catch (Exception ex)
+        {
+            _entered.SetException(ex);
+            return;
+        }
+
+        using (home)
+        using (target)
+        {
+            try
+            {
+                // Prove the namespace can be entered before anyone relies on it.
+                NetworkNamespace.Enter(target, NetnsPath);
+                NetworkNamespace.Enter(home, "the agent's namespace");
+            }
+            catch (Exception ex)
+            {
+                _entered.SetException(ex);
+                return;
+            }
+
+            _entered.SetResult();
+            foreach (Func<Action> item in _work.GetConsumingEnumerable())
+            {
+                Action complete;
+                NetworkNamespace.Enter(target, NetnsPath);
+                try
+                {
+                    complete = item();
+                }
+                finally
+                {
+                    NetworkNamespace.Enter(home, "the agent's namespace");
+                }
+
+                complete();
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        _work.CompleteAdding();
+    }
+}

@@ -1,0 +1,291 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using NodeMesh.Identity;
+
+namespace NodeMesh.Config;
+
+/// <summary>Reads the configuration file and validates it, collecting every error with its field path.</summary>
+internal static class ConfigLoader
+{
+    public static AgentConfig Load(string path)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new ConfigException(path, [$"cannot read the file: {ex.Message}"]);
+        }
+
+        return Parse(text, path);
+    }
+
+    public static AgentConfig Parse(string json, string source)
+    {
+        AgentConfig? config;
+        try
+        {
+            config = JsonSerializer.Deserialize(json, ConfigJsonContext.Default.AgentConfig);
+        }
+        catch (JsonException ex)
+        {
+            // The serializer names the JSON path and position; keep that, drop the type names.
+            string where = ex.Path is null ? "" : $"{ex.Path.TrimStart('$').TrimStart('.')}: ";
+            string position = ex.LineNumber is long line ? $" (line {line + 1}, column {ex.BytePositionInLine + 1})" : "";
+            throw new ConfigException(source, [$"{where}{Simplify(ex.Message)}{position}"]);
+        }
+
+        if (config is null)
+        {
+            throw new ConfigException(source, ["the file is empty or 'null'; expected a JSON object"]);
+        }
+
+        IReadOnlyList<string> errors = Validate(config);
+        if (errors.Count > 0)
+        {
+            throw new ConfigException(source, errors);
+        }
+
+        return config;
+    }
+
+    public static IReadOnlyList<string> Validate(AgentConfig c)
+    {
+        var errors = new List<string>();
+        foreach ((string name, object? section) in new (string, object?)[]
+        {
+            ("node", c.Node), ("ca", c.Ca), ("ports", c.Ports), ("tunnel", c.Tunnel), ("trustDomain", c.TrustDomain),
+            ("stateDir", c.StateDir), ("apiSocket", c.ApiSocket), ("workloads", c.Workloads), ("nodes", c.Nodes), ("remoteWorkloads", c.RemoteWorkloads),
+        })
+        {
+            if (section is null)
+            {
+                errors.Add($"{name}: must not be null");
+            }
+        }
+
+        if (errors.Count > 0)
+        {
+            return errors;
+        }
+
+        for (int i = 0; i < c.Workloads.Count; i++)
+        {
+            if (c.Workloads[i] is null)
+            {
+                errors.Add($"workloads[{i}]: must be an object, not null");
+            }
+        }
+
+        for (int i = 0; i < c.Nodes.Count; i++)
+        {
+            if (c.Nodes[i] is null)
+            {
+                errors.Add($"nodes[{i}]: must be an object, not null");
+            }
+        }
+
+        for (int i = 0; i < c.RemoteWorkloads.Count; i++)
+        {
+            if (c.RemoteWorkloads[i] is null)
+            {
+                errors.Add($"remoteWorkloads[{i}]: must be an object, not null");
+            }
+        }
+
+        if (errors.Count > 0)
+        {
+            return errors;
+        }
+
+        RequireName(errors, "node.name", c.Node.Name);
+        RequireIPv4(errors, "node.address", c.Node.Address);
+        if (!SpiffeId.IsTrustDomain(c.TrustDomain))
+        {
+            errors.Add($"trustDomain: '{SpiffeId.Printable(c.TrustDomain)}' must be 1-255 characters of a-z, 0-9, '.', '-', '_'");
+        }
+
+        RequireAbsolutePath(errors, "ca.dir", c.Ca.Dir);
+        if (c.Ca.CertificateTtlMinutes is < 1 or > 60 * 24 * 90)
+        {
+            errors.Add($"ca.certificateTtlMinutes: {c.Ca.CertificateTtlMinutes} must be between 1 and 129600 (90 days)");
+        }
+
+        RequireAbsolutePath(errors, "stateDir", c.StateDir);
+        RequireAbsolutePath(errors, "apiSocket", c.ApiSocket);
+        RequirePort(errors, "ports.outbound", c.Ports.Outbound);
+        RequirePort(errors, "ports.inboundPlaintext", c.Ports.InboundPlaintext);
+        RequirePort(errors, "ports.tunnel", c.Ports.Tunnel);
+        if (new HashSet<int> { c.Ports.Outbound, c.Ports.InboundPlaintext, c.Ports.Tunnel }.Count != 3)
+        {
+            errors.Add("ports: outbound, inboundPlaintext and tunnel must be three different ports");
+        }
+
+        RequireRange(errors, "tunnel.maxStreamsPerConnection", c.Tunnel.MaxStreamsPerConnection, 1, 10_000);
+        RequireRange(errors, "tunnel.maxConnectionsPerPeer", c.Tunnel.MaxConnectionsPerPeer, 1, 1_000);
+        RequireRange(errors, "tunnel.idleTimeoutSeconds", c.Tunnel.IdleTimeoutSeconds, 1, 86_400);
+        RequireRange(errors, "tunnel.connectTimeoutSeconds", c.Tunnel.ConnectTimeoutSeconds, 1, 300);
+        RequireRange(errors, "drainSeconds", c.DrainSeconds, 0, 3_600);
+
+        var names = new Dictionary<string, string>(StringComparer.Ordinal);
+        var ips = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (int i = 0; i < c.Workloads.Count; i++)
+        {
+            WorkloadConfig w = c.Workloads[i];
+            string at = $"workloads[{i}]";
+            foreach (string error in WorkloadErrors(w.Name, w.Ip, w.Identity, w.Netns, c.TrustDomain))
+            {
+                errors.Add($"{at}.{error}");
+            }
+
+            Unique(errors, names, w.Name, $"{at}.name", "workload name");
+            Unique(errors, ips, w.Ip, $"{at}.ip", "workload ip");
+        }
+
+        var nodeNames = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < c.Nodes.Count; i++)
+        {
+            PeerNodeConfig n = c.Nodes[i];
+            RequireName(errors, $"nodes[{i}].name", n.Name);
+            RequireIPv4(errors, $"nodes[{i}].address", n.Address);
+            if (n.Name == c.Node.Name)
+            {
+                errors.Add($"nodes[{i}].name: '{n.Name}' is this node (node.name); list only the other nodes");
+            }
+            else if (!nodeNames.Add(n.Name))
+            {
+                errors.Add($"nodes[{i}].name: node '{n.Name}' is listed twice");
+            }
+        }
+
+        for (int i = 0; i < c.RemoteWorkloads.Count; i++)
+        {
+            RemoteWorkloadConfig w = c.RemoteWorkloads[i];
+            string at = $"remoteWorkloads[{i}]";
+            foreach (string error in WorkloadErrors(w.Name, w.Ip, w.Identity, netns: null, c.TrustDomain))
+            {
+                errors.Add($"{at}.{error}");
+            }
+
+            if (!nodeNames.Contains(w.Node))
+            {
+                errors.Add($"{at}.node: '{SpiffeId.Printable(w.Node)}' is not one of the nodes listed in 'nodes'");
+            }
+
+            Unique(errors, names, w.Name, $"{at}.name", "workload name");
+            Unique(errors, ips, w.Ip, $"{at}.ip", "workload ip");
+        }
+
+        return errors;
+    }
+
+    /// <summary>Checks one workload's fields (shared by the file and the local API). Errors start with the field name.</summary>
+    public static IEnumerable<string> WorkloadErrors(string name, string ip, string identity, string? netns, string trustDomain)
+    {
+        if (!IsName(name))
+        {
+            yield return $"name: '{SpiffeId.Printable(name)}' must be 1-63 characters of a-z, 0-9, '-', '.', starting with a letter or digit";
+        }
+
+        if (!IsIPv4(ip))
+        {
+            yield return $"ip: '{SpiffeId.Printable(ip)}' is not an IPv4 address";
+        }
+
+        if (!SpiffeId.TryParse(identity, out SpiffeId? id, out string? error))
+        {
+            yield return $"identity: {error}";
+        }
+        else if (id.TrustDomain != trustDomain)
+        {
+            yield return $"identity: '{identity}' is in trust domain '{id.TrustDomain}', not this mesh's '{trustDomain}'";
+        }
+
+        if (netns is not null && !IsNetnsPath(netns))
+        {
+            yield return $"netns: '{SpiffeId.Printable(netns)}' must be an absolute path such as /var/run/netns/NAME or /proc/PID/ns/net";
+        }
+    }
+
+    public static bool IsName(string value)
+    {
+        if (value.Length is 0 or > 63 || !char.IsAsciiLetterOrDigit(value[0]))
+        {
+            return false;
+        }
+
+        foreach (char ch in value)
+        {
+            if (!(char.IsAsciiLetterLower(ch) || char.IsAsciiDigit(ch) || ch is '-' or '.'))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    public static bool IsIPv4(string value) =>
+        value.Length <= 15 && IPAddress.TryParse(value, out IPAddress? a) && a.AddressFamily == AddressFamily.InterNetwork
+        && a.ToString() == value;
+
+    private static bool IsNetnsPath(string value) =>
+        value.Length is > 1 and <= 4096 && value[0] == '/' && !value.Contains("/../", StringComparison.Ordinal)
+        && !value.EndsWith("/..", StringComparison.Ordinal) && value.All(c => !char.IsControl(c));
+
+    private static void RequireName(List<string> errors, string path, string value)
+    {
+        if (!IsName(value))
+        {
+            errors.Add($"{path}: '{SpiffeId.Printable(value)}' must be 1-63 characters of a-z, 0-9, '-', '.', starting with a letter or digit");
+        }
+    }
+
+    private static void RequireIPv4(List<string> errors, string path, string value)
+    {
+        if (!IsIPv4(value))
+        {
+            errors.Add($"{path}: '{SpiffeId.Printable(value)}' is not an IPv4 address");
+        }
+    }
+
+    private static void RequireAbsolutePath(List<string> errors, string path, string value)
+    {
+        if (!IsNetnsPath(value))
+        {
+            errors.Add($"{path}: '{SpiffeId.Printable(value)}' must be an absolute path");
+        }
+    }
+
+    private static void RequirePort(List<string> errors, string path, int value) => RequireRange(errors, path, value, 1, 65535);
+
+    private static void RequireRange(List<string> errors, string path, int value, int min, int max)
+    {
+        if (value < min || value > max)
+        {
+            errors.Add($"{path}: {value} must be between {min} and {max}");
+        }
+    }
+
+    private static void Unique(List<string> errors, Dictionary<string, string> seen, string value, string path, string what)
+    {
+        if (value.Length == 0)
+        {
+            return;
+        }
+
+        if (!seen.TryAdd(value, path))
+        {
+            errors.Add($"{path}: {what} '{SpiffeId.Printable(value)}' is already used by {seen[value]}");
+        }
+    }
+
+    private static string Simplify(string message)
+    {
+        int pathAt = message.IndexOf(" Path:", StringComparison.Ordinal);
+        return pathAt > 0 ? message[..pathAt] : message;
+    }
+}

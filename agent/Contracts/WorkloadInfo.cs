@@ -1,0 +1,13 @@
+namespace NodeMesh.Contracts;
+
+/// <summary>A workload as registered with the agent through the local API.</summary>
+public sealed record WorkloadInfo
+{
+    public string Name { get; init; } = "";
+    public string Ip { get; init; } = "";
+    public string Identity { get; init; } = "";
+    public string Netns { get; init; } = "";
+
+    /// <summary>Where the registration came from: "config" or "api". Set by the agent.</summary>
+    public string? Source { get; init; }
+}

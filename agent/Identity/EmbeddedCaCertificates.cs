@@ -1,0 +1,56 @@
+using System.Collections.Concurrent;
+using System.Net.Security;
+using System.Security.Cryptography.X509Certificates;
+
+namespace NodeMesh.Identity;
+
+/// <summary>
+/// Certificates signed locally by the embedded CA: one per identity on this node, issued on first use and
+/// reissued when less than half of its lifetime remains, so rotation never waits on a flow.
+/// </summary>
+internal sealed class EmbeddedCaCertificates : ICertificateProvider, IDisposable
+{
+    /// <summary>The identity every agent's tunnel listener presents.</summary>
+    public const string NodeNamespace = "nodemesh-system";
+    public const string NodeServiceAccount = "nodemesh";
+
+    private readonly CertificateAuthority _ca;
+    private readonly TimeSpan _lifetime;
+    private readonly ConcurrentDictionary<SpiffeId, Issued> _issued = new();
+    private readonly SpiffeId _nodeIdentity;
+
+    public EmbeddedCaCertificates(CertificateAuthority ca, string trustDomain, TimeSpan lifetime)
+    {
+        _ca = ca;
+        _lifetime = lifetime;
+        TrustBundle = [X509CertificateLoader.LoadCertificate(ca.Root.RawData)];
+        _nodeIdentity = NodeIdentity(trustDomain);
+    }
+
+    public X509Certificate2Collection TrustBundle { get; }
+
+    public static SpiffeId NodeIdentity(string trustDomain) => new(trustDomain, NodeNamespace, NodeServiceAccount);
+
+    public ValueTask<SslStreamCertificateContext> GetNodeCertificateAsync(CancellationToken cancellationToken) =>
+        GetWorkloadCertificateAsync(_nodeIdentity, cancellationToken);
+
+    public ValueTask<SslStreamCertificateContext> GetWorkloadCertificateAsync(SpiffeId identity, CancellationToken cancellationToken)
+    {
+        DateTimeOffset now = DateTimeOffset.UtcNow;
+        if (_issued.TryGetValue(identity, out Issued? current) && now < current.RenewAt)
+        {
+            return ValueTask.FromResult(current.Context);
+        }
+
+        X509Certificate2 certificate = _ca.Issue(identity, _lifetime);
+        DateTimeOffset notBefore = certificate.NotBefore.ToUniversalTime();
+        DateTimeOffset renewAt = notBefore + ((certificate.NotAfter.ToUniversalTime() - notBefore) / 2);
+        var context = SslStreamCertificateContext.Create(certificate, additionalCertificates: null, offline: true);
+        _issued[identity] = new Issued(context, renewAt);
+        return ValueTask.FromResult(context);
+    }
+
+    public void Dispose() => _ca.Dispose();
+
+    private sealed record Issued(SslStreamCertificateContext Context, DateTimeOffset RenewAt);
+}

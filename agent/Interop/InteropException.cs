@@ -1,0 +1,28 @@
+namespace NodeMesh.Interop;
+
+/// <summary>A failed libc call: names the call, the errno and what it was applied to.</summary>
+internal sealed class InteropException : IOException
+{
+    public InteropException(string call, int errno, string? subject = null)
+        : base($"{call}{(subject is null ? "" : $"({subject})")} failed: errno {errno} ({Describe(errno)})")
+    {
+        Call = call;
+        Errno = errno;
+    }
+
+    public string Call { get; }
+
+    public int Errno { get; }
+
+    private static string Describe(int errno) => errno switch
+    {
+        1 => "EPERM: operation not permitted",
+        2 => "ENOENT: no such file or directory",
+        9 => "EBADF: bad file descriptor",
+        13 => "EACCES: permission denied",
+        22 => "EINVAL: invalid argument",
+        92 => "ENOPROTOOPT: protocol not available",
+        95 => "EOPNOTSUPP: operation not supported",
+        _ => "see errno(3)",
+    };
+}

@@ -1,0 +1,20 @@
+namespace NodeMesh.Interop;
+
+/// <summary>
+/// Linux constants the agent needs (x86_64/arm64 generic ABI). Checked against the C headers by
+/// <c>LinuxConstantsTests</c>, which compiles a small C program, rather than trusted from memory.
+/// </summary>
+internal static class LinuxConstants
+{
+    public const int CLONE_NEWNET = 0x40000000;
+    public const int SOL_SOCKET = 1;
+    public const int SOL_IP = 0;
+    public const int SO_LINGER = 13;
+    public const int SO_MARK = 36;
+    public const int IP_TRANSPARENT = 19;
+    public const int SO_ORIGINAL_DST = 80;
+    public const int O_RDONLY = 0;
+    public const int O_CLOEXEC = 0x80000;
+    public const int EINTR = 4;
+    public const int AF_INET = 2;
+}

@@ -1,0 +1,41 @@
+using System.Net.Sockets;
+
+namespace NodeMesh.Proxy;
+
+/// <summary>
+/// Accepts connections on a workload listener until the workload stops, and runs each one as a tracked
+/// flow (counted while it lives, so shutdown can drain it).
+/// </summary>
+internal static class ListenerLoop
+{
+    public static async Task RunAsync(Socket listener, FlowRecorder recorder, Func<Socket, Task> handle, CancellationToken stopping)
+    {
+        while (!stopping.IsCancellationRequested)
+        {
+            Socket client;
+            try
+            {
+                client = await listener.AcceptAsync(stopping);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException or SocketException)
+            {
+                return;
+            }
+
+            _ = TrackAsync(client, recorder, handle);
+        }
+    }
+
+    private static async Task TrackAsync(Socket client, FlowRecorder recorder, Func<Socket, Task> handle)
+    {
+        recorder.Begin();
+        try
+        {
+            await handle(client);
+        }
+        finally
+        {
+            recorder.End();
+        }
+    }
+}

@@ -1,0 +1,3 @@
+using NodeMesh.Shim;
+
+return await CniPlugin.RunAsync(Environment.GetEnvironmentVariable("CNI_COMMAND"), Console.OpenStandardInput(), Console.Out, Console.Error);
