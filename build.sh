@@ -15,7 +15,7 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 DEPS=(
   "iptables:iptables" "ip:iproute2" "nsenter:util-linux" "curl:curl" "iperf3:iperf3" "tcpdump:tcpdump"
   "haproxy:haproxy" "wrk:wrk" "socat:socat" "conntrack:conntrack" "openssl:openssl" "nginx:nginx-light"
-  "python3:python3" "gcc:gcc"
+  "python3:python3" "gcc:gcc" "ping:iputils-ping"
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

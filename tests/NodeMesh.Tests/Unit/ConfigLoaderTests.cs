@@ -1,0 +1,128 @@
+using NodeMesh.Config;
+
+namespace NodeMesh.Tests.Unit;
+
+public class ConfigLoaderTests
+{
+    private const string Valid = """
+        {
+          // comments are allowed
+          "node": { "name": "node1", "address": "10.231.0.1" },
+          "trustDomain": "cluster.local",
+          "ca": { "dir": "/var/lib/nodemesh/ca" },
+          "workloads": [
+            { "name": "web", "ip": "10.240.1.2", "identity": "spiffe://cluster.local/ns/shop/sa/web", "netns": "/var/run/netns/web" }
+          ],
+          "nodes": [ { "name": "node2", "address": "10.231.0.2" } ],
+          "remoteWorkloads": [
+            { "name": "db", "ip": "10.240.2.2", "identity": "spiffe://cluster.local/ns/shop/sa/db", "node": "node2" }
+          ],
+        }
+        """;
+
+    [Fact]
+    public void Parse_ValidFile_AppliesDefaults()
+    {
+        AgentConfig config = ConfigLoader.Parse(Valid, "test.json");
+        Assert.Equal("node1", config.Node.Name);
+        Assert.Equal(15001, config.Ports.Outbound);
+        Assert.Equal(15006, config.Ports.InboundPlaintext);
+        Assert.Equal(15008, config.Ports.Tunnel);
+        Assert.Equal(100, config.Tunnel.MaxStreamsPerConnection);
+        Assert.Equal("/run/nodemesh/agent.sock", config.ApiSocket);
+        Assert.Single(config.Workloads);
+        Assert.Single(config.RemoteWorkloads);
+    }
+
+    [Fact]
+    public void Parse_CollectsEveryError_WithTheFieldPath()
+    {
+        string json = Valid
+            .Replace("\"10.240.1.2\"", "\"10.240.1.300\"", StringComparison.Ordinal)
+            .Replace("\"node\": \"node2\"", "\"node\": \"node9\"", StringComparison.Ordinal)
+            .Replace("sa/db", "sa/DB", StringComparison.Ordinal)
+            .Replace("\"/var/run/netns/web\"", "\"relative/path\"", StringComparison.Ordinal);
+        ConfigException ex = Assert.Throws<ConfigException>(() => ConfigLoader.Parse(json, "test.json"));
+        Assert.Contains(ex.Errors, e => e.StartsWith("workloads[0].ip: '10.240.1.300' is not an IPv4 address", StringComparison.Ordinal));
+        Assert.Contains(ex.Errors, e => e.StartsWith("workloads[0].netns:", StringComparison.Ordinal));
+        Assert.Contains(ex.Errors, e => e.StartsWith("remoteWorkloads[0].node: 'node9' is not one of the nodes", StringComparison.Ordinal));
+        Assert.Contains(ex.Errors, e => e.StartsWith("remoteWorkloads[0].identity:", StringComparison.Ordinal) && e.Contains("service account", StringComparison.Ordinal));
+        Assert.Equal(4, ex.Errors.Count);
+        Assert.Contains("test.json", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Parse_UnknownField_IsAnError_NamingIt()
+    {
+        ConfigException ex = Assert.Throws<ConfigException>(() => ConfigLoader.Parse("""{ "node": { "name": "a", "adress": "10.0.0.1" } }""", "f"));
+        Assert.Contains("adress", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("node", ex.Errors[0], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Parse_BadJson_NamesLineAndColumn()
+    {
+        ConfigException ex = Assert.Throws<ConfigException>(() => ConfigLoader.Parse("{\n  \"node\": { \"name\": \"a\" \n", "f"));
+        Assert.Contains("line", ex.Errors[0], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Parse_WrongType_NamesTheField()
+    {
+        ConfigException ex = Assert.Throws<ConfigException>(() => ConfigLoader.Parse("""{ "ports": { "outbound": "fast" } }""", "f"));
+        Assert.StartsWith("ports.outbound", ex.Errors[0], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Parse_NullSections_AreErrors_NotCrashes()
+    {
+        ConfigException ex = Assert.Throws<ConfigException>(() => ConfigLoader.Parse("""{ "node": null, "workloads": [ null ] }""", "f"));
+        Assert.Contains("node: must not be null", ex.Errors);
+        ex = Assert.Throws<ConfigException>(() => ConfigLoader.Parse("""{ "node": {"name":"a","address":"10.0.0.1"}, "workloads": [ null ] }""", "f"));
+        Assert.Contains("workloads[0]: must be an object, not null", ex.Errors);
+        ex = Assert.Throws<ConfigException>(() => ConfigLoader.Parse("null", "f"));
+        Assert.Contains("null", ex.Errors[0], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Validate_RefusesDuplicatesAndPortClashes()
+    {
+        string json = Valid.Replace("\"10.240.2.2\"", "\"10.240.1.2\"", StringComparison.Ordinal)
+            .Replace("\"name\": \"db\"", "\"name\": \"web\"", StringComparison.Ordinal);
+        json = json.Replace("\"trustDomain\"", "\"ports\": { \"outbound\": 15008 }, \"trustDomain\"", StringComparison.Ordinal);
+        ConfigException ex = Assert.Throws<ConfigException>(() => ConfigLoader.Parse(json, "f"));
+        Assert.Contains(ex.Errors, e => e.Contains("remoteWorkloads[0].name: workload name 'web' is already used by workloads[0].name", StringComparison.Ordinal));
+        Assert.Contains(ex.Errors, e => e.Contains("remoteWorkloads[0].ip: workload ip '10.240.1.2' is already used", StringComparison.Ordinal));
+        Assert.Contains(ex.Errors, e => e.StartsWith("ports:", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("web;rm -rf /")]
+    [InlineData("-j ACCEPT")]
+    [InlineData("$(reboot)")]
+    [InlineData("Web")]
+    [InlineData("")]
+    public void Validate_RefusesHostileWorkloadNames(string name)
+    {
+        string json = Valid.Replace("\"name\": \"web\"", $"\"name\": {System.Text.Json.JsonSerializer.Serialize(name)}", StringComparison.Ordinal);
+        ConfigException ex = Assert.Throws<ConfigException>(() => ConfigLoader.Parse(json, "f"));
+        Assert.Contains(ex.Errors, e => e.StartsWith("workloads[0].name:", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("10.0.0.1", true)]
+    [InlineData("010.0.0.1", false)]
+    [InlineData("10.0.0", false)]
+    [InlineData("::1", false)]
+    [InlineData("10.0.0.1 ", false)]
+    [InlineData("1.2.3.4; iptables -F", false)]
+    public void IsIPv4_AcceptsOnlyCanonicalDottedQuads(string value, bool expected) =>
+        Assert.Equal(expected, ConfigLoader.IsIPv4(value));
+
+    [Fact]
+    public void Load_MissingFile_SaysWhich()
+    {
+        ConfigException ex = Assert.Throws<ConfigException>(() => ConfigLoader.Load("/nonexistent/nodemesh.json"));
+        Assert.Contains("/nonexistent/nodemesh.json", ex.Message, StringComparison.Ordinal);
+    }
+}

@@ -1,0 +1,628 @@
+#!/usr/bin/env bash
+# NodeMesh benchmark: the same client/server load over three paths between pod n1p1 (node1) and
+# pod n2p1 (node2), each on a freshly built topology with fresh servers:
+#   direct    plain TCP routed by the nodes (no mesh, no encryption) - the floor
+#   nodemesh  one agent per node, pods captured transparently, mTLS tunnel between the agents
+#   haproxy   one haproxy per node doing the same mTLS 1.3 hop (client certificate required
+#             and verified); the client connects to node1's haproxy directly (no capture)
+# Load: iperf3 1 and 8 streams, wrk keep-alive (req/s, p50, p99) and wrk with
+# "Connection: close" (new connections per second) against nginx in n2p1; for the proxies also
+# CPU seconds per GB moved (over the iperf runs) and peak RSS (VmHWM) idle and after the load.
+#
+# Usage: tests/bench/run-bench.sh [--nodemesh PATH] [--quick] [--out FILE] [--haproxy-threads N]
+#   --nodemesh PATH       agent binary (default: artifacts/bin/nodemesh; column is n/a if missing)
+#   --quick               3 s per measurement instead of 10 s
+#   --out FILE            also write the results as a markdown table to FILE
+#   --haproxy-threads N   set haproxy's nbthread (default: haproxy's own default, one per CPU)
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$SCRIPT_DIR/../.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=../netns/topology.sh
+source "$SCRIPT_DIR/../netns/topology.sh"
+
+NODEMESH=$REPO_DIR/artifacts/bin/nodemesh
+QUICK=0
+OUT=""
+HAPROXY_THREADS=""
+
+# Fixed by the topology (2 nodes x 1 pod).
+SERVER_IP=10.240.2.2
+NODE2_IP=10.231.0.2
+POD_GW1=10.240.1.1
+IPERF_PORT=5201
+HTTP_PORT=8080
+# haproxy: plain frontends on node1 (pod side), TLS listeners on node2 (lan side), one per service.
+HA_IPERF_FRONT=15101
+HA_HTTP_FRONT=15180
+HA_IPERF_TLS=15443
+HA_HTTP_TLS=15444
+TRUST_DOMAIN=cluster.local
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+    printf '[bench] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+parse_args() {
+    while (($# > 0)); do
+        case "$1" in
+        --nodemesh)
+            NODEMESH=${2:?--nodemesh needs a path}
+            shift 2
+            ;;
+        --quick)
+            QUICK=1
+            shift
+            ;;
+        --out)
+            OUT=${2:?--out needs a file}
+            shift 2
+            ;;
+        --haproxy-threads)
+            HAPROXY_THREADS=${2:?--haproxy-threads needs a number}
+            [[ "$HAPROXY_THREADS" =~ ^[1-9][0-9]*$ ]] || die "--haproxy-threads: not a number"
+            shift 2
+            ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *)
+            usage >&2
+            die "unknown argument: $1"
+            ;;
+        esac
+    done
+    if ((QUICK)); then DURATION=3; else DURATION=10; fi
+}
+
+check_tools() {
+    local t missing=()
+    for t in ip iptables iperf3 wrk nginx haproxy openssl curl ss awk; do
+        command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+    done
+    ((${#missing[@]} == 0)) || die "missing tools: ${missing[*]} - run ./build.sh deps"
+    [[ $EUID -eq 0 ]] || die "must run as root (network namespaces)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Process and cleanup helpers. Every process this script starts runs inside one of its own
+# namespaces; topo_destroy also ends anything left in them, by pid.
+
+PIDS=()
+
+# bg NAME NS CMD...: start CMD in namespace NS, log to $WORK/NAME.log; pid in $BG_PID.
+bg() {
+    local name=$1 ns=$2
+    shift 2
+    ip netns exec "$ns" "$@" >"$WORK/$name.log" 2>&1 &
+    BG_PID=$!
+    PIDS+=("$BG_PID")
+}
+
+stop_pid() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+stop_all() {
+    local pid
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    PIDS=()
+}
+
+# wait_port NS ADDR PORT [SECONDS]: until something listens on ADDR:PORT (or *:PORT) in NS.
+wait_port() {
+    local ns=$1 addr=$2 port=$3 secs=${4:-10} i
+    for ((i = 0; i < secs * 10; i++)); do
+        if ip netns exec "$ns" ss -Hltn "sport = :$port" 2>/dev/null | grep -Eq "($addr|\*|0\.0\.0\.0|\[::\]):$port"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    # A scenario still running (interrupted): stop it, and everything it started in the namespaces.
+    [[ -n "${SCENARIO_PID:-}" ]] && kill -TERM "$SCENARIO_PID" 2>/dev/null
+    stop_all
+    [[ -n "${PREFIX:-}" ]] && topo_destroy "$PREFIX"
+    [[ -n "${SCENARIO_PID:-}" ]] && stop_pid "$SCENARIO_PID"
+    [[ -n "${WORK:-}" && -d "$WORK" ]] && rm -rf "$WORK"
+    exit "$rc"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Servers in n2p1 and the measurements (same commands for every scenario).
+
+start_servers() {
+    local ns=$PREFIX-n2p1 dir=$WORK/nginx
+    mkdir -p "$dir/tmp"
+    bg iperf3-server "$ns" iperf3 -s -p "$IPERF_PORT"
+    # A small body; huge keepalive_requests so wrk's keep-alive connections are never recycled.
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 75s;
+    server {
+        listen $HTTP_PORT;
+        location / { default_type text/plain; return 200 "nodemesh bench: small body 0123456789abcdef\n"; }
+    }
+}
+EOF
+    ip netns exec "$ns" nginx -t -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" ||
+        die "nginx config test failed (see above)"
+    bg nginx "$ns" nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf"
+    wait_port "$ns" "$SERVER_IP" "$IPERF_PORT" || die "iperf3 server did not start: $(cat "$WORK/iperf3-server.log")"
+    wait_port "$ns" "$SERVER_IP" "$HTTP_PORT" || die "nginx did not start: $(cat "$WORK/nginx.log" "$dir/error.log" 2>/dev/null)"
+}
+
+# run_iperf HOST PORT STREAMS: prints "BITS_PER_SECOND BYTES" (receiver side).
+run_iperf() {
+    local host=$1 port=$2 streams=$3 json out
+    json=$WORK/iperf-$streams.json
+    if ! timeout $((DURATION + 30)) ip netns exec "$PREFIX-n1p1" \
+        iperf3 -c "$host" -p "$port" -P "$streams" -t "$DURATION" --connect-timeout 5000 -J >"$json" 2>&1; then
+        die "iperf3 -P $streams to $host:$port failed: $(grep -m1 '"error"' "$json" || tail -3 "$json")"
+    fi
+    # iperf3's JSON is one key per line: take bytes and bits_per_second of end.sum_received.
+    out=$(awk '/"sum_received"/ { s = 1 }
+        s && /"bytes"/ { gsub(/[^0-9.]/, "", $2); b = $2 }
+        s && /"bits_per_second"/ { gsub(/[^0-9.eE+]/, "", $2); r = $2 }
+        s && /}/ { print r, b; exit }' "$json")
+    [[ "$out" =~ ^[0-9.eE+]+\ [0-9]+$ ]] || die "cannot parse iperf3 output ($json)"
+    echo "$out"
+}
+
+# run_wrk URL [close]: prints "REQ_PER_S P50_MS P99_MS ERRORS".
+run_wrk() {
+    local url=$1 mode=${2:-} out
+    local -a extra=()
+    [[ "$mode" == close ]] && extra=(-H 'Connection: close')
+    if ! out=$(timeout $((DURATION + 30)) ip netns exec "$PREFIX-n1p1" \
+        wrk --latency -t2 -c32 -d"${DURATION}s" "${extra[@]}" "$url" 2>&1); then
+        die "wrk $url failed: $out"
+    fi
+    printf '%s\n' "$out" >>"$WORK/wrk.log"
+    awk 'function ms(v) {
+            if (v ~ /us$/) return v / 1000
+            if (v ~ /ms$/) return v + 0
+            if (v ~ /s$/) return v * 1000
+            return v + 0 }
+        /Requests\/sec:/ { rps = $2 }
+        $1 == "50%" { p50 = ms($2) }
+        $1 == "99%" { p99 = ms($2) }
+        /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+        /Non-2xx or 3xx responses:/ { err += $NF }
+        END { if (rps == "") exit 1; printf "%s %s %s %d\n", rps, p50, p99, err }' <<<"$out" ||
+        die "cannot parse wrk output: $out"
+}
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+
+# sum_over FUNC PID...: sum of FUNC over the processes.
+sum_over() {
+    local f=$1 pid total=0 v
+    shift
+    for pid in "$@"; do
+        v=$("$f" "$pid") || die "process $pid is gone"
+        total=$((total + v))
+    done
+    echo "$total"
+}
+
+# record SCENARIO KEY VALUE: results survive the scenario's subshell through a file.
+record() { printf '%s.%s=%s\n' "$1" "$2" "$3" >>"$RESULTS"; }
+
+# measure SCENARIO IPERF_HOST IPERF_PORT HTTP_URL [PROXY_PID...]
+measure() {
+    local scen=$1 host=$2 port=$3 url=$4 t0 t1 r1 r8 w hz out kib
+    shift 4
+    local -a procs=("$@")
+    hz=$(getconf CLK_TCK)
+    if ((${#procs[@]} > 0)); then
+        kib=$(sum_over hwm_kib "${procs[@]}")
+        record "$scen" rss_idle_mib "$(awk -v k="$kib" 'BEGIN { printf "%.1f", k / 1024 }')"
+        t0=$(sum_over cpu_ticks "${procs[@]}")
+    fi
+    log "$scen: iperf3 1 stream, ${DURATION}s"
+    out=$(run_iperf "$host" "$port" 1)
+    read -r -a r1 <<<"$out"
+    log "$scen: iperf3 8 streams, ${DURATION}s"
+    out=$(run_iperf "$host" "$port" 8)
+    read -r -a r8 <<<"$out"
+    # A scenario may look at its proxies right after the bulk runs (before wrk adds thousands of flows).
+    if [[ -n "${AFTER_IPERF:-}" ]]; then "$AFTER_IPERF"; fi
+    record "$scen" iperf1_gbps "$(awk -v b="${r1[0]}" 'BEGIN { printf "%.2f", b / 1e9 }')"
+    record "$scen" iperf8_gbps "$(awk -v b="${r8[0]}" 'BEGIN { printf "%.2f", b / 1e9 }')"
+    if ((${#procs[@]} > 0)); then
+        t1=$(sum_over cpu_ticks "${procs[@]}")
+        record "$scen" cpu_s_per_gb "$(awk -v t=$((t1 - t0)) -v hz="$hz" -v b1="${r1[1]}" -v b8="${r8[1]}" \
+            'BEGIN { printf "%.2f", (t / hz) / ((b1 + b8) / 1e9) }')"
+    fi
+    log "$scen: wrk keep-alive -t2 -c32, ${DURATION}s"
+    out=$(run_wrk "$url")
+    read -r -a w <<<"$out"
+    record "$scen" ka_rps "$(printf '%.0f' "${w[0]}")"
+    record "$scen" ka_p50_ms "$(printf '%.3f' "${w[1]}")"
+    record "$scen" ka_p99_ms "$(printf '%.3f' "${w[2]}")"
+    record "$scen" ka_errors "${w[3]}"
+    log "$scen: wrk Connection: close -t2 -c32, ${DURATION}s"
+    out=$(run_wrk "$url" close)
+    read -r -a w <<<"$out"
+    record "$scen" cc_rps "$(printf '%.0f' "${w[0]}")"
+    record "$scen" cc_p99_ms "$(printf '%.3f' "${w[2]}")"
+    record "$scen" cc_errors "${w[3]}"
+    if ((${#procs[@]} > 0)); then
+        kib=$(sum_over hwm_kib "${procs[@]}")
+        record "$scen" rss_load_mib "$(awk -v k="$kib" 'BEGIN { printf "%.1f", k / 1024 }')"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios. Each runs in its own subshell on a fresh topology and tears it down at the end.
+
+fresh_topology() {
+    topo_destroy "$PREFIX"
+    topo_create "$PREFIX" 2 1 || die "could not create the topology"
+}
+
+scenario_direct() {
+    fresh_topology
+    start_servers
+    measure direct "$SERVER_IP" "$IPERF_PORT" "http://$SERVER_IP:$HTTP_PORT/"
+}
+
+# --- nodemesh ---
+
+# nm_config NODE_INDEX: the agent config of node i (pod n<i>p1 local, the other node's pod remote).
+nm_config() {
+    local i=$1 k=$((3 - $1))
+    cat <<EOF
+{
+  "node": { "name": "node$i", "address": "10.231.0.$i" },
+  "trustDomain": "$TRUST_DOMAIN",
+  "ca": { "dir": "$WORK/ca" },
+  "stateDir": "$WORK/n$i/state",
+  "apiSocket": "$WORK/n$i/agent.sock",
+  "workloads": [
+    { "name": "n${i}p1", "ip": "10.240.$i.2", "identity": "spiffe://$TRUST_DOMAIN/ns/bench/sa/n${i}p1", "netns": "/var/run/netns/$PREFIX-n${i}p1" }
+  ],
+  "nodes": [ { "name": "node$k", "address": "10.231.0.$k" } ],
+  "remoteWorkloads": [
+    { "name": "n${k}p1", "ip": "10.240.$k.2", "identity": "spiffe://$TRUST_DOMAIN/ns/bench/sa/n${k}p1", "node": "node$k" }
+  ]
+}
+EOF
+}
+
+# nm_wait_ready SOCKET WORKLOAD_IP...: `workload list` answers and names every workload (~15 s).
+nm_wait_ready() {
+    local sock=$1 out ip ok i
+    shift
+    for ((i = 0; i < 150; i++)); do
+        if out=$("$NODEMESH" workload list --socket "$sock" 2>/dev/null); then
+            ok=1
+            for ip in "$@"; do [[ "$out" == *"$ip"* ]] || ok=0; done
+            ((ok)) && return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# Proof the iperf3 traffic went through the mesh and not around it: node1's agent lists its flows.
+nm_check_flows() {
+    local flows
+    flows=$("$NODEMESH" flows --socket "$WORK/n1/agent.sock" --json 2>/dev/null | grep -c "$SERVER_IP:$IPERF_PORT" || true)
+    record nodemesh flows_seen "${flows:-0}"
+    ((${flows:-0} > 0)) || log "WARNING: node1 agent reports no flow to $SERVER_IP:$IPERF_PORT - was the traffic captured?"
+}
+
+scenario_nodemesh() {
+    local i pids=()
+    fresh_topology
+    "$NODEMESH" ca init --dir "$WORK/ca" --trust-domain "$TRUST_DOMAIN" >"$WORK/ca-init.log" 2>&1 ||
+        die "nodemesh ca init failed: $(cat "$WORK/ca-init.log")"
+    for i in 1 2; do
+        mkdir -p "$WORK/n$i/state"
+        nm_config "$i" >"$WORK/n$i.json"
+        bg "agent-n$i" "$PREFIX-n$i" "$NODEMESH" run --config "$WORK/n$i.json"
+        pids+=("$BG_PID")
+    done
+    for i in 1 2; do
+        nm_wait_ready "$WORK/n$i/agent.sock" "10.240.$i.2" ||
+            die "agent node$i not ready after 15 s; log: $(tail -20 "$WORK/agent-n$i.log")"
+    done
+    start_servers
+    # Same commands as direct: the pod connects to the other pod's IP; the agents capture it.
+    AFTER_IPERF=nm_check_flows
+    measure nodemesh "$SERVER_IP" "$IPERF_PORT" "http://$SERVER_IP:$HTTP_PORT/" "${pids[@]}"
+    for i in 1 2; do kill -0 "${pids[i - 1]}" 2>/dev/null || die "agent node$i died during the run"; done
+}
+
+# --- haproxy ---
+
+# make_cert NAME SUBJECT_ALT_NAME: EC P-256 leaf signed by the bench CA, as NAME.pem (cert+key).
+make_cert() {
+    local d=$WORK/pki name=$1 san=$2
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$name" \
+        -keyout "$d/$name.key" -out "$d/$name.csr" 2>/dev/null
+    printf 'subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n' \
+        "$san" >"$d/$name.ext"
+    openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -set_serial "0x$(openssl rand -hex 8)" \
+        -days 2 -sha256 -extfile "$d/$name.ext" -out "$d/$name.crt" 2>/dev/null
+    cat "$d/$name.crt" "$d/$name.key" >"$d/$name.pem"
+}
+
+make_pki() {
+    local d=$WORK/pki
+    mkdir -p "$d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -sha256 \
+        -subj "/CN=nodemesh-bench-ca" -keyout "$d/ca.key" -out "$d/ca.crt" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null ||
+        die "openssl: cannot create the bench CA"
+    make_cert node1 "DNS:node1.mesh,URI:spiffe://$TRUST_DOMAIN/ns/bench/sa/n1p1" || die "openssl: node1 cert"
+    make_cert node2 "DNS:node2.mesh,URI:spiffe://$TRUST_DOMAIN/ns/bench/sa/n2p1" || die "openssl: node2 cert"
+}
+
+haproxy_global() {
+    cat <<EOF
+global
+    maxconn 8000
+${HAPROXY_THREADS:+    nbthread $HAPROXY_THREADS
+}    ssl-default-bind-options ssl-min-ver TLSv1.3
+    ssl-default-server-options ssl-min-ver TLSv1.3
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 2m
+    timeout server 2m
+EOF
+}
+
+write_haproxy_configs() {
+    local d=$WORK/pki svc front tls dport
+    {
+        haproxy_global
+        for svc in iperf http; do
+            if [[ $svc == iperf ]]; then front=$HA_IPERF_FRONT tls=$HA_IPERF_TLS; else front=$HA_HTTP_FRONT tls=$HA_HTTP_TLS; fi
+            cat <<EOF
+frontend ${svc}_out
+    bind $POD_GW1:$front
+    default_backend ${svc}_tunnel
+backend ${svc}_tunnel
+    server node2 $NODE2_IP:$tls ssl crt $d/node1.pem ca-file $d/ca.crt verify required verifyhost node2.mesh sni str(node2.mesh)
+EOF
+        done
+    } >"$WORK/haproxy-node1.cfg"
+    {
+        haproxy_global
+        for svc in iperf http; do
+            if [[ $svc == iperf ]]; then tls=$HA_IPERF_TLS dport=$IPERF_PORT; else tls=$HA_HTTP_TLS dport=$HTTP_PORT; fi
+            cat <<EOF
+frontend ${svc}_in
+    bind $NODE2_IP:$tls ssl crt $d/node2.pem ca-file $d/ca.crt verify required
+    default_backend ${svc}_pod
+backend ${svc}_pod
+    server n2p1 $SERVER_IP:$dport
+EOF
+        done
+    } >"$WORK/haproxy-node2.cfg"
+}
+
+# Prove the hop is really mutual TLS 1.3: without a client certificate node2 refuses; with it the
+# request reaches nginx over TLSv1.3.
+verify_haproxy_mtls() {
+    local d=$WORK/pki url="https://node2.mesh:$HA_HTTP_TLS/" v
+    local -a common=(--silent --max-time 5 --cacert "$d/ca.crt" --resolve "node2.mesh:$HA_HTTP_TLS:$NODE2_IP")
+    if ip netns exec "$PREFIX-n1" curl "${common[@]}" -o /dev/null "$url"; then
+        die "haproxy on node2 accepted a client without a certificate"
+    fi
+    v=$(ip netns exec "$PREFIX-n1" curl "${common[@]}" --cert "$d/node1.crt" --key "$d/node1.key" \
+        -o /dev/null -w '%{http_code}' -v "$url" 2>&1) || die "mTLS request through haproxy failed: $v"
+    [[ "$v" == *"TLSv1.3"* && "$v" == *200 ]] || die "mTLS check: expected TLSv1.3 and HTTP 200, got: $v"
+    record haproxy mtls_verified yes
+}
+
+scenario_haproxy() {
+    local i pids=()
+    fresh_topology
+    make_pki
+    write_haproxy_configs
+    start_servers
+    for i in 1 2; do
+        ip netns exec "$PREFIX-n$i" haproxy -c -q -f "$WORK/haproxy-node$i.cfg" ||
+            die "haproxy config for node$i is invalid"
+        # -db: stay in the foreground, one process (no master-worker), so its pid is the one measured.
+        bg "haproxy-n$i" "$PREFIX-n$i" haproxy -db -f "$WORK/haproxy-node$i.cfg"
+        pids+=("$BG_PID")
+    done
+    wait_port "$PREFIX-n1" "$POD_GW1" "$HA_HTTP_FRONT" || die "haproxy node1 not listening: $(cat "$WORK/haproxy-n1.log")"
+    wait_port "$PREFIX-n2" "$NODE2_IP" "$HA_HTTP_TLS" || die "haproxy node2 not listening: $(cat "$WORK/haproxy-n2.log")"
+    record haproxy threads "$(awk '/^Threads:/ { print $2 }' "/proc/${pids[0]}/status")"
+    verify_haproxy_mtls
+    # The client connects to haproxy on node1 (its pod gateway address) instead of the server.
+    measure haproxy "$POD_GW1" "$HA_IPERF_FRONT" "http://$POD_GW1:$HA_HTTP_FRONT/" "${pids[@]}"
+    for i in 1 2; do kill -0 "${pids[i - 1]}" 2>/dev/null || die "haproxy node$i died during the run"; done
+}
+
+# run_scenario NAME: the scenario in a subshell (errexit works there) with its own cleanup;
+# a failed scenario is recorded and the others still run. The subshell runs in the background
+# and is waited for, so that Ctrl-C / SIGTERM reach this script's trap at once (bash defers
+# traps while a foreground child runs).
+run_scenario() {
+    local name=$1 rc=0
+    log "=== scenario: $name ==="
+    (
+        set -e
+        PIDS=()
+        trap 'stop_all; topo_destroy "$PREFIX"' EXIT
+        "scenario_$name"
+    ) &
+    SCENARIO_PID=$!
+    wait "$SCENARIO_PID" || rc=$?
+    SCENARIO_PID=""
+    if ((rc != 0)); then
+        record "$name" status "failed (see messages above)"
+        FAILED+=("$name")
+    else
+        record "$name" status ok
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Report.
+
+declare -A R=()
+
+load_results() {
+    local k v
+    while IFS='=' read -r k v; do R[$k]=$v; done <"$RESULTS"
+}
+
+ratio() { # A B -> A/B or n/a
+    if [[ "$1" =~ ^[0-9.]+$ && "$2" =~ ^[0-9.]+$ ]] && awk -v b="$2" 'BEGIN { exit !(b > 0) }'; then
+        awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
+    else
+        echo "n/a"
+    fi
+}
+
+# cell SCENARIO KEY: the value, or why there is none.
+cell() {
+    local s=$1 k=$2
+    if [[ -n "${R[$s.$k]:-}" ]]; then
+        echo "${R[$s.$k]}"
+    elif [[ "${R[$s.status]:-}" == ok || -z "${R[$s.status]:-}" ]]; then
+        echo "-"
+    else
+        echo "n/a"
+    fi
+}
+
+METRICS=(
+    "iperf1_gbps|iperf3 1 stream (Gbit/s)"
+    "iperf8_gbps|iperf3 8 streams (Gbit/s)"
+    "ka_rps|HTTP keep-alive (req/s)"
+    "ka_p50_ms|HTTP keep-alive p50 (ms)"
+    "ka_p99_ms|HTTP keep-alive p99 (ms)"
+    "cc_rps|HTTP Connection: close (new conn/s)"
+    "cc_p99_ms|HTTP Connection: close p99 (ms)"
+    "cpu_s_per_gb|proxy CPU s per GB, both nodes (iperf runs)"
+    "rss_idle_mib|proxy peak RSS idle, both nodes (MiB)"
+    "rss_load_mib|proxy peak RSS after load, both nodes (MiB)"
+)
+
+table_rows() { # prints "metric|direct|nodemesh|haproxy|nm/ha|nm/direct" lines
+    local m key label d n h
+    for m in "${METRICS[@]}"; do
+        key=${m%%|*} label=${m#*|}
+        d=$(cell direct "$key") n=$(cell nodemesh "$key") h=$(cell haproxy "$key")
+        printf '%s|%s|%s|%s|%s|%s\n' "$label" "$d" "$n" "$h" "$(ratio "$n" "$h")" "$(ratio "$n" "$d")"
+    done
+}
+
+notes() {
+    local s
+    echo "Topology: 2 nodes x 1 pod in network namespaces (veth + bridges), client in n1p1, servers in n2p1 (iperf3 -s, nginx 1 worker)."
+    echo "Each measurement ${DURATION}s; wrk --latency -t2 -c32; $(nproc) CPUs, kernel $(uname -r)."
+    echo "direct: n1p1 -> $SERVER_IP, routed by the nodes, plaintext."
+    echo "nodemesh: ${NODEMESH_NOTE}"
+    echo "haproxy: $(haproxy -v 2>/dev/null | head -1 | awk '{print $1, $3}'), nbthread ${HAPROXY_THREADS:-default (one per CPU)} -> ${R[haproxy.threads]:-?} thread(s) per process; client in n1p1 connects to node1's haproxy at $POD_GW1 directly (no capture); node1 -> node2 over TLS 1.3 with EC P-256 client and server certificates, verify required on both sides (mTLS checked: ${R[haproxy.mtls_verified]:-no}); one TLS listener per service on node2, plain TCP to n2p1."
+    echo "CPU s per GB: utime+stime of both proxy processes over the two iperf3 runs, divided by the bytes the iperf3 receivers got (1 GB = 10^9 bytes). RSS: VmHWM of both processes summed."
+    for s in direct nodemesh haproxy; do
+        if [[ -n "${R[$s.ka_errors]:-}" || -n "${R[$s.cc_errors]:-}" ]] && ((${R[$s.ka_errors]:-0} + ${R[$s.cc_errors]:-0} > 0)); then
+            echo "$s: wrk reported errors: keep-alive ${R[$s.ka_errors]:-0}, close ${R[$s.cc_errors]:-0}."
+        fi
+        [[ "${R[$s.status]:-ok}" == ok || "${R[$s.status]}" == n/a* ]] || echo "$s: ${R[$s.status]}."
+    done
+    if [[ "${R[nodemesh.flows_seen]:-}" == 0 ]]; then
+        echo "nodemesh: WARNING: node1's agent listed no flow to $SERVER_IP:$IPERF_PORT after the iperf3 runs: the traffic may have bypassed the mesh."
+    elif [[ -n "${R[nodemesh.flows_seen]:-}" ]]; then
+        echo "nodemesh: node1's agent listed ${R[nodemesh.flows_seen]} flow(s) to $SERVER_IP:$IPERF_PORT after the iperf3 runs (traffic went through the mesh)."
+    fi
+    return 0
+}
+
+print_report() {
+    local rows
+    rows=$(table_rows)
+    echo
+    {
+        echo "metric|direct|nodemesh|haproxy|nodemesh/haproxy|nodemesh/direct"
+        echo "$rows"
+    } | awk -F'|' '{ printf "%-45s %10s %10s %10s %17s %16s\n", $1, $2, $3, $4, $5, $6 }'
+    echo
+    notes | sed 's/^/  /'
+    if [[ -n "$OUT" ]]; then
+        {
+            echo "# NodeMesh benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
+            echo
+            echo "| metric | direct | nodemesh | haproxy | nodemesh/haproxy | nodemesh/direct |"
+            echo "|---|---:|---:|---:|---:|---:|"
+            echo "$rows" | awk -F'|' '{ printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6 }'
+            echo
+            notes | sed 's/^/- /'
+        } >"$OUT"
+        echo
+        echo "markdown written to $OUT"
+    fi
+}
+
+main() {
+    parse_args "$@"
+    check_tools
+    WORK=$(mktemp -d /tmp/nodemesh-bench.XXXXXX)
+    RESULTS=$WORK/results
+    : >"$RESULTS"
+    PREFIX=nmb$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+    FAILED=()
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    log "work dir $WORK, namespaces $PREFIX-*"
+
+    run_scenario direct
+    if [[ -x "$NODEMESH" ]]; then
+        NODEMESH=$(cd "$(dirname "$NODEMESH")" && pwd)/$(basename "$NODEMESH")
+        NODEMESH_NOTE="$NODEMESH; pods captured by the agents' iptables rules, same client commands as direct."
+        run_scenario nodemesh
+    else
+        NODEMESH_NOTE="n/a: binary missing ($NODEMESH); build it with ./build.sh publish."
+        log "nodemesh: n/a: binary missing ($NODEMESH)"
+        record nodemesh status "n/a: binary missing"
+    fi
+    run_scenario haproxy
+
+    load_results
+    print_report
+    if ((${#FAILED[@]} > 0)); then
+        die "scenario(s) failed: ${FAILED[*]}"
+    fi
+}
+
+main "$@"
