@@ -1,7 +1,7 @@
-using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using NodeMesh.Interop;
+using NodeMesh.Tunnel;
 
 namespace NodeMesh.Copy;
 
@@ -31,19 +31,17 @@ internal static class BidirectionalCopy
         return new CopyResult(fromClient.Value, toClient.Value, error);
     }
 
-    public static async Task<CopyResult> RunAsync(Socket client, IDuplexPipe tunnel, CancellationToken cancellationToken)
+    public static async Task<CopyResult> RunAsync(Socket client, TunnelStream tunnel, CancellationToken cancellationToken)
     {
         using var abort = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         StrongBox<long> fromClient = new(), toClient = new();
-        Task up = Pump.SocketToPipeAsync(client, tunnel.Output, fromClient, abort.Token);
-        Task down = Pump.PipeToSocketAsync(tunnel.Input, client, toClient, abort.Token);
+        Task up = Pump.SocketToTunnelAsync(client, tunnel, fromClient, abort.Token);
+        Task down = Pump.TunnelToSocketAsync(tunnel, client, toClient, abort.Token);
         string? error = await WaitBothAsync(up, down, abort);
         if (error is not null)
         {
             Abort(client);
-            var failure = new IOException(error);
-            await tunnel.Output.CompleteAsync(failure);
-            await tunnel.Input.CompleteAsync(failure);
+            await tunnel.ResetAsync(reason: 2);
         }
 
         return new CopyResult(fromClient.Value, toClient.Value, error);

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
+using NodeMesh.Tunnel;
 
 namespace NodeMesh.Copy;
 
@@ -39,50 +40,55 @@ internal static class Pump
         }
     }
 
-    public static async Task SocketToPipeAsync(Socket from, PipeWriter to, StrongBox<long> total, CancellationToken cancellationToken)
+    public static async Task SocketToTunnelAsync(Socket from, TunnelStream to, StrongBox<long> total, CancellationToken cancellationToken)
     {
         while (true)
         {
             await from.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken);
-            Memory<byte> memory = to.GetMemory(BufferSize);
-            int read = await from.ReceiveAsync(memory, SocketFlags.None, cancellationToken);
-            if (read == 0)
+            byte[] buffer = ArrayPool<byte>.Shared.Rent(FrameHeader.Size + FrameHeader.MaxPayload);
+            try
             {
-                await to.CompleteAsync();
-                return;
-            }
+                // Received straight after the room for the frame header: the frame goes out without a copy.
+                int read = await from.ReceiveAsync(buffer.AsMemory(FrameHeader.Size, FrameHeader.MaxPayload), SocketFlags.None, cancellationToken);
+                if (read == 0)
+                {
+                    await to.CompleteWritesAsync(cancellationToken);
+                    return;
+                }
 
-            to.Advance(read);
-            total.Value += read;
-            FlushResult flush = await to.FlushAsync(cancellationToken);
-            if (flush.IsCompleted || flush.IsCanceled)
+                await to.WriteAsync(buffer, FrameHeader.Size, read, cancellationToken);
+                total.Value += read;
+            }
+            finally
             {
-                throw new IOException("the tunnel stream was closed by the peer while sending");
+                ArrayPool<byte>.Shared.Return(buffer);
             }
         }
     }
 
-    public static async Task PipeToSocketAsync(PipeReader from, Socket to, StrongBox<long> total, CancellationToken cancellationToken)
+    public static async Task TunnelToSocketAsync(TunnelStream from, Socket to, StrongBox<long> total, CancellationToken cancellationToken)
     {
+        PipeReader input = from.Input;
         while (true)
         {
-            ReadResult result = await from.ReadAsync(cancellationToken);
+            ReadResult result = await input.ReadAsync(cancellationToken);
             ReadOnlySequence<byte> buffer = result.Buffer;
             foreach (ReadOnlyMemory<byte> segment in buffer)
             {
                 await SendAllAsync(to, segment, cancellationToken);
             }
 
-            total.Value += buffer.Length;
-            from.AdvanceTo(buffer.End);
-            if (result.IsCanceled)
+            int consumed = (int)buffer.Length;
+            total.Value += consumed;
+            input.AdvanceTo(buffer.End);
+            if (consumed > 0)
             {
-                throw new OperationCanceledException("tunnel stream read canceled");
+                await from.ConsumedAsync(consumed, cancellationToken);
             }
 
             if (result.IsCompleted)
             {
-                await from.CompleteAsync();
+                await input.CompleteAsync();
                 to.Shutdown(SocketShutdown.Send);
                 return;
             }

@@ -108,7 +108,7 @@ internal sealed partial class TunnelListener : IAsyncDisposable
                 },
             }, timeout.Token);
 
-            TunnelConnection connection = await TunnelConnection.AcceptedAsync(socket, tls, _localIdentity, peer!, timeout.Token);
+            TunnelConnection connection = TunnelConnection.Accepted(socket, tls, _localIdentity, peer!);
             _connections.TryAdd(connection, 0);
             Log.Accepted(_logger, remote, peer!.Uri);
             try

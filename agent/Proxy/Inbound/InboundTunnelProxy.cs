@@ -1,9 +1,7 @@
-using System.Buffers;
 using System.Diagnostics;
-using System.IO.Pipelines;
 using System.Net;
+using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
-using Nerdbank.Streams;
 using NodeMesh.Capture;
 using NodeMesh.Config;
 using NodeMesh.Copy;
@@ -13,34 +11,40 @@ using NodeMesh.Tunnel;
 namespace NodeMesh.Proxy.Inbound;
 
 /// <summary>
-/// Serves the flows of one accepted tunnel connection: reads each flow's header, checks it names a workload
-/// on this node that the caller's identity may reach (the header can never redirect traffic elsewhere),
-/// answers with a status byte, then delivers the flow into the destination's namespace.
+/// Serves the flows of one accepted tunnel connection: checks each flow's header names a workload on this
+/// node that the caller's identity may reach (the header can never redirect traffic elsewhere), answers with
+/// a status byte, then delivers the flow into the destination's namespace.
 /// </summary>
 internal sealed partial class InboundTunnelProxy(WorkloadRegistry registry, FlowRecorder recorder, AgentConfig config, ILogger<InboundTunnelProxy> logger)
 {
-    private static readonly TimeSpan HeaderTimeout = TimeSpan.FromSeconds(10);
+    private static readonly IPEndPoint Unknown = new(IPAddress.Any, 0);
 
     public async Task ServeAsync(TunnelConnection connection, CancellationToken cancellationToken)
     {
         while (!cancellationToken.IsCancellationRequested)
         {
-            MultiplexingStream.Channel? channel = await connection.AcceptFlowAsync(cancellationToken);
-            if (channel is null)
+            TunnelStream? flow = await connection.AcceptFlowAsync(cancellationToken);
+            if (flow is null)
             {
                 return;
             }
 
-            _ = HandleFlowAsync(connection, channel, cancellationToken);
+            _ = HandleFlowAsync(connection, flow, cancellationToken);
         }
     }
 
-    private async Task HandleFlowAsync(TunnelConnection connection, MultiplexingStream.Channel flow, CancellationToken cancellationToken)
+    private async Task HandleFlowAsync(TunnelConnection connection, TunnelStream flow, CancellationToken cancellationToken)
     {
         recorder.Begin();
         try
         {
             await HandleFlowCoreAsync(connection, flow, cancellationToken);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // One flow's failure must never take the connection's other flows down.
+            Log.Failed(logger, connection.PeerIdentity.Uri, ex);
+            await flow.ResetAsync(reason: 2);
         }
         finally
         {
@@ -48,39 +52,27 @@ internal sealed partial class InboundTunnelProxy(WorkloadRegistry registry, Flow
         }
     }
 
-    private async Task HandleFlowCoreAsync(TunnelConnection connection, MultiplexingStream.Channel flow, CancellationToken cancellationToken)
+    private async Task HandleFlowCoreAsync(TunnelConnection connection, TunnelStream flow, CancellationToken cancellationToken)
     {
         long started = Stopwatch.GetTimestamp();
         string peer = connection.PeerIdentity.Uri;
-        FlowHeader header;
-        try
+        if (flow.Header is not FlowHeader header)
         {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(HeaderTimeout);
-            (header, string? error) = await ReadHeaderAsync(flow.Input, timeout.Token);
-            if (error is not null)
-            {
-                Log.MalformedHeader(logger, peer, error);
-                recorder.Record("inbound", "tunnel", new IPEndPoint(IPAddress.Any, 0), new IPEndPoint(IPAddress.Any, 0), null, null, peer, encrypted: true, started, default, "malformed flow header: " + error);
-                await AnswerAndCloseAsync(flow, FlowStatus.MalformedHeader);
-                return;
-            }
-        }
-        catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
-        {
-            flow.Dispose();
+            string error = flow.HeaderError ?? "missing";
+            Log.MalformedHeader(logger, peer, error);
+            recorder.Record("inbound", "tunnel", Unknown, Unknown, null, null, peer, encrypted: true, started, default, "malformed flow header: " + error);
+            await AnswerAndCloseAsync(flow, FlowStatus.MalformedHeader);
             return;
         }
 
-        RegistrySnapshot snapshot = registry.Current;
-        Workload? sourceWorkload = snapshot.FindByIp(header.Source.Address);
+        Workload? sourceWorkload = registry.Current.FindByIp(header.Source.Address);
         WorkloadCapture? target = registry.FindCapture(header.Destination.Address);
         string? refusal = CheckFlow(header, connection, sourceWorkload, target);
         if (refusal is not null)
         {
             Log.Refused(logger, header.Source.ToString(), peer, header.Destination.ToString(), refusal);
             recorder.Record("inbound", "tunnel", header.Source, header.Destination, sourceWorkload, target?.Workload, peer, encrypted: true, started, default, refusal);
-            await AnswerAndCloseAsync(flow, refusal.StartsWith("denied", StringComparison.Ordinal) ? FlowStatus.Denied : FlowStatus.NotLocalWorkload);
+            await AnswerAndCloseAsync(flow, FlowStatus.NotLocalWorkload);
             return;
         }
 
@@ -90,44 +82,50 @@ internal sealed partial class InboundTunnelProxy(WorkloadRegistry registry, Flow
         {
             string reason = $"connect to {header.Destination} failed: {socketError}";
             recorder.Record("inbound", "tunnel", header.Source, header.Destination, sourceWorkload, target.Workload, peer, encrypted: true, started, default, reason);
-            await AnswerAndCloseAsync(flow, socketError == System.Net.Sockets.SocketError.ConnectionRefused ? FlowStatus.ConnectRefused : FlowStatus.ConnectFailed);
+            await AnswerAndCloseAsync(flow, socketError == SocketError.ConnectionRefused ? FlowStatus.ConnectRefused : FlowStatus.ConnectFailed);
             return;
         }
 
+        CopyResult copy;
         try
         {
-            await WriteStatusAsync(flow.Output, FlowStatus.Connected, flowStop.Token);
-            CopyResult copy = await BidirectionalCopy.RunAsync(socket, flow, flowStop.Token);
-            if (copy.Error is null)
-            {
-                BidirectionalCopy.Close(socket);
-            }
-            else
-            {
-                BidirectionalCopy.Abort(socket);
-            }
-
-            // Bytes "sent" are from the remote client to the workload: the pumps' client side is the workload here.
-            recorder.Record("inbound", "tunnel", header.Source, header.Destination, sourceWorkload, target.Workload, peer, encrypted: true, started,
-                copy with { BytesFromClient = copy.BytesToClient, BytesToClient = copy.BytesFromClient });
+            await WriteStatusAsync(flow, FlowStatus.Connected, flowStop.Token);
+            copy = await BidirectionalCopy.RunAsync(socket, flow, flowStop.Token);
         }
         catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException)
         {
             BidirectionalCopy.Abort(socket);
-            flow.Dispose();
+            await flow.ResetAsync(reason: 2);
+            return;
         }
+
+        if (copy.Error is null)
+        {
+            BidirectionalCopy.Close(socket);
+        }
+        else
+        {
+            BidirectionalCopy.Abort(socket);
+        }
+
+        // The pumps' "client" is the workload here: swap so bytes sent are the remote caller's.
+        recorder.Record("inbound", "tunnel", header.Source, header.Destination, sourceWorkload, target.Workload, peer, encrypted: true, started,
+            copy with { BytesFromClient = copy.BytesToClient, BytesToClient = copy.BytesFromClient });
     }
 
     /// <summary>The checks a flow must pass before anything is connected. Returns null when it may proceed.</summary>
-    internal string? CheckFlow(FlowHeader header, TunnelConnection connection, Workload? sourceWorkload, WorkloadCapture? target)
+    internal string? CheckFlow(FlowHeader header, TunnelConnection connection, Workload? sourceWorkload, WorkloadCapture? target) =>
+        Check(header, connection.PeerIdentity, sourceWorkload, target?.Workload, config.Ports);
+
+    internal static string? Check(FlowHeader header, Identity.SpiffeId caller, Workload? sourceWorkload, Workload? target, PortsConfig ports)
     {
-        if (target is null)
+        if (target is null || !target.IsLocal)
         {
             return $"destination {header.Destination.Address} is not a workload on this node";
         }
 
         int port = header.Destination.Port;
-        if (port == config.Ports.Outbound || port == config.Ports.InboundPlaintext || port == config.Ports.Tunnel)
+        if (port == ports.Outbound || port == ports.InboundPlaintext || port == ports.Tunnel)
         {
             return $"destination port {port} is one of the agent's own ports";
         }
@@ -138,68 +136,35 @@ internal sealed partial class InboundTunnelProxy(WorkloadRegistry registry, Flow
             return $"source {header.Source.Address} is not a known mesh workload";
         }
 
-        if (sourceWorkload.Identity != connection.PeerIdentity)
+        if (sourceWorkload.Identity != caller)
         {
-            return $"source {header.Source.Address} belongs to {sourceWorkload.Identity}, but the caller is {connection.PeerIdentity}";
+            return $"source {header.Source.Address} belongs to {sourceWorkload.Identity}, but the caller is {caller}";
         }
 
         return null;
     }
 
-    internal static async Task<(FlowHeader Header, string? Error)> ReadHeaderAsync(PipeReader input, CancellationToken cancellationToken)
+    private static async ValueTask WriteStatusAsync(TunnelStream flow, FlowStatus status, CancellationToken cancellationToken)
     {
-        ReadResult result = await input.ReadAtLeastAsync(FlowHeader.FixedLength, cancellationToken);
-        if (result.Buffer.Length < FlowHeader.FixedLength)
-        {
-            input.AdvanceTo(result.Buffer.Start, result.Buffer.End);
-            return (default, $"stream ended after {result.Buffer.Length} bytes of the header");
-        }
-
-        Span<byte> prefix = stackalloc byte[FlowHeader.FixedLength];
-        result.Buffer.Slice(0, FlowHeader.FixedLength).CopyTo(prefix);
-        if (!FlowHeader.TryGetLength(prefix, out int length, out string? error))
-        {
-            input.AdvanceTo(result.Buffer.Start, result.Buffer.End);
-            return (default, error);
-        }
-
-        if (result.Buffer.Length < length)
-        {
-            // Everything buffered was examined: the next read waits for the rest of the header.
-            input.AdvanceTo(result.Buffer.Start, result.Buffer.End);
-            result = await input.ReadAtLeastAsync(length, cancellationToken);
-        }
-
-        if (result.Buffer.Length < length)
-        {
-            input.AdvanceTo(result.Buffer.Start, result.Buffer.End);
-            return (default, $"stream ended after {result.Buffer.Length} of {length} header bytes");
-        }
-
-        byte[] bytes = result.Buffer.Slice(0, length).ToArray();
-        input.AdvanceTo(result.Buffer.GetPosition(length));
-        return FlowHeader.TryParse(bytes, out FlowHeader header, out error) ? (header, null) : (default, error);
+        byte[] frame = new byte[FrameHeader.Size + 1];
+        frame[FrameHeader.Size] = (byte)status;
+        await flow.WriteAsync(frame, FrameHeader.Size, 1, cancellationToken);
     }
 
-    private static async Task WriteStatusAsync(PipeWriter output, FlowStatus status, CancellationToken cancellationToken)
-    {
-        output.GetSpan(1)[0] = (byte)status;
-        output.Advance(1);
-        await output.FlushAsync(cancellationToken);
-    }
-
-    private static async Task AnswerAndCloseAsync(MultiplexingStream.Channel flow, FlowStatus status)
+    private static async Task AnswerAndCloseAsync(TunnelStream flow, FlowStatus status)
     {
         try
         {
-            await WriteStatusAsync(flow.Output, status, CancellationToken.None);
-            await flow.Output.CompleteAsync();
-            await flow.Input.CompleteAsync();
+            await WriteStatusAsync(flow, status, CancellationToken.None);
+            await flow.CompleteWritesAsync(CancellationToken.None);
         }
-        catch (Exception ex) when (ex is IOException or ObjectDisposedException or InvalidOperationException)
+        catch (Exception ex) when (ex is IOException or ObjectDisposedException)
         {
-            flow.Dispose();
+            // The connection is gone; the caller sees its flow fail either way.
         }
+
+        // The caller resets its side once it reads the status; anything it sent meanwhile is dropped.
+        flow.Connection.Forget(flow);
     }
 
     private static partial class Log
@@ -209,5 +174,8 @@ internal sealed partial class InboundTunnelProxy(WorkloadRegistry registry, Flow
 
         [LoggerMessage(EventId = 201, Level = LogLevel.Warning, Message = "malformed flow header from {SourceIdentity}: {Error}")]
         public static partial void MalformedHeader(ILogger logger, string sourceIdentity, string error);
+
+        [LoggerMessage(EventId = 202, Level = LogLevel.Error, Message = "inbound flow from {SourceIdentity} failed")]
+        public static partial void Failed(ILogger logger, string sourceIdentity, Exception exception);
     }
 }

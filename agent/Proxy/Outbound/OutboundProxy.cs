@@ -85,14 +85,15 @@ internal sealed partial class OutboundProxy(
 
         using (lease)
         {
-            IDuplexPipe flow;
+            TunnelStream flow;
             FlowStatus status;
             try
             {
-                flow = await lease.Connection.OpenFlowAsync(capture.Stopping);
-                status = await StartFlowAsync(flow, new FlowHeader(destination, source, Activity.Current?.Id is { Length: FlowHeader.TraceParentLength } id ? id : null), capture.Stopping);
+                var header = new FlowHeader(destination, source, Activity.Current?.Id is { Length: FlowHeader.TraceParentLength } id ? id : null);
+                flow = await lease.Connection.OpenFlowAsync(header, capture.Stopping);
+                status = await ReadStatusAsync(flow, capture.Stopping);
             }
-            catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException or Nerdbank.Streams.MultiplexingProtocolException)
+            catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException)
             {
                 Refuse(client, source, destination, plan.Source, plan.Destination, "tunnel", $"tunnel to node {plan.Destination.Node} failed: {ex.Message}", started);
                 return;
@@ -100,8 +101,7 @@ internal sealed partial class OutboundProxy(
 
             if (status != FlowStatus.Connected)
             {
-                await flow.Output.CompleteAsync();
-                await flow.Input.CompleteAsync();
+                await flow.ResetAsync(reason: 3);
                 Refuse(client, source, destination, plan.Source, plan.Destination, "tunnel", $"peer agent answered {status}", started);
                 return;
             }
@@ -173,12 +173,9 @@ internal sealed partial class OutboundProxy(
         }
     }
 
-    /// <summary>Writes the flow header and waits for the peer agent's one-byte answer.</summary>
-    internal static async Task<FlowStatus> StartFlowAsync(IDuplexPipe flow, FlowHeader header, CancellationToken cancellationToken)
+    /// <summary>Waits for the peer agent's one-byte answer to the flow header.</summary>
+    internal static async Task<FlowStatus> ReadStatusAsync(TunnelStream flow, CancellationToken cancellationToken)
     {
-        int written = header.Write(flow.Output.GetSpan(FlowHeader.MaxLength));
-        flow.Output.Advance(written);
-        await flow.Output.FlushAsync(cancellationToken);
         ReadResult result = await flow.Input.ReadAtLeastAsync(1, cancellationToken);
         if (result.Buffer.IsEmpty)
         {
@@ -187,6 +184,7 @@ internal sealed partial class OutboundProxy(
 
         var status = (FlowStatus)result.Buffer.FirstSpan[0];
         flow.Input.AdvanceTo(result.Buffer.GetPosition(1));
+        await flow.ConsumedAsync(1, cancellationToken);
         return status;
     }
 

@@ -1,0 +1,250 @@
+using System.IO.Pipelines;
+
+namespace NodeMesh.Tunnel;
+
+/// <summary>
+/// One flow on a tunnel connection. Received bytes land in <see cref="Input"/> (filled by the connection's
+/// read loop, never beyond the credit this side granted); sending waits for the peer's credit, so one slow
+/// flow never stalls the others. Invariants: one writer (the flow's pump) and one reader; the stream leaves
+/// the connection's table once both directions have ended or it was reset.
+/// </summary>
+internal sealed class TunnelStream
+{
+    /// <summary>Credit each side grants a new stream: enough to keep a fast link busy, bounded per flow.</summary>
+    public const int InitialWindow = 1024 * 1024;
+
+    private readonly TunnelConnection _connection;
+    private readonly Pipe _received;
+    private readonly Lock _gate = new();
+    private long _sendCredit = InitialWindow;
+    private long _receiveAllowance = InitialWindow;
+    private int _unacknowledged;
+    private TaskCompletionSource? _creditWaiter;
+    private Exception? _failure;
+    private int _finSent;
+    private int _remoteEnded;
+    private bool _receiving;
+
+    public TunnelStream(TunnelConnection connection, uint id, FlowHeader? header, string? headerError = null)
+    {
+        _connection = connection;
+        Id = id;
+        Header = header;
+        HeaderError = headerError;
+        _received = new Pipe(new PipeOptions(
+            pauseWriterThreshold: InitialWindow * 2L,
+            resumeWriterThreshold: InitialWindow,
+            minimumSegmentSize: 16 * 1024,
+            useSynchronizationContext: false));
+    }
+
+    public uint Id { get; }
+
+    /// <summary>The flow header the dialling side opened the stream with (accepted streams only).</summary>
+    public FlowHeader? Header { get; }
+
+    /// <summary>Why the flow header of an accepted stream could not be read, if it could not.</summary>
+    public string? HeaderError { get; }
+
+    public TunnelConnection Connection => _connection;
+
+    public PipeReader Input => _received.Reader;
+
+    internal bool Closed => Volatile.Read(ref _finSent) != 0 && Volatile.Read(ref _remoteEnded) != 0;
+
+    /// <summary>
+    /// Sends <paramref name="count"/> bytes found at <paramref name="buffer"/>[<paramref name="offset"/>..].
+    /// The caller leaves <see cref="FrameHeader.Size"/> free bytes in front of them, so each frame is
+    /// written with its header in one call without copying the payload.
+    /// </summary>
+    public async ValueTask WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
+    {
+        while (count > 0)
+        {
+            int chunk = await TakeCreditAsync(Math.Min(count, FrameHeader.MaxPayload), cancellationToken);
+            await _connection.WriteFrameAsync(new FrameHeader(FrameType.Data, Id, chunk), buffer, offset - FrameHeader.Size, cancellationToken);
+            offset += chunk;
+            count -= chunk;
+        }
+    }
+
+    /// <summary>Half-closes: the peer's reader sees the end of the stream after the bytes already sent.</summary>
+    public async ValueTask CompleteWritesAsync(CancellationToken cancellationToken)
+    {
+        if (Interlocked.Exchange(ref _finSent, 1) == 0)
+        {
+            await _connection.SendControlAsync(FrameType.Fin, Id, 0, cancellationToken);
+            _connection.ForgetIfClosed(this);
+        }
+    }
+
+    /// <summary>Aborts both directions and tells the peer (best effort if the connection is already gone).</summary>
+    public async ValueTask ResetAsync(uint reason)
+    {
+        bool first = Fail(new IOException($"stream {Id} reset locally ({reason})"));
+        Volatile.Write(ref _finSent, 1);
+        if (first)
+        {
+            try
+            {
+                await _connection.SendControlAsync(FrameType.Reset, Id, reason, CancellationToken.None);
+            }
+            catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException)
+            {
+                // The connection is gone, which resets every stream anyway.
+            }
+        }
+
+        _connection.Forget(this);
+    }
+
+    /// <summary>Returns credit for bytes the flow has delivered onward, in batches to keep control frames rare.</summary>
+    public ValueTask ConsumedAsync(int count, CancellationToken cancellationToken)
+    {
+        int pending;
+        lock (_gate)
+        {
+            _unacknowledged += count;
+            if (_unacknowledged < InitialWindow / 4)
+            {
+                return ValueTask.CompletedTask;
+            }
+
+            pending = _unacknowledged;
+            _unacknowledged = 0;
+            _receiveAllowance += pending;
+        }
+
+        return Volatile.Read(ref _remoteEnded) != 0
+            ? ValueTask.CompletedTask
+            : _connection.SendControlAsync(FrameType.Window, Id, (uint)pending, cancellationToken);
+    }
+
+    // ---- called by the connection's read loop ----
+
+    /// <summary>
+    /// Where the read loop puts the next <paramref name="length"/> received bytes. Returns false with an empty
+    /// target if the stream has already ended here (the bytes are read and dropped), and throws if the peer
+    /// sent beyond the credit it was granted.
+    /// </summary>
+    internal bool TryReserveReceive(int length, out Memory<byte> target)
+    {
+        lock (_gate)
+        {
+            if (_failure is not null || Volatile.Read(ref _remoteEnded) != 0)
+            {
+                target = Memory<byte>.Empty;
+                return false;
+            }
+
+            if (length > _receiveAllowance)
+            {
+                throw new InvalidDataException($"stream {Id} sent {length} bytes beyond its credit");
+            }
+
+            _receiveAllowance -= length;
+            _receiving = true;
+            target = _received.Writer.GetMemory(length)[..length];
+            return true;
+        }
+    }
+
+    internal ValueTask<FlushResult> CommitReceiveAsync(int length)
+    {
+        lock (_gate)
+        {
+            _receiving = false;
+            if (_failure is not null)
+            {
+                // Failed while the bytes were being read: the completion was left to this point.
+                _received.Writer.Complete(_failure);
+                return default;
+            }
+
+            _received.Writer.Advance(length);
+            return _received.Writer.FlushAsync();
+        }
+    }
+
+    internal void AddCredit(uint increment)
+    {
+        TaskCompletionSource? waiter;
+        lock (_gate)
+        {
+            _sendCredit += increment;
+            waiter = _creditWaiter;
+            _creditWaiter = null;
+        }
+
+        waiter?.TrySetResult();
+    }
+
+    internal void RemoteFinished()
+    {
+        lock (_gate)
+        {
+            if (_failure is not null || Volatile.Read(ref _remoteEnded) != 0)
+            {
+                return;
+            }
+
+            Volatile.Write(ref _remoteEnded, 1);
+            _received.Writer.Complete();
+        }
+    }
+
+    /// <summary>Fails both directions (peer reset or connection lost). Returns false if already failed.</summary>
+    internal bool Fail(Exception reason)
+    {
+        TaskCompletionSource? waiter;
+        lock (_gate)
+        {
+            if (_failure is not null)
+            {
+                return false;
+            }
+
+            _failure = reason;
+            waiter = _creditWaiter;
+            _creditWaiter = null;
+
+            // The pipe's writer belongs to the read loop while it fills a reservation; it completes it then.
+            if (!_receiving)
+            {
+                _received.Writer.Complete(reason);
+            }
+
+            Volatile.Write(ref _remoteEnded, 1);
+        }
+
+        waiter?.TrySetException(reason);
+        return true;
+    }
+
+    private async ValueTask<int> TakeCreditAsync(int wanted, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            Task wait;
+            lock (_gate)
+            {
+                if (_failure is not null)
+                {
+                    throw new IOException(_failure.Message, _failure);
+                }
+
+                if (_sendCredit > 0)
+                {
+                    int granted = (int)Math.Min(wanted, _sendCredit);
+                    _sendCredit -= granted;
+                    return granted;
+                }
+
+                _creditWaiter ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                wait = _creditWaiter.Task;
+            }
+
+            await wait.WaitAsync(cancellationToken);
+        }
+    }
+}

@@ -1,0 +1,191 @@
+using System.Net;
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using NodeMesh.Identity;
+using NodeMesh.Tunnel;
+
+namespace NodeMesh.Tests.Tunnel;
+
+/// <summary>
+/// The tunnel protocol over a real TLS 1.3 connection on loopback: streams, credit, half-close, reset and
+/// connection loss. (Namespaces and capture are covered by the integration tests.)
+/// </summary>
+public sealed class TunnelConnectionTests : IAsyncLifetime
+{
+    private readonly string _caDir = Path.Combine(Path.GetTempPath(), "nm-tun-" + Guid.NewGuid().ToString("N"));
+    private CertificateAuthority _ca = null!;
+    private EmbeddedCaCertificates _certificates = null!;
+    private PeerCertificateVerifier _verifier = null!;
+    private Socket _listener = null!;
+    private TunnelConnection _client = null!;
+    private TunnelConnection _server = null!;
+    private readonly SpiffeId _web = SpiffeId.Parse("spiffe://cluster.local/ns/shop/sa/web");
+
+    public async Task InitializeAsync()
+    {
+        _ca = CertificateAuthority.Create(_caDir, "cluster.local", TimeSpan.FromDays(1));
+        _certificates = new EmbeddedCaCertificates(CertificateAuthority.Load(_caDir), "cluster.local", TimeSpan.FromHours(1));
+        _verifier = new PeerCertificateVerifier("cluster.local", () => _certificates.TrustBundle);
+        (_client, _server) = await ConnectPairAsync(await _certificates.GetWorkloadCertificateAsync(_web, default));
+    }
+
+    private async Task<(TunnelConnection Client, TunnelConnection Server)> ConnectPairAsync(SslStreamCertificateContext clientCertificate)
+    {
+        _listener?.Dispose();
+        _listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        _listener.Listen();
+        Task<TunnelConnection> accept = AcceptAsync();
+        TunnelConnection client = await TunnelConnection.ConnectAsync((IPEndPoint)_listener.LocalEndPoint!, _web, clientCertificate, _verifier,
+            EmbeddedCaCertificates.NodeIdentity("cluster.local"), TimeSpan.FromSeconds(5), default);
+        return (client, await accept);
+    }
+
+    private async Task<TunnelConnection> AcceptAsync()
+    {
+        Socket socket = await _listener.AcceptAsync();
+        var tls = new SslStream(new NetworkStream(socket, ownsSocket: true));
+        SpiffeId? peer = null;
+        await tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions
+        {
+            ServerCertificateContext = await _certificates.GetNodeCertificateAsync(default),
+            ClientCertificateRequired = true,
+            EnabledSslProtocols = SslProtocols.Tls13,
+            RemoteCertificateValidationCallback = (_, cert, _, _) => _verifier.TryVerify(cert, out peer, out _),
+        });
+        return TunnelConnection.Accepted(socket, tls, EmbeddedCaCertificates.NodeIdentity("cluster.local"), peer!);
+    }
+
+    private static FlowHeader Header(int port) => new(IPEndPoint.Parse($"10.0.0.2:{port}"), IPEndPoint.Parse("10.0.0.1:1000"), null);
+
+    [Fact]
+    public async Task Server_SeesCallerIdentity_AndTheFlowHeader()
+    {
+        TunnelStream sent = await _client.OpenFlowAsync(Header(80), default);
+        TunnelStream? received = await _server.AcceptFlowAsync(default);
+        Assert.NotNull(received);
+        Assert.Equal(_web, _server.PeerIdentity);
+        Assert.Equal(Header(80), received.Header);
+        Assert.Equal(sent.Id, received.Id);
+    }
+
+    [Fact]
+    public async Task ManyStreams_CarryTheirOwnBytes_BeyondTheWindow()
+    {
+        const int streams = 20;
+        const int size = 3 * TunnelStream.InitialWindow + 12345;
+        var payloads = Enumerable.Range(0, streams).Select(i => RandomNumberGenerator.GetBytes(size)).ToArray();
+        var opened = new TunnelStream[streams];
+        for (int i = 0; i < streams; i++)
+        {
+            opened[i] = await _client.OpenFlowAsync(Header(1000 + i), default);
+        }
+
+        var receivers = new List<Task<(int, byte[])>>();
+        for (int i = 0; i < streams; i++)
+        {
+            TunnelStream accepted = (await _server.AcceptFlowAsync(default))!;
+            receivers.Add(ReadAllAsync(accepted));
+        }
+
+        await Task.WhenAll(opened.Select((s, i) => SendAllAsync(s, payloads[i])));
+        foreach ((int port, byte[] bytes) in await Task.WhenAll(receivers))
+        {
+            Assert.Equal(payloads[port - 1000], bytes);
+        }
+    }
+
+    [Fact]
+    public async Task Reset_FailsTheOtherSide_AndOtherStreamsContinue()
+    {
+        TunnelStream doomed = await _client.OpenFlowAsync(Header(1), default);
+        TunnelStream kept = await _client.OpenFlowAsync(Header(2), default);
+        TunnelStream doomedServer = (await _server.AcceptFlowAsync(default))!;
+        TunnelStream keptServer = (await _server.AcceptFlowAsync(default))!;
+
+        await doomed.ResetAsync(reason: 7);
+        await Assert.ThrowsAsync<IOException>(async () => await doomedServer.Input.ReadAsync());
+
+        byte[] payload = RandomNumberGenerator.GetBytes(100_000);
+        Task<(int, byte[])> read = ReadAllAsync(keptServer);
+        await SendAllAsync(kept, payload);
+        Assert.Equal(payload, (await read).Item2);
+    }
+
+    [Fact]
+    public async Task ConnectionLoss_FailsEveryStream_NeverACleanEnd()
+    {
+        TunnelStream stream = await _client.OpenFlowAsync(Header(1), default);
+        TunnelStream serverSide = (await _server.AcceptFlowAsync(default))!;
+        await _client.DisposeAsync();
+        await Assert.ThrowsAsync<IOException>(async () =>
+        {
+            while (true)
+            {
+                System.IO.Pipelines.ReadResult r = await serverSide.Input.ReadAsync();
+                Assert.False(r.IsCompleted, "a lost connection must not look like an orderly end of stream");
+                serverSide.Input.AdvanceTo(r.Buffer.End);
+            }
+        });
+        await _server.Completion.WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.False(_server.IsAlive);
+        _ = stream;
+    }
+
+    [Fact]
+    public async Task UntrustedClientCertificate_IsRefused()
+    {
+        string otherDir = _caDir + "-other";
+        using var other = CertificateAuthority.Create(otherDir, "cluster.local", TimeSpan.FromDays(1));
+        using X509Certificate2 foreign = other.Issue(_web, TimeSpan.FromHours(1));
+        await Assert.ThrowsAnyAsync<Exception>(() => ConnectPairAsync(SslStreamCertificateContext.Create(foreign, null)));
+        Directory.Delete(otherDir, true);
+    }
+
+    private static async Task SendAllAsync(TunnelStream stream, byte[] payload)
+    {
+        byte[] buffer = new byte[FrameHeader.Size + 50_000];
+        for (int offset = 0; offset < payload.Length; offset += 50_000)
+        {
+            int n = Math.Min(50_000, payload.Length - offset);
+            payload.AsSpan(offset, n).CopyTo(buffer.AsSpan(FrameHeader.Size));
+            await stream.WriteAsync(buffer, FrameHeader.Size, n, default);
+        }
+
+        await stream.CompleteWritesAsync(default);
+    }
+
+    private static async Task<(int Port, byte[] Bytes)> ReadAllAsync(TunnelStream stream)
+    {
+        using var collected = new MemoryStream();
+        while (true)
+        {
+            System.IO.Pipelines.ReadResult result = await stream.Input.ReadAsync();
+            foreach (ReadOnlyMemory<byte> segment in result.Buffer)
+            {
+                collected.Write(segment.Span);
+            }
+
+            int consumed = (int)result.Buffer.Length;
+            stream.Input.AdvanceTo(result.Buffer.End);
+            await stream.ConsumedAsync(consumed, default);
+            if (result.IsCompleted)
+            {
+                return (stream.Header!.Value.Destination.Port, collected.ToArray());
+            }
+        }
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _client.DisposeAsync();
+        await _server.DisposeAsync();
+        _listener.Dispose();
+        _certificates.Dispose();
+        _ca.Dispose();
+        Directory.Delete(_caDir, true);
+    }
+}
