@@ -66,6 +66,11 @@ internal static class CommandLine
             await Console.Error.WriteLineAsync($"nodemesh: {ex.Message}\nRun 'nodemesh --help' for usage.");
             return 2;
         }
+        catch (StartupException ex)
+        {
+            await Console.Error.WriteLineAsync($"nodemesh: {ex.Message}");
+            return 1;
+        }
         catch (ConfigException ex)
         {
             await Console.Error.WriteLineAsync($"nodemesh: {ex.Message}");
@@ -130,6 +135,8 @@ internal static class CommandLine
             o.TimestampFormat = "HH:mm:ss.fff ";
         });
         builder.Logging.SetMinimumLevel(Enum.TryParse(Environment.GetEnvironmentVariable("NODEMESH_LOG_LEVEL"), ignoreCase: true, out LogLevel level) ? level : LogLevel.Information);
+        // A failed start is reported once, by us, without the host's stack trace.
+        builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.None);
         builder.Services.AddSystemd();
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(config.DrainSeconds + 10));
 

@@ -53,13 +53,29 @@ internal sealed partial class MeshAgent(
 
         // Fail early if the node identity cannot be issued: without it no tunnel can be accepted.
         await certificates.GetNodeCertificateAsync(cancellationToken);
-        _tunnel = listenerFactory.Create(new IPEndPoint(IPAddress.Parse(config.Node.Address), config.Ports.Tunnel));
+        try
+        {
+            _tunnel = listenerFactory.Create(new IPEndPoint(IPAddress.Parse(config.Node.Address), config.Ports.Tunnel));
+        }
+        catch (System.Net.Sockets.SocketException ex)
+        {
+            throw new StartupException($"cannot listen on {config.Node.Address}:{config.Ports.Tunnel} (node.address, ports.tunnel): {ex.Message}", ex);
+        }
+
         _tunnel.Start();
         Log.Listening(logger, _tunnel.EndPoint.ToString());
 
         foreach (WorkloadConfig w in config.Workloads)
         {
-            await CaptureAsync(new WorkloadInfo { Name = w.Name, Ip = w.Ip, Identity = w.Identity, Netns = w.Netns, Source = "config" }, cancellationToken);
+            try
+            {
+                await CaptureAsync(new WorkloadInfo { Name = w.Name, Ip = w.Ip, Identity = w.Identity, Netns = w.Netns, Source = "config" }, cancellationToken);
+            }
+            catch (Exception ex) when (ex is CaptureException or IOException or InvalidOperationException or TimeoutException)
+            {
+                // A configured workload that cannot be captured is a configuration error: refuse to start.
+                throw new StartupException($"cannot capture workload '{w.Name}' ({w.Netns}): {ex.Message}", ex);
+            }
         }
 
         foreach (WorkloadInfo saved in await stateStore.LoadAsync())
