@@ -34,7 +34,7 @@ internal static class CommandLine
           nodemesh workload remove --name N [--socket S]
           nodemesh workload list [--socket S] [--json]
           nodemesh flows [--socket S] [--json]   recent flows this agent carried
-          nodemesh status [--socket S]
+          nodemesh status [--socket S] [--json]
           nodemesh version
           nodemesh --help
 
@@ -57,7 +57,7 @@ internal static class CommandLine
                 ["workload", "remove", .. var rest] => await WorkloadRemoveAsync(Options.Parse(rest, ["name", "socket"], [])),
                 ["workload", "list", .. var rest] => await WorkloadListAsync(Options.Parse(rest, ["socket"], ["json"])),
                 ["flows", .. var rest] => await FlowsAsync(Options.Parse(rest, ["socket"], ["json"])),
-                ["status", .. var rest] => await StatusAsync(Options.Parse(rest, ["socket"], [])),
+                ["status", .. var rest] => await StatusAsync(Options.Parse(rest, ["socket"], ["json"])),
                 _ => throw new UsageException($"unknown command '{Printable.Of(string.Join(' ', args))}'"),
             };
         }
@@ -239,6 +239,12 @@ internal static class CommandLine
     {
         ApiResponse response = await SendAsync(options, new ApiRequest { Command = "status" });
         AgentStatus status = response.Status!;
+        if (options.Flag("json"))
+        {
+            Console.WriteLine(JsonSerializer.Serialize(status, ApiJsonContext.Default.AgentStatus));
+            return 0;
+        }
+
         Console.WriteLine($"node {status.Node}, nodemesh {status.Version}; transports: {string.Join(", ", status.Transports)}; " +
             $"tunnel connections: {status.TunnelConnections} open, {status.TunnelConnectionsOpened} dialled; flows refused: {status.FlowsRefused}");
         return 0;

@@ -63,6 +63,8 @@ internal sealed class WorkloadCapture : IAsyncDisposable
         try
         {
             SocketOptions.SetMark(socket, CaptureRules.AgentMark);
+            // If the agent dies, the workload sees a reset, never a clean end of a truncated flow.
+            SocketOptions.SetAbortOnClose(socket);
             if (transparent)
             {
                 SocketOptions.SetTransparent(socket);
@@ -82,7 +84,7 @@ internal sealed class WorkloadCapture : IAsyncDisposable
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         try
         {
-            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            SocketOptions.SetReuseAddressOnly(socket);
             SocketOptions.SetMark(socket, CaptureRules.AgentMark);
             if (transparent)
             {

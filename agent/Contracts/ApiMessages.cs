@@ -35,4 +35,5 @@ public sealed record AgentStatus
 [JsonSerializable(typeof(ApiResponse))]
 [JsonSerializable(typeof(List<WorkloadInfo>))]
 [JsonSerializable(typeof(FlowRecord))]
+[JsonSerializable(typeof(AgentStatus))]
 public sealed partial class ApiJsonContext : JsonSerializerContext;

@@ -9,6 +9,7 @@ internal static class LinuxConstants
     public const int CLONE_NEWNET = 0x40000000;
     public const int SOL_SOCKET = 1;
     public const int SOL_IP = 0;
+    public const int SO_REUSEADDR = 2;
     public const int SO_LINGER = 13;
     public const int SO_MARK = 36;
     public const int IP_TRANSPARENT = 19;

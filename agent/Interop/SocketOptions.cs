@@ -12,6 +12,12 @@ internal static unsafe class SocketOptions
     /// <summary>Marks every packet of the socket so the capture rules skip it (SO_MARK, needs CAP_NET_ADMIN).</summary>
     public static void SetMark(Socket socket, uint mark) => SetInt(socket, SOL_SOCKET, SO_MARK, unchecked((int)mark), "SO_MARK");
 
+    /// <summary>
+    /// SO_REUSEADDR alone. (.NET's ReuseAddress option also sets SO_REUSEPORT on Linux, which would let a second
+    /// agent bind the same ports silently and share the connections.)
+    /// </summary>
+    public static void SetReuseAddressOnly(Socket socket) => SetInt(socket, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+
     /// <summary>Allows binding to a non-local address (the real client's) and accepting TPROXY'd connections.</summary>
     public static void SetTransparent(Socket socket) => SetInt(socket, SOL_IP, IP_TRANSPARENT, 1, "IP_TRANSPARENT");
 

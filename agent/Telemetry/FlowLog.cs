@@ -15,7 +15,7 @@ internal sealed class FlowLog
 
     public void Add(FlowRecord record)
     {
-        if (record.Result != "ok")
+        if (record.Result.StartsWith("refused", StringComparison.Ordinal))
         {
             Interlocked.Increment(ref _refused);
         }

@@ -41,7 +41,7 @@ internal sealed partial class TunnelListener : IAsyncDisposable
         _localIdentity = localIdentity;
         _logger = logger;
         _listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        _listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        SocketOptions.SetReuseAddressOnly(_listener);
         _listener.Bind(endPoint);
         _listener.Listen(1024);
         EndPoint = (IPEndPoint)_listener.LocalEndPoint!;

@@ -19,7 +19,6 @@ internal static class WorkloadDelivery
         Socket socket = await destination.CreateSocketAsync(transparent: true);
         try
         {
-            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
             socket.Bind(new IPEndPoint(client.Address, 0));
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(ConnectTimeout);

@@ -91,7 +91,19 @@ internal sealed partial class OutboundProxy(
             {
                 var header = new FlowHeader(destination, source, Activity.Current?.Id is { Length: FlowHeader.TraceParentLength } id ? id : null);
                 flow = await lease.Connection.OpenFlowAsync(header, capture.Stopping);
-                status = await ReadStatusAsync(flow, capture.Stopping);
+
+                // A peer that stops answering (a partition) must not hold the client until keepalive gives up.
+                using var answer = CancellationTokenSource.CreateLinkedTokenSource(capture.Stopping);
+                answer.CancelAfter(TimeSpan.FromSeconds(config.Tunnel.ConnectTimeoutSeconds));
+                try
+                {
+                    status = await ReadStatusAsync(flow, answer.Token);
+                }
+                catch (OperationCanceledException) when (!capture.Stopping.IsCancellationRequested)
+                {
+                    await flow.ResetAsync(reason: 4);
+                    throw new IOException($"peer agent did not answer within {config.Tunnel.ConnectTimeoutSeconds} s");
+                }
             }
             catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException)
             {

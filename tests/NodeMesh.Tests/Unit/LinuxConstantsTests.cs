@@ -23,7 +23,7 @@ public class LinuxConstantsTests
                 #include <netinet/in.h>
                 #include <linux/netfilter_ipv4.h>
                 int main(void) {
-                  printf("%d %d %d %d %d %d %d %d %d %d %d\n", CLONE_NEWNET, SOL_SOCKET, SOL_IP, SO_LINGER, SO_MARK,
+                  printf("%d %d %d %d %d %d %d %d %d %d %d %d\n", CLONE_NEWNET, SOL_SOCKET, SOL_IP, SO_REUSEADDR, SO_LINGER, SO_MARK,
                          IP_TRANSPARENT, SO_ORIGINAL_DST, O_RDONLY, O_CLOEXEC, EINTR, AF_INET);
                   return 0;
                 }
@@ -35,7 +35,7 @@ public class LinuxConstantsTests
             Assert.Equal(0, rc);
             int[] expected =
             [
-                LinuxConstants.CLONE_NEWNET, LinuxConstants.SOL_SOCKET, LinuxConstants.SOL_IP, LinuxConstants.SO_LINGER,
+                LinuxConstants.CLONE_NEWNET, LinuxConstants.SOL_SOCKET, LinuxConstants.SOL_IP, LinuxConstants.SO_REUSEADDR, LinuxConstants.SO_LINGER,
                 LinuxConstants.SO_MARK, LinuxConstants.IP_TRANSPARENT, LinuxConstants.SO_ORIGINAL_DST, LinuxConstants.O_RDONLY,
                 LinuxConstants.O_CLOEXEC, LinuxConstants.EINTR, LinuxConstants.AF_INET,
             ];
