@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
 using NodeMesh.Interop;
@@ -11,7 +12,11 @@ namespace NodeMesh.Capture;
 /// </summary>
 internal sealed class WorkloadCapture : IAsyncDisposable
 {
+    private const int SpareSockets = 16;
+
     private readonly CancellationTokenSource _stopping = new();
+    private readonly ConcurrentQueue<Socket> _spare = new();
+    private int _refilling;
 
     private WorkloadCapture(Workload workload, NamespaceThread thread, Socket outbound, Socket inbound)
     {
@@ -56,15 +61,29 @@ internal sealed class WorkloadCapture : IAsyncDisposable
         }
     }
 
-    /// <summary>A new TCP socket inside the workload's namespace, marked so the capture rules skip it.</summary>
-    public Task<Socket> CreateSocketAsync(bool transparent) => Thread.InvokeAsync(() =>
+    /// <summary>
+    /// A new TCP socket inside the workload's namespace, marked so the capture rules skip it, and set to reset
+    /// (never end cleanly) if the agent dies. Sockets come from a small stock that the namespace thread
+    /// refills in batches, so a new flow does not wait for a thread hop and two setns calls.
+    /// </summary>
+    public async ValueTask<Socket> CreateSocketAsync(bool transparent)
     {
-        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        if (!_spare.TryDequeue(out Socket? socket))
+        {
+            List<Socket> batch = await Thread.InvokeAsync(() => CreateBatch(SpareSockets));
+            socket = batch[0];
+            foreach (Socket extra in batch.Skip(1))
+            {
+                _spare.Enqueue(extra);
+            }
+        }
+        else if (_spare.Count < SpareSockets / 2 && Interlocked.Exchange(ref _refilling, 1) == 0)
+        {
+            _ = RefillAsync();
+        }
+
         try
         {
-            SocketOptions.SetMark(socket, CaptureRules.AgentMark);
-            // If the agent dies, the workload sees a reset, never a clean end of a truncated flow.
-            SocketOptions.SetAbortOnClose(socket);
             if (transparent)
             {
                 SocketOptions.SetTransparent(socket);
@@ -77,7 +96,48 @@ internal sealed class WorkloadCapture : IAsyncDisposable
             socket.Dispose();
             throw;
         }
-    });
+    }
+
+    private async Task RefillAsync()
+    {
+        try
+        {
+            foreach (Socket socket in await Thread.InvokeAsync(() => CreateBatch(SpareSockets - _spare.Count)))
+            {
+                _spare.Enqueue(socket);
+            }
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or InteropException or SocketException)
+        {
+            // The workload is going away; the next caller creates its socket directly and sees the error.
+        }
+        finally
+        {
+            Volatile.Write(ref _refilling, 0);
+        }
+    }
+
+    private static List<Socket> CreateBatch(int count)
+    {
+        var sockets = new List<Socket>(Math.Max(1, count));
+        try
+        {
+            for (int i = 0; i < Math.Max(1, count); i++)
+            {
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                sockets.Add(socket);
+                SocketOptions.SetMark(socket, CaptureRules.AgentMark);
+                SocketOptions.SetAbortOnClose(socket);
+            }
+
+            return sockets;
+        }
+        catch
+        {
+            sockets.ForEach(s => s.Dispose());
+            throw;
+        }
+    }
 
     private static Socket Listen(IPEndPoint endPoint, bool transparent)
     {
@@ -108,6 +168,11 @@ internal sealed class WorkloadCapture : IAsyncDisposable
         await _stopping.CancelAsync();
         OutboundListener.Dispose();
         InboundListener.Dispose();
+        while (_spare.TryDequeue(out Socket? spare))
+        {
+            spare.Dispose();
+        }
+
         Thread.Dispose();
         _stopping.Dispose();
     }

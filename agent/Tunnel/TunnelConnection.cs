@@ -280,7 +280,7 @@ internal sealed class TunnelConnection : IAsyncDisposable
                         break;
                     case FrameType.Open:
                         await _tls.ReadExactlyAsync(control.AsMemory(0, frame.Length), _closed.Token);
-                        await AcceptAsync(frame, control.AsSpan(0, frame.Length).ToArray());
+                        Accept(frame, control.AsSpan(0, frame.Length).ToArray());
                         break;
                     case FrameType.Window:
                         await _tls.ReadExactlyAsync(control.AsMemory(0, 4), _closed.Token);
@@ -362,7 +362,7 @@ internal sealed class TunnelConnection : IAsyncDisposable
         }
     }
 
-    private async ValueTask AcceptAsync(FrameHeader frame, byte[] headerBytes)
+    private void Accept(FrameHeader frame, byte[] headerBytes)
     {
         if (_dialler || frame.StreamId % 2 != 1 || _streams.ContainsKey(frame.StreamId))
         {
@@ -374,8 +374,9 @@ internal sealed class TunnelConnection : IAsyncDisposable
         _streams[frame.StreamId] = stream;
         if (_streams.Count > MaxAcceptedStreams || !_accepted.Writer.TryWrite(stream))
         {
-            await stream.ResetAsync(reason: 1);
-            return;
+            // Never await a write on the read loop: if both peers' loops waited on full send buffers, neither
+            // would read again.
+            _ = stream.ResetAsync(reason: 1).AsTask();
         }
     }
 
