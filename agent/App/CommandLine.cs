@@ -246,7 +246,8 @@ internal static class CommandLine
         }
 
         Console.WriteLine($"node {status.Node}, nodemesh {status.Version}; transports: {string.Join(", ", status.Transports)}; " +
-            $"tunnel connections: {status.TunnelConnections} open, {status.TunnelConnectionsOpened} dialled; flows refused: {status.FlowsRefused}");
+            $"tunnel connections: {status.TunnelConnections} open, {status.TunnelConnectionsOpened} dialled; flows refused: {status.FlowsRefused}; " +
+            $"memory: {status.ResidentBytes / 1048576.0:F1} MiB resident, managed heap {status.ManagedHeapBytes / 1048576.0:F1} MiB ({status.ManagedCommittedBytes / 1048576.0:F1} MiB committed)");
         return 0;
     }
 

@@ -172,6 +172,9 @@ internal sealed partial class MeshAgent(
                         TunnelConnectionsOpened = pool.ConnectionsOpened,
                         FlowsRefused = flowLog.Refused,
                         Transports = QuicConnection.IsSupported ? ["mtls-tcp", "quic"] : ["mtls-tcp"],
+                        ManagedHeapBytes = GC.GetGCMemoryInfo().HeapSizeBytes,
+                        ManagedCommittedBytes = GC.GetGCMemoryInfo().TotalCommittedBytes,
+                        ResidentBytes = Environment.WorkingSet,
                     },
                 };
             default:

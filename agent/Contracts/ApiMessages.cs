@@ -28,6 +28,9 @@ public sealed record AgentStatus
     public long TunnelConnectionsOpened { get; init; }
     public long FlowsRefused { get; init; }
     public IReadOnlyList<string> Transports { get; init; } = [];
+    public long ManagedHeapBytes { get; init; }
+    public long ManagedCommittedBytes { get; init; }
+    public long ResidentBytes { get; init; }
 }
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]

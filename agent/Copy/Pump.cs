@@ -45,11 +45,12 @@ internal static class Pump
         while (true)
         {
             await from.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken);
-            byte[] buffer = ArrayPool<byte>.Shared.Rent(FrameHeader.Size + FrameHeader.MaxPayload);
+            byte[] buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
             try
             {
                 // Received straight after the room for the frame header: the frame goes out without a copy.
-                int read = await from.ReceiveAsync(buffer.AsMemory(FrameHeader.Size, FrameHeader.MaxPayload), SocketFlags.None, cancellationToken);
+                // (Header and payload fit one 64 KiB buffer; a byte more would rent from the 128 KiB bucket.)
+                int read = await from.ReceiveAsync(buffer.AsMemory(FrameHeader.Size, BufferSize - FrameHeader.Size), SocketFlags.None, cancellationToken);
                 if (read == 0)
                 {
                     await to.CompleteWritesAsync(cancellationToken);
