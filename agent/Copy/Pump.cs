@@ -8,7 +8,8 @@ namespace NodeMesh.Copy;
 
 /// <summary>
 /// One direction of a flow. Each pump waits for data with a zero-byte read before it takes a buffer, so an
-/// idle flow holds no buffer; on an orderly end of input it half-closes its output, and on a failure it throws
+/// idle flow holds no buffer (unless the last read filled the buffer: then more is almost surely waiting, and
+/// the extra system call is skipped); on an orderly end of input it half-closes its output, and on a failure it throws
 /// so the caller aborts both sides (a reset, never a clean end for a truncated transfer).
 /// </summary>
 internal static class Pump
@@ -17,9 +18,14 @@ internal static class Pump
 
     public static async Task SocketToSocketAsync(Socket from, Socket to, StrongBox<long> total, CancellationToken cancellationToken)
     {
+        bool moreLikely = false;
         while (true)
         {
-            await from.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken);
+            if (!moreLikely)
+            {
+                await from.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken);
+            }
+
             byte[] buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
             try
             {
@@ -32,6 +38,7 @@ internal static class Pump
 
                 await SendAllAsync(to, buffer.AsMemory(0, read), cancellationToken);
                 total.Value += read;
+                moreLikely = read == buffer.Length;
             }
             finally
             {
@@ -42,9 +49,14 @@ internal static class Pump
 
     public static async Task SocketToTunnelAsync(Socket from, TunnelStream to, StrongBox<long> total, CancellationToken cancellationToken)
     {
+        bool moreLikely = false;
         while (true)
         {
-            await from.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken);
+            if (!moreLikely)
+            {
+                await from.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None, cancellationToken);
+            }
+
             byte[] buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
             try
             {
@@ -59,6 +71,7 @@ internal static class Pump
 
                 await to.WriteAsync(buffer, FrameHeader.Size, read, cancellationToken);
                 total.Value += read;
+                moreLikely = read == BufferSize - FrameHeader.Size;
             }
             finally
             {
