@@ -4,6 +4,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using NodeMesh.Api;
+using NodeMesh.Authz;
 using NodeMesh.Capture;
 using NodeMesh.Config;
 using NodeMesh.Contracts;
@@ -153,12 +154,19 @@ internal static class CommandLine
         builder.Services.AddSingleton(new FlowLog());
         builder.Services.AddSingleton<MeshMetrics>();
         builder.Services.AddSingleton<FlowRecorder>();
+        builder.Services.AddSingleton<PolicyStore>();
+        builder.Services.AddSingleton<AuthzMetrics>();
+        builder.Services.AddSingleton<Authorizer>();
+        builder.Services.AddSingleton<ConnectionManager>();
         builder.Services.AddSingleton<OutboundProxy>();
         builder.Services.AddSingleton<InboundTunnelProxy>();
         builder.Services.AddSingleton<InboundPlaintextProxy>();
         builder.Services.AddSingleton<TunnelListenerFactory>();
         builder.Services.AddSingleton(new WorkloadStateStore(config.StateDir));
         builder.Services.AddHostedService<MeshAgent>();
+        builder.Services.AddHostedService(sp => new ConfigReloader(
+            path, config, sp.GetRequiredService<PolicyStore>(), sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<ConnectionManager>(),
+            sp.GetRequiredService<AuthzMetrics>(), sp.GetRequiredService<ILogger<ConfigReloader>>()));
 
         using IHost host = builder.Build();
         await host.RunAsync();
@@ -247,6 +255,7 @@ internal static class CommandLine
 
         Console.WriteLine($"node {status.Node}, nodemesh {status.Version}; transports: {string.Join(", ", status.Transports)}; " +
             $"tunnel connections: {status.TunnelConnections} open, {status.TunnelConnectionsOpened} dialled; flows refused: {status.FlowsRefused}; " +
+            $"policies: {status.Policies}, denied: {status.FlowsDenied}, dry-run denied: {status.FlowsDryRunDenied}; " +
             $"memory: {status.ResidentBytes / 1048576.0:F1} MiB resident, managed heap {status.ManagedHeapBytes / 1048576.0:F1} MiB ({status.ManagedCommittedBytes / 1048576.0:F1} MiB committed)");
         return 0;
     }

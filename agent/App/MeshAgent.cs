@@ -3,6 +3,7 @@ using System.Net.Quic;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using NodeMesh.Api;
+using NodeMesh.Authz;
 using NodeMesh.Capture;
 using NodeMesh.Config;
 using NodeMesh.Contracts;
@@ -31,6 +32,8 @@ internal sealed partial class MeshAgent(
     InboundPlaintextProxy inboundPlaintext,
     FlowRecorder recorder,
     FlowLog flowLog,
+    PolicyStore policies,
+    AuthzMetrics authzMetrics,
     WorkloadStateStore stateStore,
     ILoggerFactory loggerFactory,
     ILogger<MeshAgent> logger) : IHostedService, IDisposable
@@ -47,6 +50,7 @@ internal sealed partial class MeshAgent(
     {
         Log.Transports(logger, "mTLS 1.3 over TCP", QuicConnection.IsSupported ? "available" : "unavailable (libmsquic not found); using mTLS over TCP");
 
+        policies.Replace(PolicyCompiler.Compile(config.Policies, config.TrustDomain, []));
         var peers = config.Nodes.ToDictionary(n => n.Name, n => new IPEndPoint(IPAddress.Parse(n.Address), config.Ports.Tunnel), StringComparer.Ordinal);
         var remote = config.RemoteWorkloads.Select(w => new Workload(w.Name, IPAddress.Parse(w.Ip), SpiffeId.Parse(w.Identity), w.Node, null));
         registry.Reset(new RegistrySnapshot(remote, peers));
@@ -69,7 +73,7 @@ internal sealed partial class MeshAgent(
         {
             try
             {
-                await CaptureAsync(new WorkloadInfo { Name = w.Name, Ip = w.Ip, Identity = w.Identity, Netns = w.Netns, Source = "config" }, cancellationToken);
+                await CaptureAsync(new WorkloadInfo { Name = w.Name, Ip = w.Ip, Identity = w.Identity, Netns = w.Netns, Mode = w.Mode, Labels = w.Labels, Source = "config" }, cancellationToken);
             }
             catch (Exception ex) when (ex is CaptureException or IOException or InvalidOperationException or TimeoutException)
             {
@@ -140,7 +144,12 @@ internal sealed partial class MeshAgent(
 
     private async Task CaptureAsync(WorkloadInfo info, CancellationToken cancellationToken)
     {
-        var workload = new Workload(info.Name, IPAddress.Parse(info.Ip), SpiffeId.Parse(info.Identity), config.Node.Name, info.Netns);
+        PeerMode mode = ConfigLoader.ParseMode(info.Mode);
+        var workload = new Workload(info.Name, IPAddress.Parse(info.Ip), SpiffeId.Parse(info.Identity), config.Node.Name, info.Netns)
+        {
+            Mode = mode,
+            Labels = info.Labels ?? new Dictionary<string, string>(),
+        };
         WorkloadCapture capture = await WorkloadCapture.StartAsync(workload, Ports, cancellationToken);
         registry.Add(capture);
         _loops.Add(outbound.RunAsync(capture));
@@ -171,6 +180,9 @@ internal sealed partial class MeshAgent(
                         TunnelConnections = pool.ConnectionCount + (_tunnel?.ConnectionCount ?? 0),
                         TunnelConnectionsOpened = pool.ConnectionsOpened,
                         FlowsRefused = flowLog.Refused,
+                        FlowsDenied = authzMetrics.Denied,
+                        FlowsDryRunDenied = authzMetrics.DryRunDenied,
+                        Policies = policies.Current.Policies.Count,
                         Transports = QuicConnection.IsSupported ? ["mtls-tcp", "quic"] : ["mtls-tcp"],
                         ManagedHeapBytes = GC.GetGCMemoryInfo().HeapSizeBytes,
                         ManagedCommittedBytes = GC.GetGCMemoryInfo().TotalCommittedBytes,
@@ -189,6 +201,8 @@ internal sealed partial class MeshAgent(
             Ip = w.Ip.ToString(),
             Identity = w.Identity.Uri,
             Netns = w.Netns!,
+            Mode = w.Mode == PeerMode.Strict ? "STRICT" : "PERMISSIVE",
+            Labels = w.Labels,
             Source = _apiWorkloads.ContainsKey(w.Name) ? "api" : "config",
         }).ToList();
 
@@ -199,7 +213,8 @@ internal sealed partial class MeshAgent(
             return new ApiResponse { Ok = false, Error = "workload-add needs a 'workload' object" };
         }
 
-        List<string> errors = ConfigLoader.WorkloadErrors(info.Name, info.Ip, info.Identity, info.Netns, config.TrustDomain).ToList();
+        List<string> errors = ConfigLoader.WorkloadErrors(info.Name, info.Ip, info.Identity, info.Netns, config.TrustDomain)
+            .Concat(ConfigLoader.WorkloadPolicyErrors(info.Mode, info.Labels)).ToList();
         if (errors.Count == 0 && !File.Exists(info.Netns))
         {
             errors.Add($"netns: {info.Netns} does not exist");

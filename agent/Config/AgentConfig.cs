@@ -18,6 +18,9 @@ internal sealed record AgentConfig
     public IReadOnlyList<WorkloadConfig> Workloads { get; set; } = [];
     public IReadOnlyList<PeerNodeConfig> Nodes { get; set; } = [];
     public IReadOnlyList<RemoteWorkloadConfig> RemoteWorkloads { get; set; } = [];
+
+    /// <summary>L4 authorization policies, enforced by the receiving agent; reloaded when the file changes.</summary>
+    public IReadOnlyList<Authz.PolicyConfig> Policies { get; set; } = [];
 }
 
 /// <summary>This node: its name and the address peers reach its tunnel listener on.</summary>
@@ -62,6 +65,11 @@ internal sealed record WorkloadConfig
     public string Ip { get; set; } = "";
     public string Identity { get; set; } = "";
     public string Netns { get; set; } = "";
+
+    /// <summary>"PERMISSIVE" (default: plaintext from outside the mesh accepted) or "STRICT".</summary>
+    public string Mode { get; set; } = "PERMISSIVE";
+
+    public IReadOnlyDictionary<string, string> Labels { get; set; } = new Dictionary<string, string>();
 }
 
 internal sealed record PeerNodeConfig

@@ -143,6 +143,10 @@ internal static class ConfigLoader
 
             Unique(errors, names, w.Name, $"{at}.name", "workload name");
             Unique(errors, ips, w.Ip, $"{at}.ip", "workload ip");
+            foreach (string error in WorkloadPolicyErrors(w.Mode, w.Labels))
+            {
+                errors.Add($"{at}.{error}");
+            }
         }
 
         var nodeNames = new HashSet<string>(StringComparer.Ordinal);
@@ -179,7 +183,50 @@ internal static class ConfigLoader
             Unique(errors, ips, w.Ip, $"{at}.ip", "workload ip");
         }
 
+        if (c.Policies is null)
+        {
+            errors.Add("policies: must not be null");
+        }
+        else
+        {
+            _ = Authz.PolicyCompiler.Compile(c.Policies, c.TrustDomain, errors);
+        }
+
         return errors;
+    }
+
+    /// <summary>The policy-related fields of a local workload: its mode and labels.</summary>
+    public static IEnumerable<string> WorkloadPolicyErrors(string? mode, IReadOnlyDictionary<string, string>? labels)
+    {
+        if (!TryParseMode(mode, out _))
+        {
+            yield return $"mode: '{Contracts.Printable.Of(mode ?? "null")}' must be STRICT or PERMISSIVE";
+        }
+
+        foreach ((string key, string value) in labels ?? new Dictionary<string, string>())
+        {
+            if (key.Length is 0 or > 253 || value is null || value.Length > 63
+                || !key.All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '-' or '_' or '.' or '/')
+                || !value.All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '-' or '_' or '.'))
+            {
+                yield return $"labels: '{Contracts.Printable.Of(key)}: {Contracts.Printable.Of(value ?? "null")}' is not a valid label (letters, digits, '-', '_', '.')";
+            }
+        }
+    }
+
+    /// <summary>The mode of a workload whose configuration was already validated.</summary>
+    public static State.PeerMode ParseMode(string? mode) =>
+        TryParseMode(mode, out State.PeerMode parsed) ? parsed : throw new FormatException($"mode '{mode}' must be STRICT or PERMISSIVE");
+
+    public static bool TryParseMode(string? mode, out State.PeerMode parsed)
+    {
+        (bool ok, parsed) = mode switch
+        {
+            "STRICT" => (true, State.PeerMode.Strict),
+            "PERMISSIVE" or null or "" => (true, State.PeerMode.Permissive),
+            _ => (false, State.PeerMode.Permissive),
+        };
+        return ok;
     }
 
     /// <summary>Checks one workload's fields (shared by the file and the local API). Errors start with the field name.</summary>

@@ -27,6 +27,9 @@ public sealed record AgentStatus
     public int TunnelConnections { get; init; }
     public long TunnelConnectionsOpened { get; init; }
     public long FlowsRefused { get; init; }
+    public long FlowsDenied { get; init; }
+    public long FlowsDryRunDenied { get; init; }
+    public int Policies { get; init; }
     public IReadOnlyList<string> Transports { get; init; } = [];
     public long ManagedHeapBytes { get; init; }
     public long ManagedCommittedBytes { get; init; }

@@ -8,6 +8,11 @@ public sealed record WorkloadInfo
     public string Identity { get; init; } = "";
     public string Netns { get; init; } = "";
 
+    /// <summary>"PERMISSIVE" (default) or "STRICT".</summary>
+    public string? Mode { get; init; }
+
+    public IReadOnlyDictionary<string, string>? Labels { get; init; }
+
     /// <summary>Where the registration came from: "config" or "api". Set by the agent.</summary>
     public string? Source { get; init; }
 }

@@ -31,6 +31,18 @@ internal sealed class WorkloadRegistry
         }
     }
 
+    /// <summary>Replaces a registered workload's description (labels, mode) without touching its capture.</summary>
+    public void Update(Workload updated)
+    {
+        lock (_writeGate)
+        {
+            if (_current.FindByIp(updated.Ip) is { } existing && existing.Name == updated.Name)
+            {
+                Volatile.Write(ref _current, _current.With(updated));
+            }
+        }
+    }
+
     public WorkloadCapture? Remove(string name)
     {
         lock (_writeGate)

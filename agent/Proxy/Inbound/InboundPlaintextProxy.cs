@@ -2,10 +2,12 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
+using NodeMesh.Authz;
 using NodeMesh.Capture;
 using NodeMesh.Config;
 using NodeMesh.Copy;
 using NodeMesh.Interop;
+using NodeMesh.State;
 
 namespace NodeMesh.Proxy.Inbound;
 
@@ -13,7 +15,8 @@ namespace NodeMesh.Proxy.Inbound;
 /// Serves a workload's inbound plaintext listener: TCP arriving from outside the mesh is TPROXY'd here with
 /// its original destination intact, and delivered to the workload (PERMISSIVE) with the real client address.
 /// </summary>
-internal sealed partial class InboundPlaintextProxy(FlowRecorder recorder, AgentConfig config, ILogger<InboundPlaintextProxy> logger)
+internal sealed partial class InboundPlaintextProxy(
+    WorkloadRegistry registry, FlowRecorder recorder, Authorizer authorizer, AuthzMetrics authorizerMetrics, ConnectionManager connections, AgentConfig config, ILogger<InboundPlaintextProxy> logger)
 {
     public Task RunAsync(WorkloadCapture capture) =>
         ListenerLoop.RunAsync(capture.InboundListener, recorder, client => HandleAsync(capture, client), capture.Stopping);
@@ -37,7 +40,29 @@ internal sealed partial class InboundPlaintextProxy(FlowRecorder recorder, Agent
                 return;
             }
 
-            var (upstream, error) = await WorkloadDelivery.ConnectAsync(capture, source, destination, capture.Stopping);
+            Workload workload = registry.Current.FindByIp(capture.Workload.Ip) ?? capture.Workload;
+            if (workload.Mode == PeerMode.Strict)
+            {
+                string reason = $"plaintext refused: {workload.Name} is STRICT (mesh traffic only)";
+                authorizerMetrics.Deny(workload.Name, "strict-mode");
+                Log.Refused(logger, source.ToString(), destination.ToString(), reason);
+                BidirectionalCopy.Abort(client);
+                recorder.Record("inbound", "plaintext", source, destination, null, workload, null, encrypted: false, started, default, reason);
+                return;
+            }
+
+            var request = new AuthzRequest(workload, port, null, source.Address);
+            AuthzDecision decision = authorizer.Authorize(request, "plaintext");
+            if (!decision.Allowed)
+            {
+                BidirectionalCopy.Abort(client);
+                recorder.Record("inbound", "plaintext", source, destination, null, workload, null, encrypted: false, started, default, "denied: " + decision.Describe());
+                return;
+            }
+
+            using var flowStop = CancellationTokenSource.CreateLinkedTokenSource(capture.Stopping);
+            using ConnectionManager.Registration live = connections.Register(request, flowStop, $"{source} (plaintext) -> {destination}");
+            var (upstream, error) = await WorkloadDelivery.ConnectAsync(capture, source, destination, flowStop.Token);
             if (upstream is null)
             {
                 BidirectionalCopy.Abort(client);
@@ -45,7 +70,12 @@ internal sealed partial class InboundPlaintextProxy(FlowRecorder recorder, Agent
                 return;
             }
 
-            CopyResult copy = await BidirectionalCopy.RunAsync(client, upstream, capture.Stopping);
+            CopyResult copy = await BidirectionalCopy.RunAsync(client, upstream, flowStop.Token);
+            if (live.ClosedBecause is { } closedBy)
+            {
+                copy = copy with { Error = "closed by a policy change: " + closedBy.Describe() };
+            }
+
             if (copy.Error is null)
             {
                 BidirectionalCopy.Close(client);
@@ -57,7 +87,7 @@ internal sealed partial class InboundPlaintextProxy(FlowRecorder recorder, Agent
                 BidirectionalCopy.Abort(upstream);
             }
 
-            recorder.Record("inbound", "plaintext", source, destination, null, capture.Workload, null, encrypted: false, started, copy);
+            recorder.Record("inbound", "plaintext", source, destination, null, workload, null, encrypted: false, started, copy);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {

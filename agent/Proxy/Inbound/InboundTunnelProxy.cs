@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
+using NodeMesh.Authz;
 using NodeMesh.Capture;
 using NodeMesh.Config;
 using NodeMesh.Copy;
@@ -15,7 +16,8 @@ namespace NodeMesh.Proxy.Inbound;
 /// node that the caller's identity may reach (the header can never redirect traffic elsewhere), answers with
 /// a status byte, then delivers the flow into the destination's namespace.
 /// </summary>
-internal sealed partial class InboundTunnelProxy(WorkloadRegistry registry, FlowRecorder recorder, AgentConfig config, ILogger<InboundTunnelProxy> logger)
+internal sealed partial class InboundTunnelProxy(
+    WorkloadRegistry registry, FlowRecorder recorder, Authorizer authorizer, ConnectionManager connections, AgentConfig config, ILogger<InboundTunnelProxy> logger)
 {
     private static readonly IPEndPoint Unknown = new(IPAddress.Any, 0);
 
@@ -76,7 +78,19 @@ internal sealed partial class InboundTunnelProxy(WorkloadRegistry registry, Flow
             return;
         }
 
+        // Judge against the workload as it is now (a reload may have changed its labels or mode).
+        Workload destination = registry.Current.FindByIp(header.Destination.Address) ?? target!.Workload;
+        var request = new AuthzRequest(destination, header.Destination.Port, connection.PeerIdentity, header.Source.Address);
+        AuthzDecision decision = authorizer.Authorize(request, "tunnel");
+        if (!decision.Allowed)
+        {
+            recorder.Record("inbound", "tunnel", header.Source, header.Destination, sourceWorkload, destination, peer, encrypted: true, started, default, "denied: " + decision.Describe());
+            await AnswerAndCloseAsync(flow, FlowStatus.Denied);
+            return;
+        }
+
         using var flowStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, target!.Stopping);
+        using ConnectionManager.Registration live = connections.Register(request, flowStop, $"{header.Source} ({peer}) -> {header.Destination}");
         var (socket, socketError) = await WorkloadDelivery.ConnectAsync(target, header.Source, header.Destination, flowStop.Token);
         if (socket is null)
         {
@@ -106,6 +120,11 @@ internal sealed partial class InboundTunnelProxy(WorkloadRegistry registry, Flow
         else
         {
             BidirectionalCopy.Abort(socket);
+        }
+
+        if (live.ClosedBecause is { } closedBy)
+        {
+            copy = copy with { Error = "closed by a policy change: " + closedBy.Describe() };
         }
 
         // The pumps' "client" is the workload here: swap so bytes sent are the remote caller's.

@@ -4,6 +4,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
+using NodeMesh.Authz;
 using NodeMesh.Capture;
 using NodeMesh.Config;
 using NodeMesh.Copy;
@@ -19,7 +20,8 @@ namespace NodeMesh.Proxy.Outbound;
 /// planned from the registry snapshot, and is carried through a tunnel, delivered locally, or passed through.
 /// </summary>
 internal sealed partial class OutboundProxy(
-    WorkloadRegistry registry, TunnelPool pool, FlowRecorder recorder, AgentConfig config, ILogger<OutboundProxy> logger)
+    WorkloadRegistry registry, TunnelPool pool, FlowRecorder recorder, Authorizer authorizer, ConnectionManager connections, AgentConfig config,
+    ILogger<OutboundProxy> logger)
 {
     public Task RunAsync(WorkloadCapture capture) =>
         ListenerLoop.RunAsync(capture.OutboundListener, recorder, client => HandleAsync(capture, client), capture.Stopping);
@@ -133,14 +135,30 @@ internal sealed partial class OutboundProxy(
             return;
         }
 
-        (Socket? upstream, SocketError error) = await WorkloadDelivery.ConnectAsync(target, source, destination, capture.Stopping);
+        // Same node, same rules: the destination's policies apply as if the flow had come through a tunnel.
+        var request = new AuthzRequest(registry.Current.FindByIp(plan.Destination.Ip) ?? plan.Destination, destination.Port, plan.Source.Identity, source.Address);
+        AuthzDecision decision = authorizer.Authorize(request, "local");
+        if (!decision.Allowed)
+        {
+            Refuse(client, source, destination, plan.Source, plan.Destination, "local", "denied: " + decision.Describe(), started);
+            return;
+        }
+
+        using var flowStop = CancellationTokenSource.CreateLinkedTokenSource(capture.Stopping, target.Stopping);
+        using ConnectionManager.Registration live = connections.Register(request, flowStop, $"{source} ({plan.Source.Identity}) -> {destination}");
+        (Socket? upstream, SocketError error) = await WorkloadDelivery.ConnectAsync(target, source, destination, flowStop.Token);
         if (upstream is null)
         {
             Refuse(client, source, destination, plan.Source, plan.Destination, "local", $"connect to {destination} failed: {error}", started);
             return;
         }
 
-        CopyResult copy = await CopyAsync(client, upstream, capture.Stopping, target.Stopping);
+        CopyResult copy = await CopyAsync(client, upstream, flowStop.Token, CancellationToken.None);
+        if (live.ClosedBecause is { } closedBy)
+        {
+            copy = copy with { Error = "closed by a policy change: " + closedBy.Describe() };
+        }
+
         recorder.Record("outbound", "local", source, destination, plan.Source, plan.Destination, null, encrypted: false, started, copy);
     }
 

@@ -26,6 +26,12 @@ internal sealed class AgentSetup
 
     /// <summary>More local workloads, written as given (e.g. one whose namespace does not exist).</summary>
     public IList<WorkloadConfig> ExtraWorkloads { get; } = [];
+
+    /// <summary>Authorization policies in the config file.</summary>
+    public IList<Authz.PolicyConfig> Policies { get; } = [];
+
+    /// <summary>Mode per local pod name ("STRICT" or "PERMISSIVE"; default PERMISSIVE).</summary>
+    public IDictionary<string, string> Modes { get; } = new Dictionary<string, string>();
 }
 
 /// <summary>
@@ -98,14 +104,28 @@ internal sealed partial class AgentProcess : IAsyncDisposable
             ApiSocket = Path.Combine(directory, "agent.sock"),
             DrainSeconds = setup.DrainSeconds,
             Tunnel = setup.Tunnel,
-            Workloads = local.Select(p => new WorkloadConfig { Name = p.Name, Ip = p.Ip.ToString(), Identity = p.Identity, Netns = p.NetnsPath })
+            Workloads = local.Select(p => new WorkloadConfig
+                {
+                    Name = p.Name, Ip = p.Ip.ToString(), Identity = p.Identity, Netns = p.NetnsPath,
+                    Mode = setup.Modes.TryGetValue(p.Name, out string? mode) ? mode : "PERMISSIVE",
+                })
                 .Concat(setup.ExtraWorkloads).ToList(),
+            Policies = [.. setup.Policies],
             Nodes = topology.Nodes.Where(n => n != node).Select(n => new PeerNodeConfig { Name = n.Name, Address = n.Ip.ToString() }).ToList(),
             RemoteWorkloads = remote.Select(p => new RemoteWorkloadConfig { Name = p.Name, Ip = p.Ip.ToString(), Identity = p.Identity, Node = p.Node.Name }).ToList(),
         };
         var agent = new AgentProcess(node, directory, config, local);
         File.WriteAllText(agent.ConfigPath, JsonSerializer.Serialize(config, ConfigJsonContext.Default.AgentConfig));
         return agent;
+    }
+
+    /// <summary>Rewrites the configuration file (the agent reloads policies, modes and labels by itself).</summary>
+    public void RewriteConfig(Action<AgentConfig> change)
+    {
+        change(Config);
+        string temp = ConfigPath + ".tmp";
+        File.WriteAllText(temp, JsonSerializer.Serialize(Config, ConfigJsonContext.Default.AgentConfig));
+        File.Move(temp, ConfigPath, overwrite: true);
     }
 
     /// <summary>Starts the agent and waits until its API answers and lists every configured pod.</summary>
@@ -288,25 +308,12 @@ internal sealed partial class AgentProcess : IAsyncDisposable
             string.Join("\n  ", flows.Select(Describe))));
     }
 
-    /// <summary><c>nodemesh status</c>, parsed from its one-line report.</summary>
+    /// <summary><c>nodemesh status --json</c>.</summary>
     public async Task<AgentStatus> StatusAsync()
     {
-        CommandResult result = await CheckedCliAsync("status");
-        Match m = StatusLine().Match(result.Stdout);
-        if (!m.Success)
-        {
-            throw new InvalidOperationException($"cannot parse 'nodemesh status' output: {result.Stdout}");
-        }
-
-        return new AgentStatus
-        {
-            Node = m.Groups["node"].Value,
-            Version = m.Groups["version"].Value,
-            Transports = m.Groups["transports"].Value.Split(", "),
-            TunnelConnections = int.Parse(m.Groups["open"].Value, CultureInfo.InvariantCulture),
-            TunnelConnectionsOpened = long.Parse(m.Groups["dialled"].Value, CultureInfo.InvariantCulture),
-            FlowsRefused = long.Parse(m.Groups["refused"].Value, CultureInfo.InvariantCulture),
-        };
+        CommandResult result = await CheckedCliAsync("status", "--json");
+        return JsonSerializer.Deserialize(result.Stdout, ApiJsonContext.Default.AgentStatus)
+            ?? throw new InvalidOperationException($"'nodemesh status --json' printed nothing usable: {result.Stdout}");
     }
 
     public Task<CommandResult> WorkloadAddAsync(Pod pod) =>
@@ -396,6 +403,4 @@ internal sealed partial class AgentProcess : IAsyncDisposable
         }
     }
 
-    [GeneratedRegex(@"^node (?<node>\S+), nodemesh (?<version>\S+); transports: (?<transports>.*?); tunnel connections: (?<open>\d+) open, (?<dialled>\d+) dialled; flows refused: (?<refused>\d+)", RegexOptions.Multiline)]
-    private static partial Regex StatusLine();
 }

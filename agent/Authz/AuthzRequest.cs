@@ -1,0 +1,19 @@
+using System.Net;
+using NodeMesh.Identity;
+using NodeMesh.State;
+
+namespace NodeMesh.Authz;
+
+/// <summary>What a policy decision is about: who calls (identity, if authenticated, and address), and where.</summary>
+internal readonly record struct AuthzRequest(Workload Destination, int DestinationPort, SpiffeId? SourceIdentity, IPAddress SourceAddress);
+
+/// <summary>
+/// The outcome of evaluating the policies for one connection, with the policy and rule that decided it.
+/// A dry-run policy never changes <see cref="Allowed"/>; what it would have denied is reported beside it.
+/// </summary>
+internal sealed record AuthzDecision(bool Allowed, string Reason, string? Policy, int? Rule, string? DryRunDeniedBy)
+{
+    public static AuthzDecision AllowedByDefault(string? dryRun) => new(true, "no ALLOW policy selects the workload", null, null, dryRun);
+
+    public string Describe() => Policy is null ? Reason : $"{Reason} (policy {Policy}, rule {Rule})";
+}

@@ -1,0 +1,127 @@
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using NodeMesh.Authz;
+using NodeMesh.Proxy;
+using NodeMesh.State;
+
+namespace NodeMesh.Config;
+
+/// <summary>
+/// Watches the configuration file and applies what can change live: policies, and local workloads' mode and
+/// labels. A file that does not validate is refused and the last good configuration keeps serving; live flows
+/// that the new configuration denies are closed. Other changes are reported as needing a restart.
+/// </summary>
+internal sealed partial class ConfigReloader(
+    string path, AgentConfig initial, PolicyStore policies, WorkloadRegistry registry, ConnectionManager connections,
+    AuthzMetrics metrics, ILogger<ConfigReloader> logger) : BackgroundService
+{
+    /// <summary>Polling (not inotify alone) also catches editors that replace the file and bind-mounted ConfigMaps.</summary>
+    private static readonly TimeSpan Interval = TimeSpan.FromMilliseconds(500);
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        AgentConfig current = initial;
+        (DateTime, long) stamp = Stamp();
+        using var timer = new PeriodicTimer(Interval);
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await timer.WaitForNextTickAsync(stoppingToken);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
+            (DateTime, long) next = Stamp();
+            if (next == stamp)
+            {
+                continue;
+            }
+
+            stamp = next;
+            AgentConfig loaded;
+            try
+            {
+                loaded = ConfigLoader.Load(path);
+            }
+            catch (ConfigException ex)
+            {
+                Log.Refused(logger, path, string.Join("; ", ex.Errors));
+                continue;
+            }
+
+            Apply(current, loaded);
+            current = loaded;
+        }
+    }
+
+    private void Apply(AgentConfig previous, AgentConfig next)
+    {
+        PolicySet compiled = PolicyCompiler.Compile(next.Policies, next.TrustDomain, []);
+        foreach (WorkloadConfig w in next.Workloads)
+        {
+            if (registry.Current.Workloads.FirstOrDefault(x => x.Name == w.Name && x.IsLocal) is { } existing)
+            {
+                registry.Update(existing with { Mode = ConfigLoader.ParseMode(w.Mode), Labels = w.Labels });
+            }
+        }
+
+        policies.Replace(compiled);
+        List<(string Flow, AuthzDecision Decision)> closed = connections.Reevaluate(compiled, registry.Current);
+        foreach ((string flow, AuthzDecision decision) in closed)
+        {
+            Log.FlowClosed(logger, flow, decision.Describe());
+        }
+
+        if (closed.Count > 0)
+        {
+            metrics.ClosedByPolicy(closed.Count);
+        }
+
+        string[] needsRestart = RestartOnlyChanges(previous, next).ToArray();
+        Log.Applied(logger, path, compiled.Policies.Count, closed.Count, needsRestart.Length == 0 ? "none" : string.Join(", ", needsRestart));
+    }
+
+    internal static IEnumerable<string> RestartOnlyChanges(AgentConfig a, AgentConfig b)
+    {
+        if (a.Node != b.Node) yield return "node";
+        if (a.TrustDomain != b.TrustDomain) yield return "trustDomain";
+        if (a.Ca != b.Ca) yield return "ca";
+        if (a.Ports != b.Ports) yield return "ports";
+        if (a.Tunnel != b.Tunnel) yield return "tunnel";
+        if (a.StateDir != b.StateDir || a.ApiSocket != b.ApiSocket) yield return "stateDir/apiSocket";
+        if (!a.Nodes.SequenceEqual(b.Nodes)) yield return "nodes";
+        if (!a.RemoteWorkloads.SequenceEqual(b.RemoteWorkloads)) yield return "remoteWorkloads";
+        if (!a.Workloads.Select(w => (w.Name, w.Ip, w.Identity, w.Netns)).SequenceEqual(b.Workloads.Select(w => (w.Name, w.Ip, w.Identity, w.Netns))))
+        {
+            yield return "workloads (other than mode and labels)";
+        }
+    }
+
+    private (DateTime, long) Stamp()
+    {
+        try
+        {
+            var info = new FileInfo(path);
+            return info.Exists ? (info.LastWriteTimeUtc, info.Length) : (DateTime.MinValue, -1);
+        }
+        catch (IOException)
+        {
+            return (DateTime.MinValue, -1);
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 600, Level = LogLevel.Warning, Message = "configuration reload from {Path} refused, the last good configuration stays in force: {Errors}")]
+        public static partial void Refused(ILogger logger, string path, string errors);
+
+        [LoggerMessage(EventId = 601, Level = LogLevel.Information, Message = "configuration reloaded from {Path}: {Policies} policies, {Closed} live flows closed; changes that need a restart: {NeedsRestart}")]
+        public static partial void Applied(ILogger logger, string path, int policies, int closed, string needsRestart);
+
+        [LoggerMessage(EventId = 602, Level = LogLevel.Warning, Message = "flow {Flow} closed: the new policy denies it: {Reason}")]
+        public static partial void FlowClosed(ILogger logger, string flow, string reason);
+    }
+}
