@@ -83,6 +83,19 @@ internal static class Pump
     public static async Task TunnelToSocketAsync(TunnelStream from, Socket to, StrongBox<long> total, CancellationToken cancellationToken)
     {
         PipeReader input = from.Input;
+        from.AttachSink(to);
+        try
+        {
+            await DrainTunnelAsync(from, input, to, total, cancellationToken);
+        }
+        finally
+        {
+            total.Value += from.DirectBytes;
+        }
+    }
+
+    private static async Task DrainTunnelAsync(TunnelStream from, PipeReader input, Socket to, StrongBox<long> total, CancellationToken cancellationToken)
+    {
         while (true)
         {
             ReadResult result = await input.ReadAsync(cancellationToken);

@@ -17,5 +17,8 @@ internal static class LinuxConstants
     public const int O_RDONLY = 0;
     public const int O_CLOEXEC = 0x80000;
     public const int EINTR = 4;
+    public const int EAGAIN = 11;
+    public const int MSG_DONTWAIT = 0x40;
+    public const int MSG_NOSIGNAL = 0x4000;
     public const int AF_INET = 2;
 }

@@ -62,6 +62,43 @@ internal static unsafe class SocketOptions
         return DecodeSockaddrIn(new ReadOnlySpan<byte>(buffer, 16));
     }
 
+    /// <summary>
+    /// Sends what the socket's buffer takes right now without waiting (MSG_DONTWAIT): the number of bytes
+    /// taken, 0 if the buffer is full. Lets the tunnel read loop hand bytes straight to a workload's socket.
+    /// </summary>
+    public static int SendNow(Socket socket, ReadOnlySpan<byte> data)
+    {
+        bool added = false;
+        socket.SafeHandle.DangerousAddRef(ref added);
+        try
+        {
+            int fd = (int)socket.SafeHandle.DangerousGetHandle();
+            fixed (byte* p = data)
+            {
+                long rc;
+                do
+                {
+                    rc = LibC.send(fd, p, (size_t)(ulong)data.Length, MSG_DONTWAIT | MSG_NOSIGNAL);
+                }
+                while (rc < 0 && LibC.errno == EINTR);
+                if (rc >= 0)
+                {
+                    return (int)rc;
+                }
+
+                int errno = LibC.errno;
+                return errno == EAGAIN ? 0 : throw new InteropException("send", errno, "workload socket");
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                socket.SafeHandle.DangerousRelease();
+            }
+        }
+    }
+
     /// <summary>Decodes a <c>struct sockaddr_in</c> (family, port in network order, address).</summary>
     internal static IPEndPoint DecodeSockaddrIn(ReadOnlySpan<byte> sockaddr)
     {

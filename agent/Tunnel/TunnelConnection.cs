@@ -329,6 +329,12 @@ internal sealed class TunnelConnection : IAsyncDisposable
         bool reserved;
         try
         {
+            if (stream is not null && stream.TryBeginDirect(frame.Length, out Socket? sink))
+            {
+                await ReceiveDirectAsync(frame, stream, sink);
+                return;
+            }
+
             reserved = stream is not null && stream.TryReserveReceive(frame.Length, out target);
         }
         catch (InvalidDataException ex)
@@ -359,6 +365,38 @@ internal sealed class TunnelConnection : IAsyncDisposable
         finally
         {
             await stream!.CommitReceiveAsync(frame.Length);
+        }
+    }
+
+    /// <summary>Reads a frame's payload and hands it to the flow's socket without waking the flow's pump.</summary>
+    private async ValueTask ReceiveDirectAsync(FrameHeader frame, TunnelStream stream, Socket sink)
+    {
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(frame.Length);
+        try
+        {
+            await _tls.ReadExactlyAsync(buffer.AsMemory(0, frame.Length), _closed.Token);
+            int sent;
+            try
+            {
+                sent = SocketOptions.SendNow(sink, buffer.AsSpan(0, frame.Length));
+            }
+            catch (Exception ex) when (ex is InteropException or ObjectDisposedException)
+            {
+                // The workload's socket is gone: this flow fails, the connection's other flows go on.
+                stream.Fail(new IOException($"delivering stream {stream.Id}: {ex.Message}", ex));
+                return;
+            }
+
+            uint credit = stream.EndDirect(buffer.AsSpan(0, frame.Length), sent);
+            if (credit > 0)
+            {
+                // Never await a write on the read loop (see Accept).
+                _ = SendControlAsync(FrameType.Window, stream.Id, credit, _closed.Token).AsTask().ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 
