@@ -73,6 +73,24 @@ public sealed class AuthorizationTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task ThreeNodes_AllowListOnOneNode_AdmitsOnlyTheListedCallerFromAnyNode()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 3, podsPerNode: 1, output);
+        Pod admitted = mesh.Pod(1, 1), server = mesh.Pod(2, 1), stranger = mesh.Pod(3, 1);
+        await mesh.StartAgentAsync(mesh.Node(1));
+        AgentProcess receiver = await mesh.StartAgentAsync(mesh.Node(2), s => s.Policies.Add(Policy("only-n1p1", "ALLOW", server, principals: [admitted.Identity])));
+        await mesh.StartAgentAsync(mesh.Node(3));
+        await server.StartTcpServerAsync(Port, ServerMode.Echo);
+
+        ProbeResult fromNode1 = await admitted.ProbeAsync(server.EndPoint(Port), "n1");
+        Assert.True(fromNode1 is { Outcome: ProbeOutcome.Answered, Answer: "n1" }, mesh.Explain($"listed caller on node1: {fromNode1}"));
+        ProbeResult fromNode3 = await stranger.ProbeAsync(server.EndPoint(Port), "n3");
+        Assert.True(fromNode3.Outcome is ProbeOutcome.Reset or ProbeOutcome.Refused, mesh.Explain($"unlisted caller on node3: {fromNode3}"));
+        FlowRecord denial = (await receiver.WaitForFlowsAsync(f => f.Result.StartsWith("refused: denied", StringComparison.Ordinal)))[0];
+        Assert.Equal(stranger.Identity, denial.SourceIdentity);
+    }
+
+    [Fact]
     public async Task Strict_RefusesPlaintextFromOutside_PermissiveAcceptsIt()
     {
         await using Topology mesh = await Topology.CreateAsync(nodes: 1, podsPerNode: 2, output);
