@@ -31,7 +31,8 @@ internal static class CommandLine
           nodemesh check --config FILE           validate a configuration file and exit
           nodemesh ca init --dir DIR [--trust-domain TD] [--days N]
                                                  create the embedded mesh CA (ca.crt, ca.key mode 0600)
-          nodemesh workload add --name N --ip IP --identity SPIFFE-ID --netns PATH [--socket S]
+          nodemesh workload add --name N --ip IP --identity SPIFFE-ID --netns PATH
+                                [--mode STRICT|PERMISSIVE] [--label KEY=VALUE ...] [--socket S]
           nodemesh workload remove --name N [--socket S]
           nodemesh workload list [--socket S] [--json]
           nodemesh flows [--socket S] [--json]   recent flows this agent carried
@@ -54,7 +55,7 @@ internal static class CommandLine
                 ["run", .. var rest] => await RunAgentAsync(Options.Parse(rest, ["config"], [])),
                 ["check", .. var rest] => Check(Options.Parse(rest, ["config"], [])),
                 ["ca", "init", .. var rest] => CaInit(Options.Parse(rest, ["dir", "trust-domain", "days"], [])),
-                ["workload", "add", .. var rest] => await WorkloadAddAsync(Options.Parse(rest, ["name", "ip", "identity", "netns", "socket"], [])),
+                ["workload", "add", .. var rest] => await WorkloadAddAsync(Options.Parse(rest, ["name", "ip", "identity", "netns", "socket", "mode", "label"], [])),
                 ["workload", "remove", .. var rest] => await WorkloadRemoveAsync(Options.Parse(rest, ["name", "socket"], [])),
                 ["workload", "list", .. var rest] => await WorkloadListAsync(Options.Parse(rest, ["socket"], ["json"])),
                 ["flows", .. var rest] => await FlowsAsync(Options.Parse(rest, ["socket"], ["json"])),
@@ -184,12 +185,36 @@ internal static class CommandLine
                 Ip = options.Required("ip"),
                 Identity = options.Required("identity"),
                 Netns = options.Required("netns"),
+                Mode = options.Get("mode"),
+                Labels = ParseLabels(options.GetAll("label")),
             },
         };
         ApiResponse response = await SendAsync(options, request);
         Console.WriteLine($"workload {request.Workload.Name} added");
         _ = response;
         return 0;
+    }
+
+    private static Dictionary<string, string>? ParseLabels(IReadOnlyList<string> values)
+    {
+        if (values.Count == 0)
+        {
+            return null;
+        }
+
+        var labels = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (string value in values)
+        {
+            int eq = value.IndexOf('=', StringComparison.Ordinal);
+            if (eq <= 0)
+            {
+                throw new UsageException($"--label '{Printable.Of(value)}' must be KEY=VALUE");
+            }
+
+            labels[value[..eq]] = value[(eq + 1)..];
+        }
+
+        return labels;
     }
 
     private static async Task<int> WorkloadRemoveAsync(Options options)

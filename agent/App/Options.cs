@@ -5,7 +5,7 @@ namespace NodeMesh.App;
 /// <summary>A command's <c>--name value</c> options and <c>--flag</c>s; anything unknown is a usage error.</summary>
 internal sealed class Options
 {
-    private readonly Dictionary<string, string> _values = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, List<string>> _values = new(StringComparer.Ordinal);
     private readonly HashSet<string> _flags = new(StringComparer.Ordinal);
 
     public static Options Parse(string[] args, string[] valued, string[] flags)
@@ -40,7 +40,12 @@ internal sealed class Options
                     throw new UsageException($"--{name} needs a value");
                 }
 
-                options._values[name] = value;
+                if (!options._values.TryGetValue(name, out List<string>? list))
+                {
+                    options._values[name] = list = [];
+                }
+
+                list.Add(value);
             }
             else
             {
@@ -51,7 +56,11 @@ internal sealed class Options
         return options;
     }
 
-    public string? Get(string name) => _values.GetValueOrDefault(name);
+    /// <summary>The option's value; given twice, the last one counts.</summary>
+    public string? Get(string name) => _values.TryGetValue(name, out List<string>? list) ? list[^1] : null;
+
+    /// <summary>Every value of a repeatable option, in order.</summary>
+    public IReadOnlyList<string> GetAll(string name) => _values.TryGetValue(name, out List<string>? list) ? list : [];
 
     public string Required(string name) => Get(name) ?? throw new UsageException($"--{name} is required");
 
