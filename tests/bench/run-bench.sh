@@ -20,6 +20,9 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$SCRIPT_DIR/../.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=../netns/topology.sh
 source "$SCRIPT_DIR/../netns/topology.sh"
+# bg, stop_pid, stop_all, wait_port, rand_hex, the cleanup traps and the agent start-up.
+# shellcheck source-path=SCRIPTDIR source=../netns/procs.sh
+source "$SCRIPT_DIR/../netns/procs.sh"
 
 NODEMESH=$REPO_DIR/artifacts/bin/nodemesh
 QUICK=0
@@ -90,59 +93,18 @@ check_tools() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Process and cleanup helpers. Every process this script starts runs inside one of its own
-# namespaces; topo_destroy also ends anything left in them, by pid.
+# Cleanup (procs.sh). Every process this script starts runs inside one of its own namespaces;
+# topo_destroy also ends anything left in them, by pid.
 
-PIDS=()
-
-# bg NAME NS CMD...: start CMD in namespace NS, log to $WORK/NAME.log; pid in $BG_PID.
-bg() {
-    local name=$1 ns=$2
-    shift 2
-    ip netns exec "$ns" "$@" >"$WORK/$name.log" 2>&1 &
-    BG_PID=$!
-    PIDS+=("$BG_PID")
-}
-
-stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-stop_all() {
-    local pid
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    PIDS=()
-}
-
-# wait_port NS ADDR PORT [SECONDS]: until something listens on ADDR:PORT (or *:PORT) in NS.
-wait_port() {
-    local ns=$1 addr=$2 port=$3 secs=${4:-10} i
-    for ((i = 0; i < secs * 10; i++)); do
-        if ip netns exec "$ns" ss -Hltn "sport = :$port" 2>/dev/null | grep -Eq "($addr|\*|0\.0\.0\.0|\[::\]):$port"; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    return 1
-}
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    # A scenario still running (interrupted): stop it, and everything it started in the namespaces.
-    [[ -n "${SCENARIO_PID:-}" ]] && kill -TERM "$SCENARIO_PID" 2>/dev/null
+# on_exit RC: runs before the common cleanup. A scenario still running (interrupted) is stopped
+# with everything it started in the namespaces: it can only run its own EXIT trap once its
+# foreground command has been ended by topo_destroy. Stopping and destroying again is a no-op.
+on_exit() {
+    [[ -n "${SCENARIO_PID:-}" ]] || return 0
+    kill -TERM "$SCENARIO_PID" 2>/dev/null || true
     stop_all
-    [[ -n "${PREFIX:-}" ]] && topo_destroy "$PREFIX"
-    [[ -n "${SCENARIO_PID:-}" ]] && stop_pid "$SCENARIO_PID"
-    [[ -n "${WORK:-}" && -d "$WORK" ]] && rm -rf "$WORK"
-    exit "$rc"
+    topo_destroy "$PREFIX"
+    stop_pid "$SCENARIO_PID"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -175,8 +137,8 @@ EOF
     ip netns exec "$ns" nginx -t -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" ||
         die "nginx config test failed (see above)"
     bg nginx "$ns" nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf"
-    wait_port "$ns" "$SERVER_IP" "$IPERF_PORT" || die "iperf3 server did not start: $(cat "$WORK/iperf3-server.log")"
-    wait_port "$ns" "$SERVER_IP" "$HTTP_PORT" || die "nginx did not start: $(cat "$WORK/nginx.log" "$dir/error.log" 2>/dev/null)"
+    wait_port "$ns" "$IPERF_PORT" "$SERVER_IP" || die "iperf3 server did not start: $(cat "$WORK/iperf3-server.log")"
+    wait_port "$ns" "$HTTP_PORT" "$SERVER_IP" || die "nginx did not start: $(cat "$WORK/nginx.log" "$dir/error.log" 2>/dev/null)"
 }
 
 # run_iperf HOST PORT STREAMS: prints "BITS_PER_SECOND BYTES" (receiver side).
@@ -298,42 +260,6 @@ scenario_direct() {
 
 # --- nodemesh ---
 
-# nm_config NODE_INDEX: the agent config of node i (pod n<i>p1 local, the other node's pod remote).
-nm_config() {
-    local i=$1 k=$((3 - $1))
-    cat <<EOF
-{
-  "node": { "name": "node$i", "address": "10.231.0.$i" },
-  "trustDomain": "$TRUST_DOMAIN",
-  "ca": { "dir": "$WORK/ca" },
-  "stateDir": "$WORK/n$i/state",
-  "apiSocket": "$WORK/n$i/agent.sock",
-  "workloads": [
-    { "name": "n${i}p1", "ip": "10.240.$i.2", "identity": "spiffe://$TRUST_DOMAIN/ns/bench/sa/n${i}p1", "netns": "/var/run/netns/$PREFIX-n${i}p1" }
-  ],
-  "nodes": [ { "name": "node$k", "address": "10.231.0.$k" } ],
-  "remoteWorkloads": [
-    { "name": "n${k}p1", "ip": "10.240.$k.2", "identity": "spiffe://$TRUST_DOMAIN/ns/bench/sa/n${k}p1", "node": "node$k" }
-  ]
-}
-EOF
-}
-
-# nm_wait_ready SOCKET WORKLOAD_IP...: `workload list` answers and names every workload (~15 s).
-nm_wait_ready() {
-    local sock=$1 out ip ok i
-    shift
-    for ((i = 0; i < 150; i++)); do
-        if out=$("$NODEMESH" workload list --socket "$sock" 2>/dev/null); then
-            ok=1
-            for ip in "$@"; do [[ "$out" == *"$ip"* ]] || ok=0; done
-            ((ok)) && return 0
-        fi
-        sleep 0.1
-    done
-    return 1
-}
-
 # Proof the iperf3 traffic went through the mesh and not around it: node1's agent lists its flows.
 nm_check_flows() {
     local flows
@@ -343,25 +269,18 @@ nm_check_flows() {
 }
 
 scenario_nodemesh() {
-    local i pids=()
+    local i
     fresh_topology
-    "$NODEMESH" ca init --dir "$WORK/ca" --trust-domain "$TRUST_DOMAIN" >"$WORK/ca-init.log" 2>&1 ||
-        die "nodemesh ca init failed: $(cat "$WORK/ca-init.log")"
+    mesh_ca_init
+    mesh_start_agents 1 bench
     for i in 1 2; do
-        mkdir -p "$WORK/n$i/state"
-        nm_config "$i" >"$WORK/n$i.json"
-        bg "agent-n$i" "$PREFIX-n$i" "$NODEMESH" run --config "$WORK/n$i.json"
-        pids+=("$BG_PID")
-    done
-    for i in 1 2; do
-        nm_wait_ready "$WORK/n$i/agent.sock" "10.240.$i.2" ||
-            die "agent node$i not ready after 15 s; log: $(tail -20 "$WORK/agent-n$i.log")"
+        mesh_wait_ready "$i" 1 || die "$MESH_ERROR; log: $(tail -20 "$WORK/agent-n$i.log")"
     done
     start_servers
     # Same commands as direct: the pod connects to the other pod's IP; the agents capture it.
     AFTER_IPERF=nm_check_flows
-    measure nodemesh "$SERVER_IP" "$IPERF_PORT" "http://$SERVER_IP:$HTTP_PORT/" "${pids[@]}"
-    for i in 1 2; do kill -0 "${pids[i - 1]}" 2>/dev/null || die "agent node$i died during the run"; done
+    measure nodemesh "$SERVER_IP" "$IPERF_PORT" "http://$SERVER_IP:$HTTP_PORT/" "${AGENT_PIDS[@]}"
+    for i in 1 2; do kill -0 "${AGENT_PIDS[i - 1]}" 2>/dev/null || die "agent node$i died during the run"; done
 }
 
 # --- haproxy ---
@@ -461,8 +380,8 @@ scenario_haproxy() {
         bg "haproxy-n$i" "$PREFIX-n$i" haproxy -db -f "$WORK/haproxy-node$i.cfg"
         pids+=("$BG_PID")
     done
-    wait_port "$PREFIX-n1" "$POD_GW1" "$HA_HTTP_FRONT" || die "haproxy node1 not listening: $(cat "$WORK/haproxy-n1.log")"
-    wait_port "$PREFIX-n2" "$NODE2_IP" "$HA_HTTP_TLS" || die "haproxy node2 not listening: $(cat "$WORK/haproxy-n2.log")"
+    wait_port "$PREFIX-n1" "$HA_HTTP_FRONT" "$POD_GW1" || die "haproxy node1 not listening: $(cat "$WORK/haproxy-n1.log")"
+    wait_port "$PREFIX-n2" "$HA_HTTP_TLS" "$NODE2_IP" || die "haproxy node2 not listening: $(cat "$WORK/haproxy-n2.log")"
     record haproxy threads "$(awk '/^Threads:/ { print $2 }' "/proc/${pids[0]}/status")"
     verify_haproxy_mtls
     # The client connects to haproxy on node1 (its pod gateway address) instead of the server.
@@ -599,11 +518,9 @@ main() {
     WORK=$(mktemp -d /tmp/nodemesh-bench.XXXXXX)
     RESULTS=$WORK/results
     : >"$RESULTS"
-    PREFIX=nmb$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+    PREFIX=nmb$(rand_hex 3)
     FAILED=()
-    trap cleanup EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
+    procs_traps on_exit
     log "work dir $WORK, namespaces $PREFIX-*"
 
     run_scenario direct

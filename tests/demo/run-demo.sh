@@ -20,6 +20,9 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$SCRIPT_DIR/../.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=../netns/topology.sh
 source "$SCRIPT_DIR/../netns/topology.sh"
+# bg, stop_pid, wait_port, rand_hex, the cleanup traps and the agent start-up.
+# shellcheck source-path=SCRIPTDIR source=../netns/procs.sh
+source "$SCRIPT_DIR/../netns/procs.sh"
 
 NODEMESH=$REPO_DIR/artifacts/bin/nodemesh
 TRUST_DOMAIN=cluster.local
@@ -68,37 +71,12 @@ check_tools() {
     NODEMESH=$(cd "$(dirname "$NODEMESH")" && pwd)/$(basename "$NODEMESH")
 }
 
-rand_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
-
 # ---------------------------------------------------------------------------------------------
-# Processes: every one is started here, remembered by pid, and stopped by pid on exit.
+# Cleanup (procs.sh stops every process, removes the namespaces and, without --keep, the temp dir).
 
-PIDS=()
-AGENT_PIDS=()
-
-# bg NAME NS CMD...: run CMD in namespace NS with its output in $WORK/NAME.log; pid in $BG_PID.
-bg() {
-    local name=$1 ns=$2
-    shift 2
-    ip netns exec "$ns" "$@" >"$WORK/$name.log" 2>&1 &
-    BG_PID=$!
-    PIDS+=("$BG_PID")
-}
-
-stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$? pid i
-    trap - EXIT INT TERM
+# on_exit RC: runs first, while the agent logs are still there.
+on_exit() {
+    local rc=$1 i
     if ((rc != 0)) && [[ -n "${WORK:-}" ]]; then
         # Leave the evidence on screen before the temp dir goes.
         for i in 1 2; do
@@ -109,78 +87,23 @@ cleanup() {
         done
     fi
     echo "==> cleaning up"
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    [[ -n "${PREFIX:-}" ]] && topo_destroy "$PREFIX"
-    if [[ -n "${WORK:-}" && -d "$WORK" ]]; then
-        if ((KEEP)); then echo "    kept $WORK (capture: $WORK/node1-link0.pcap)"; else rm -rf "$WORK"; fi
+    if ((KEEP)) && [[ -n "${WORK:-}" && -d "$WORK" ]]; then
+        echo "    kept $WORK (capture: $WORK/node1-link0.pcap)"
     fi
-    exit "$rc"
-}
-
-# wait_port NS PORT: until something listens on PORT in NS (10 s).
-wait_port() {
-    local ns=$1 port=$2 i
-    for ((i = 0; i < 100; i++)); do
-        ip netns exec "$ns" ss -Hltn "sport = :$port" 2>/dev/null | grep -q . && return 0
-        sleep 0.1
-    done
-    return 1
 }
 
 # ---------------------------------------------------------------------------------------------
 # Mesh set-up.
 
-# agent_config I: node I's config - its two pods local, the other node's two pods remote.
-agent_config() {
-    local i=$1 k=$((3 - $1)) j sep
-    printf '{\n  "node": { "name": "node%d", "address": "10.231.0.%d" },\n' "$i" "$i"
-    printf '  "trustDomain": "%s",\n  "ca": { "dir": "%s" },\n' "$TRUST_DOMAIN" "$WORK/ca"
-    printf '  "stateDir": "%s",\n  "apiSocket": "%s",\n' "$WORK/n$i/state" "$WORK/n$i/agent.sock"
-    printf '  "workloads": [\n'
-    for j in 1 2; do
-        sep=$([[ $j == 2 ]] || echo ,)
-        printf '    { "name": "n%dp%d", "ip": "10.240.%d.%d", "identity": "spiffe://%s/ns/demo/sa/n%dp%d", "netns": "/var/run/netns/%s-n%dp%d" }%s\n' \
-            "$i" "$j" "$i" $((j + 1)) "$TRUST_DOMAIN" "$i" "$j" "$PREFIX" "$i" "$j" "$sep"
-    done
-    printf '  ],\n  "nodes": [ { "name": "node%d", "address": "10.231.0.%d" } ],\n' "$k" "$k"
-    printf '  "remoteWorkloads": [\n'
-    for j in 1 2; do
-        sep=$([[ $j == 2 ]] || echo ,)
-        printf '    { "name": "n%dp%d", "ip": "10.240.%d.%d", "identity": "spiffe://%s/ns/demo/sa/n%dp%d", "node": "node%d" }%s\n' \
-            "$k" "$j" "$k" $((j + 1)) "$TRUST_DOMAIN" "$k" "$j" "$k" "$sep"
-    done
-    printf '  ]\n}\n'
-}
-
-# wait_ready I: `workload list` answers and names both local pods (up to ~15 s).
-wait_ready() {
-    local i=$1 out n
-    for ((n = 0; n < 150; n++)); do
-        kill -0 "${AGENT_PIDS[i - 1]}" 2>/dev/null || die "the node$i agent exited during start-up"
-        if out=$("$NODEMESH" workload list --socket "$WORK/n$i/agent.sock" 2>/dev/null) &&
-            [[ "$out" == *"10.240.$i.2"* && "$out" == *"10.240.$i.3"* ]]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "the node$i agent is not ready after 15 s ('nodemesh workload list' does not list its pods)"
-}
-
 start_mesh() {
     local i
     say "Creating the CA (trust domain $TRUST_DOMAIN)"
-    "$NODEMESH" ca init --dir "$WORK/ca" --trust-domain "$TRUST_DOMAIN" >"$WORK/ca-init.log" 2>&1 ||
-        die "nodemesh ca init: $(cat "$WORK/ca-init.log")"
+    mesh_ca_init
     info "CA certificate and key in $WORK/ca"
     say "Starting one agent per node"
+    mesh_start_agents 2 demo
     for i in 1 2; do
-        mkdir -p "$WORK/n$i/state"
-        agent_config "$i" >"$WORK/n$i.json"
-        bg "agent-n$i" "$PREFIX-n$i" "$NODEMESH" run --config "$WORK/n$i.json"
-        AGENT_PIDS+=("$BG_PID")
-    done
-    for i in 1 2; do
-        wait_ready "$i"
+        mesh_wait_ready "$i" 2 || die "$MESH_ERROR"
         info "node$i agent ready (pid ${AGENT_PIDS[i - 1]}), workloads n${i}p1 n${i}p2"
     done
 }
@@ -368,9 +291,7 @@ main() {
     PREFIX=nmd$(rand_hex 3)
     MARKER=NODEMESH-MARKER-$(rand_hex 8)
     CONTROL=NODEMESH-CONTROL-$(rand_hex 8)
-    trap cleanup EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
+    procs_traps on_exit
 
     say "Building the topology: 2 nodes x 2 pods + an external host (namespaces $PREFIX-*)"
     topo_create "$PREFIX" 2 2 || die "could not create the topology"
