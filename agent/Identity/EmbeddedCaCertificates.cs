@@ -19,15 +19,21 @@ internal sealed class EmbeddedCaCertificates : ICertificateProvider, IDisposable
     private readonly ConcurrentDictionary<SpiffeId, Issued> _issued = new();
     private readonly SpiffeId _nodeIdentity;
 
-    public EmbeddedCaCertificates(CertificateAuthority ca, string trustDomain, TimeSpan lifetime)
+    /// <param name="nodeIdentity">
+    /// What the tunnel listener presents; by default the shared <see cref="NodeIdentity"/>. An agent with the CA
+    /// role in a mesh of joined nodes passes its own <see cref="MeshIdentities.Node"/> identity, like theirs.
+    /// </param>
+    public EmbeddedCaCertificates(CertificateAuthority ca, string trustDomain, TimeSpan lifetime, SpiffeId? nodeIdentity = null)
     {
         _ca = ca;
         _lifetime = lifetime;
-        TrustBundle = [X509CertificateLoader.LoadCertificate(ca.Root.RawData)];
-        _nodeIdentity = NodeIdentity(trustDomain);
+        _nodeIdentity = nodeIdentity ?? NodeIdentity(trustDomain);
     }
 
-    public X509Certificate2Collection TrustBundle { get; }
+    /// <summary>The CA's root and any further roots in its <c>trust-bundle.pem</c> (see <see cref="CertificateAuthority.ReloadTrustBundle"/>).</summary>
+    public X509Certificate2Collection TrustBundle => _ca.TrustBundle.Roots;
+
+    public TrustBundle Bundle => _ca.TrustBundle;
 
     public static SpiffeId NodeIdentity(string trustDomain) => new(trustDomain, NodeNamespace, NodeServiceAccount);
 
@@ -45,7 +51,7 @@ internal sealed class EmbeddedCaCertificates : ICertificateProvider, IDisposable
         X509Certificate2 certificate = _ca.Issue(identity, _lifetime);
         DateTimeOffset notBefore = certificate.NotBefore.ToUniversalTime();
         DateTimeOffset renewAt = notBefore + ((certificate.NotAfter.ToUniversalTime() - notBefore) / 2);
-        var context = SslStreamCertificateContext.Create(certificate, additionalCertificates: null, offline: true);
+        var context = SslStreamCertificateContext.Create(certificate, _ca.Chain, offline: true);
         _issued[identity] = new Issued(context, renewAt);
         return ValueTask.FromResult(context);
     }

@@ -1,5 +1,6 @@
-using System.Formats.Asn1;
+using System.Collections.Concurrent;
 using System.Diagnostics.CodeAnalysis;
+using System.Formats.Asn1;
 using System.Security.Cryptography.X509Certificates;
 
 namespace NodeMesh.Identity;
@@ -7,11 +8,17 @@ namespace NodeMesh.Identity;
 /// <summary>
 /// Decides whether a peer's certificate is acceptable: it chains to the trust bundle, is valid now, and
 /// carries exactly one URI SAN that is a SPIFFE id in this trust domain. Nothing else is matched loosely.
+/// Intermediates come from the peer (the chain it sent) and from earlier verifications: a resumed TLS session
+/// carries only the leaf, so the intermediates of chains that verified before are remembered (a bounded set)
+/// as candidates. They never add trust; only the bundle's roots do.
 /// </summary>
 internal sealed class PeerCertificateVerifier
 {
+    private const int MaxRememberedIntermediates = 64;
+
     private readonly string _trustDomain;
     private readonly Func<X509Certificate2Collection> _trustBundle;
+    private readonly ConcurrentDictionary<string, X509Certificate2> _intermediates = new(StringComparer.Ordinal);
 
     public PeerCertificateVerifier(string trustDomain, Func<X509Certificate2Collection> trustBundle)
     {
@@ -19,7 +26,31 @@ internal sealed class PeerCertificateVerifier
         _trustBundle = trustBundle;
     }
 
-    public bool TryVerify(X509Certificate? presented, [NotNullWhen(true)] out SpiffeId? identity, [NotNullWhen(false)] out string? reason)
+    public bool TryVerify(X509Certificate? presented, [NotNullWhen(true)] out SpiffeId? identity, [NotNullWhen(false)] out string? reason) =>
+        TryVerify(presented, intermediates: [], out identity, out reason);
+
+    /// <summary>
+    /// As <see cref="TryVerify(X509Certificate?, out SpiffeId?, out string?)"/>, with the intermediates the peer sent
+    /// in the handshake (the <see cref="X509Chain"/> a TLS validation callback receives). They are only
+    /// candidates for building the chain; trust still comes from the bundle alone.
+    /// </summary>
+    public bool TryVerify(X509Certificate? presented, X509Chain? sentChain, [NotNullWhen(true)] out SpiffeId? identity, [NotNullWhen(false)] out string? reason)
+    {
+        X509Certificate2Collection intermediates = [];
+        if (sentChain is not null)
+        {
+            intermediates.AddRange(sentChain.ChainPolicy.ExtraStore);
+            for (int i = 1; i < sentChain.ChainElements.Count; i++)
+            {
+                intermediates.Add(sentChain.ChainElements[i].Certificate);
+            }
+        }
+
+        return TryVerify(presented, intermediates, out identity, out reason);
+    }
+
+    /// <summary>Verifies <paramref name="presented"/> with <paramref name="intermediates"/> as untrusted chain candidates.</summary>
+    public bool TryVerify(X509Certificate? presented, X509Certificate2Collection intermediates, [NotNullWhen(true)] out SpiffeId? identity, [NotNullWhen(false)] out string? reason)
     {
         identity = null;
         if (presented is null)
@@ -32,6 +63,12 @@ internal sealed class PeerCertificateVerifier
         using var chain = new X509Chain();
         chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
         chain.ChainPolicy.CustomTrustStore.AddRange(_trustBundle());
+        chain.ChainPolicy.ExtraStore.AddRange(intermediates);
+        foreach (X509Certificate2 remembered in _intermediates.Values)
+        {
+            chain.ChainPolicy.ExtraStore.Add(remembered);
+        }
+
         chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
         chain.ChainPolicy.VerificationTime = DateTime.Now;
         if (!chain.Build(certificate))
@@ -40,6 +77,8 @@ internal sealed class PeerCertificateVerifier
             reason = $"certificate does not chain to the trust bundle ({status})";
             return false;
         }
+
+        Remember(chain);
 
         List<string> uris;
         try
@@ -73,6 +112,38 @@ internal sealed class PeerCertificateVerifier
         identity = id;
         reason = null;
         return true;
+    }
+
+    /// <summary>Keeps the intermediates of a chain that verified (not its leaf, not its root).</summary>
+    private void Remember(X509Chain chain)
+    {
+        for (int i = 1; i < chain.ChainElements.Count - 1; i++)
+        {
+            X509Certificate2 intermediate = chain.ChainElements[i].Certificate;
+            if (_intermediates.ContainsKey(intermediate.Thumbprint))
+            {
+                continue;
+            }
+
+            if (_intermediates.Count >= MaxRememberedIntermediates)
+            {
+                DateTime now = DateTime.Now;
+                foreach ((string thumbprint, X509Certificate2 old) in _intermediates)
+                {
+                    if (old.NotAfter < now)
+                    {
+                        _intermediates.TryRemove(thumbprint, out _);
+                    }
+                }
+
+                if (_intermediates.Count >= MaxRememberedIntermediates)
+                {
+                    _intermediates.Clear();
+                }
+            }
+
+            _intermediates.TryAdd(intermediate.Thumbprint, X509CertificateLoader.LoadCertificate(intermediate.RawData));
+        }
     }
 
     /// <summary>The uniformResourceIdentifier entries ([6] IA5String) of the SAN extension, read with the BCL's DER reader.</summary>
