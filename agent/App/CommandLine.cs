@@ -29,8 +29,10 @@ internal static class CommandLine
         Usage:
           nodemesh run --config FILE             run the agent (foreground; SIGTERM stops it, draining flows)
           nodemesh check --config FILE           validate a configuration file and exit
-          nodemesh ca init --dir DIR [--trust-domain TD] [--days N]
-                                                 create the embedded mesh CA (ca.crt, ca.key mode 0600)
+          nodemesh ca init --dir DIR [--trust-domain TD] [--days N] [--intermediate-days N]
+                                                 create the mesh CA (ca.crt, ca.key and join.key, mode 0600)
+          nodemesh ca token create --dir DIR --node NAME [--ttl 1h]
+                                                 print a join token for node NAME (valid for --ttl)
           nodemesh workload add --name N --ip IP --identity SPIFFE-ID --netns PATH
                                 [--mode STRICT|PERMISSIVE] [--label KEY=VALUE ...] [--socket S]
           nodemesh workload remove --name N [--socket S]
@@ -54,7 +56,8 @@ internal static class CommandLine
                 ["version"] or ["--version"] => Version(),
                 ["run", .. var rest] => await RunAgentAsync(Options.Parse(rest, ["config"], [])),
                 ["check", .. var rest] => Check(Options.Parse(rest, ["config"], [])),
-                ["ca", "init", .. var rest] => CaInit(Options.Parse(rest, ["dir", "trust-domain", "days"], [])),
+                ["ca", "init", .. var rest] => CaInit(Options.Parse(rest, ["dir", "trust-domain", "days", "intermediate-days"], [])),
+                ["ca", "token", "create", .. var rest] => TokenCreate(Options.Parse(rest, ["dir", "node", "ttl"], [])),
                 ["workload", "add", .. var rest] => await WorkloadAddAsync(Options.Parse(rest, ["name", "ip", "identity", "netns", "socket", "mode", "label"], [])),
                 ["workload", "remove", .. var rest] => await WorkloadRemoveAsync(Options.Parse(rest, ["name", "socket"], [])),
                 ["workload", "list", .. var rest] => await WorkloadListAsync(Options.Parse(rest, ["socket"], ["json"])),
@@ -109,10 +112,13 @@ internal static class CommandLine
         string dir = options.Required("dir");
         string trustDomain = options.Get("trust-domain") ?? "cluster.local";
         int days = options.GetInt("days") ?? 3650;
+        int? intermediateDays = options.GetInt("intermediate-days");
         try
         {
-            using var ca = CertificateAuthority.Create(dir, trustDomain, TimeSpan.FromDays(days));
-            Console.WriteLine($"created CA for trust domain {trustDomain} in {dir} (valid until {ca.Root.NotAfter:yyyy-MM-dd})");
+            using var ca = CertificateAuthority.Create(dir, trustDomain, TimeSpan.FromDays(days), intermediateDays is int d ? TimeSpan.FromDays(d) : null);
+            _ = JoinTokens.Open(dir);
+            Console.WriteLine($"created CA for trust domain {trustDomain} in {dir} (valid until {ca.Root.NotAfter:yyyy-MM-dd}" +
+                $"{(intermediateDays is null ? "" : ", with an intermediate")}); join tokens: nodemesh ca token create --dir {dir} --node NAME");
             return 0;
         }
         catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
@@ -121,11 +127,34 @@ internal static class CommandLine
         }
     }
 
+    private static int TokenCreate(Options options)
+    {
+        string dir = options.Required("dir");
+        string node = options.Required("node");
+        if (!JoinTokens.TryParseTtl(options.Get("ttl") ?? "1h", out TimeSpan ttl, out string? error))
+        {
+            throw new UsageException($"--ttl: {error}");
+        }
+
+        if (!MeshIdentities.IsNodeName(node))
+        {
+            throw new UsageException($"--node: '{Printable.Of(node)}' is not a node name (a-z, 0-9, '-', '.')");
+        }
+
+        if (!CertificateAuthority.Exists(dir))
+        {
+            throw new UsageException($"no CA in {dir}; create one with 'nodemesh ca init --dir {dir}'");
+        }
+
+        Console.WriteLine(JoinTokens.Open(dir).Create(node, ttl));
+        return 0;
+    }
+
     private static async Task<int> RunAgentAsync(Options options)
     {
         string path = options.Required("config");
         AgentConfig config = ConfigLoader.Load(path);
-        if (!CertificateAuthority.Exists(config.Ca.Dir))
+        if ((config.Certificates.Source == "embedded" || config.Ca.Role == "server") && !CertificateAuthority.Exists(config.Ca.Dir))
         {
             throw new ConfigException(path, [$"ca.dir: no CA in {config.Ca.Dir}; create one with 'nodemesh ca init --dir {config.Ca.Dir} --trust-domain {config.TrustDomain}'"]);
         }
@@ -144,13 +173,17 @@ internal static class CommandLine
 
         builder.Services.AddSingleton(config);
         builder.Services.AddSingleton(config.Tunnel);
-        var ca = CertificateAuthority.Load(config.Ca.Dir);
-        var certificates = new EmbeddedCaCertificates(ca, config.TrustDomain, TimeSpan.FromMinutes(config.Ca.CertificateTtlMinutes));
-        builder.Services.AddSingleton<ICertificateProvider>(certificates);
-        builder.Services.AddSingleton(new PeerCertificateVerifier(config.TrustDomain, () => certificates.TrustBundle));
+        builder.Services.AddSingleton(sp => IdentitySetup.CreateCertificates(config, sp.GetRequiredService<ILoggerFactory>()));
+        builder.Services.AddSingleton<ICertificateProvider>(sp => sp.GetRequiredService<IdentitySetup.Certificates>().Provider);
+        // One verifier for the whole agent: it remembers intermediates of verified chains (TLS resumption sends only the leaf).
+        builder.Services.AddSingleton(sp =>
+        {
+            ICertificateProvider provider = sp.GetRequiredService<ICertificateProvider>();
+            return new PeerCertificateVerifier(config.TrustDomain, () => provider.TrustBundle);
+        });
         builder.Services.AddSingleton(sp => new TunnelPool(
             sp.GetRequiredService<ICertificateProvider>(), sp.GetRequiredService<PeerCertificateVerifier>(),
-            EmbeddedCaCertificates.NodeIdentity(config.TrustDomain), config.Tunnel, sp.GetRequiredService<ILogger<TunnelPool>>()));
+            node => MeshIdentities.Node(config.TrustDomain, node), config.Tunnel, sp.GetRequiredService<ILogger<TunnelPool>>()));
         builder.Services.AddSingleton<WorkloadRegistry>();
         builder.Services.AddSingleton(new FlowLog());
         builder.Services.AddSingleton<MeshMetrics>();
@@ -164,6 +197,8 @@ internal static class CommandLine
         builder.Services.AddSingleton<InboundPlaintextProxy>();
         builder.Services.AddSingleton<TunnelListenerFactory>();
         builder.Services.AddSingleton(new WorkloadStateStore(config.StateDir));
+        builder.Services.AddHostedService(sp => new CaService(
+            config, sp.GetRequiredService<IdentitySetup.Certificates>(), sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<ILoggerFactory>()));
         builder.Services.AddHostedService<MeshAgent>();
         builder.Services.AddHostedService(sp => new ConfigReloader(
             path, config, sp.GetRequiredService<PolicyStore>(), sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<ConnectionManager>(),

@@ -56,7 +56,15 @@ internal sealed partial class MeshAgent(
         registry.Reset(new RegistrySnapshot(remote, peers));
 
         // Fail early if the node identity cannot be issued: without it no tunnel can be accepted.
-        await certificates.GetNodeCertificateAsync(cancellationToken);
+        try
+        {
+            await certificates.GetNodeCertificateAsync(cancellationToken);
+        }
+        catch (CertificateUnavailableException ex)
+        {
+            throw new StartupException($"cannot get this node's certificate ({config.Certificates.Source} source): {ex.Message}", ex);
+        }
+
         try
         {
             _tunnel = listenerFactory.Create(new IPEndPoint(IPAddress.Parse(config.Node.Address), config.Ports.Tunnel));

@@ -10,6 +10,7 @@ internal sealed record AgentConfig
     public NodeConfig Node { get; set; } = new();
     public string TrustDomain { get; set; } = "cluster.local";
     public CaConfig Ca { get; set; } = new();
+    public CertificatesConfig Certificates { get; set; } = new();
     public string StateDir { get; set; } = "/var/lib/nodemesh";
     public string ApiSocket { get; set; } = "/run/nodemesh/agent.sock";
     public PortsConfig Ports { get; set; } = new();
@@ -30,11 +31,43 @@ internal sealed record NodeConfig
     public string Address { get; set; } = "";
 }
 
-/// <summary>The embedded certificate authority (created by <c>nodemesh ca init</c>).</summary>
+/// <summary>The mesh CA: its directory (for the embedded source or the CA role), or where to reach it.</summary>
 internal sealed record CaConfig
 {
+    /// <summary>The CA directory made by <c>nodemesh ca init</c> (embedded source, or role "server").</summary>
     public string Dir { get; set; } = "/var/lib/nodemesh/ca";
+
+    /// <summary>Lifetime of workload certificates; they are renewed at half-life.</summary>
     public int CertificateTtlMinutes { get; set; } = 24 * 60;
+
+    public int NodeCertificateTtlMinutes { get; set; } = 24 * 60;
+
+    /// <summary>"none", or "server": this agent also serves certificate signing requests from other nodes.</summary>
+    public string Role { get; set; } = "none";
+
+    /// <summary>Where the CA service listens (role "server"), as address:port.</summary>
+    public string Listen { get; set; } = "";
+
+    /// <summary>The CA service to join and get certificates from (certificates.source "ca"), as address:port.</summary>
+    public string Server { get; set; } = "";
+
+    /// <summary>PEM file with the CA root(s) a joining node trusts before it has anything else.</summary>
+    public string TrustBundle { get; set; } = "";
+
+    /// <summary>File holding this node's join token (from <c>nodemesh ca token create</c>).</summary>
+    public string JoinTokenFile { get; set; } = "";
+}
+
+/// <summary>Where this agent's certificates come from.</summary>
+internal sealed record CertificatesConfig
+{
+    /// <summary>"embedded" (signed locally by the CA in ca.dir), "ca" (the CA service), or "files".</summary>
+    public string Source { get; set; } = "embedded";
+
+    /// <summary>Directory an external issuer keeps fresh (source "files").</summary>
+    public string Dir { get; set; } = "";
+
+    public int PollSeconds { get; set; } = 5;
 }
 
 internal sealed record PortsConfig

@@ -57,7 +57,7 @@ internal static class ConfigLoader
         var errors = new List<string>();
         foreach ((string name, object? section) in new (string, object?)[]
         {
-            ("node", c.Node), ("ca", c.Ca), ("ports", c.Ports), ("tunnel", c.Tunnel), ("trustDomain", c.TrustDomain),
+            ("node", c.Node), ("ca", c.Ca), ("certificates", c.Certificates), ("ports", c.Ports), ("tunnel", c.Tunnel), ("trustDomain", c.TrustDomain),
             ("stateDir", c.StateDir), ("apiSocket", c.ApiSocket), ("workloads", c.Workloads), ("nodes", c.Nodes), ("remoteWorkloads", c.RemoteWorkloads),
         })
         {
@@ -109,10 +109,9 @@ internal static class ConfigLoader
         }
 
         RequireAbsolutePath(errors, "ca.dir", c.Ca.Dir);
-        if (c.Ca.CertificateTtlMinutes is < 1 or > 60 * 24 * 90)
-        {
-            errors.Add($"ca.certificateTtlMinutes: {c.Ca.CertificateTtlMinutes} must be between 1 and 129600 (90 days)");
-        }
+        RequireRange(errors, "ca.certificateTtlMinutes", c.Ca.CertificateTtlMinutes, 1, 60 * 24 * 90);
+        RequireRange(errors, "ca.nodeCertificateTtlMinutes", c.Ca.NodeCertificateTtlMinutes, 1, 60 * 24 * 90);
+        ValidateCertificates(errors, c);
 
         RequireAbsolutePath(errors, "stateDir", c.StateDir);
         RequireAbsolutePath(errors, "apiSocket", c.ApiSocket);
@@ -193,6 +192,65 @@ internal static class ConfigLoader
         }
 
         return errors;
+    }
+
+    private static void ValidateCertificates(List<string> errors, AgentConfig c)
+    {
+        switch (c.Ca.Role)
+        {
+            case "none":
+                break;
+            case "server":
+                if (!IsIPv4EndPoint(c.Ca.Listen))
+                {
+                    errors.Add($"ca.listen: '{Contracts.Printable.Of(c.Ca.Listen ?? "")}' must be address:port (IPv4), e.g. 10.231.0.1:15012");
+                }
+
+                if (c.Certificates.Source != "embedded")
+                {
+                    errors.Add("ca.role: an agent serving the CA signs its own certificates: certificates.source must be \"embedded\"");
+                }
+
+                break;
+            default:
+                errors.Add($"ca.role: '{Contracts.Printable.Of(c.Ca.Role ?? "")}' must be \"none\" or \"server\"");
+                break;
+        }
+
+        switch (c.Certificates.Source)
+        {
+            case "embedded":
+                break;
+            case "ca":
+                if (!IsIPv4EndPoint(c.Ca.Server))
+                {
+                    errors.Add($"ca.server: '{Contracts.Printable.Of(c.Ca.Server ?? "")}' must be address:port (IPv4) of the CA service");
+                }
+
+                RequireAbsolutePath(errors, "ca.trustBundle", c.Ca.TrustBundle);
+                RequireAbsolutePath(errors, "ca.joinTokenFile", c.Ca.JoinTokenFile);
+                break;
+            case "files":
+                RequireAbsolutePath(errors, "certificates.dir", c.Certificates.Dir);
+                RequireRange(errors, "certificates.pollSeconds", c.Certificates.PollSeconds, 1, 3600);
+                break;
+            default:
+                errors.Add($"certificates.source: '{Contracts.Printable.Of(c.Certificates.Source ?? "")}' must be \"embedded\", \"ca\" or \"files\"");
+                break;
+        }
+    }
+
+    public static bool IsIPv4EndPoint(string? value)
+    {
+        if (value is null)
+        {
+            return false;
+        }
+
+        int colon = value.LastIndexOf(':');
+        return colon > 0 && IsIPv4(value[..colon])
+            && int.TryParse(value[(colon + 1)..], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int port)
+            && port is > 0 and <= 65535;
     }
 
     /// <summary>The policy-related fields of a local workload: its mode and labels.</summary>

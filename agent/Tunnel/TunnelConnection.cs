@@ -98,9 +98,10 @@ internal sealed class TunnelConnection : IAsyncDisposable
                 EnabledSslProtocols = Protocols,
                 ClientCertificateContext = certificate,
                 CertificateRevocationCheckMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
-                RemoteCertificateValidationCallback = (_, presented, _, _) =>
+                RemoteCertificateValidationCallback = (_, presented, chain, _) =>
                 {
-                    if (!verifier.TryVerify(presented, out SpiffeId? peerId, out string? reason))
+                    // The chain the peer sent carries its intermediates; the verifier still roots it at our bundle.
+                    if (!verifier.TryVerify(presented, chain, out SpiffeId? peerId, out string? reason))
                     {
                         rejection = reason;
                         return false;

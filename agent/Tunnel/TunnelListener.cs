@@ -95,9 +95,9 @@ internal sealed partial class TunnelListener : IAsyncDisposable
                 ClientCertificateRequired = true,
                 EnabledSslProtocols = TunnelConnection.Protocols,
                 CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
-                RemoteCertificateValidationCallback = (_, presented, _, _) =>
+                RemoteCertificateValidationCallback = (_, presented, chain, _) =>
                 {
-                    if (_verifier.TryVerify(presented, out SpiffeId? id, out string? reason))
+                    if (_verifier.TryVerify(presented, chain, out SpiffeId? id, out string? reason))
                     {
                         peer = id;
                         return true;
@@ -128,7 +128,7 @@ internal sealed partial class TunnelListener : IAsyncDisposable
             Log.Rejected(_logger, remote, rejection ?? ex.Message);
             await tls.DisposeAsync();
         }
-        catch (Exception ex) when (ex is IOException or OperationCanceledException or SocketException or ObjectDisposedException)
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or SocketException or ObjectDisposedException or CertificateUnavailableException)
         {
             Log.HandshakeFailed(_logger, remote, ex.Message);
             await tls.DisposeAsync();

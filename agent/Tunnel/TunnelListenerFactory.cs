@@ -12,5 +12,5 @@ internal sealed class TunnelListenerFactory(
     Config.AgentConfig config, ILogger<TunnelListener> logger)
 {
     public TunnelListener Create(IPEndPoint endPoint) =>
-        new(endPoint, certificates, verifier, inbound, metrics, EmbeddedCaCertificates.NodeIdentity(config.TrustDomain), logger);
+        new(endPoint, certificates, verifier, inbound, metrics, MeshIdentities.Node(config.TrustDomain, config.Node.Name), logger);
 }

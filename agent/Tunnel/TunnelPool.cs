@@ -19,12 +19,13 @@ internal sealed partial class TunnelPool : IAsyncDisposable
     private readonly ConcurrentDictionary<PoolKey, Entry> _entries = new();
     private readonly ICertificateProvider _certificates;
     private readonly PeerCertificateVerifier _verifier;
-    private readonly SpiffeId _peerIdentity;
+    private readonly Func<string, SpiffeId> _peerIdentity;
     private readonly TunnelConfig _config;
     private readonly ILogger _logger;
     private readonly Timer _reaper;
 
-    public TunnelPool(ICertificateProvider certificates, PeerCertificateVerifier verifier, SpiffeId peerIdentity, TunnelConfig config, ILogger<TunnelPool> logger)
+    /// <param name="peerIdentity">The identity the agent of a node must present, by node name.</param>
+    public TunnelPool(ICertificateProvider certificates, PeerCertificateVerifier verifier, Func<string, SpiffeId> peerIdentity, TunnelConfig config, ILogger<TunnelPool> logger)
     {
         _certificates = certificates;
         _verifier = verifier;
@@ -76,7 +77,7 @@ internal sealed partial class TunnelPool : IAsyncDisposable
 
                 var certificate = await _certificates.GetWorkloadCertificateAsync(source, cancellationToken);
                 TunnelConnection dialled = await TunnelConnection.ConnectAsync(
-                    peer, source, certificate, _verifier, _peerIdentity, TimeSpan.FromSeconds(_config.ConnectTimeoutSeconds), cancellationToken);
+                    peer, source, certificate, _verifier, _peerIdentity(node), TimeSpan.FromSeconds(_config.ConnectTimeoutSeconds), cancellationToken);
                 Interlocked.Increment(ref _opened);
                 Log.Opened(_logger, source.Uri, node, peer.ToString());
                 entry.Add(dialled);

@@ -8,6 +8,7 @@ using NodeMesh.Authz;
 using NodeMesh.Capture;
 using NodeMesh.Config;
 using NodeMesh.Copy;
+using NodeMesh.Identity;
 using NodeMesh.Interop;
 using NodeMesh.Proxy.Inbound;
 using NodeMesh.State;
@@ -79,7 +80,8 @@ internal sealed partial class OutboundProxy(
         {
             lease = await pool.AcquireAsync(plan.Source.Identity, plan.Destination.Node, plan.PeerAgent, capture.Stopping);
         }
-        catch (Exception ex) when (ex is SocketException or IOException or System.Security.Authentication.AuthenticationException or OperationCanceledException)
+        catch (Exception ex) when (ex is SocketException or IOException or System.Security.Authentication.AuthenticationException or OperationCanceledException
+            or CertificateUnavailableException)
         {
             Refuse(client, source, destination, plan.Source, plan.Destination, "tunnel", $"no tunnel to node {plan.Destination.Node} ({plan.PeerAgent}): {ex.Message}", started);
             return;

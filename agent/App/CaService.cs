@@ -1,0 +1,67 @@
+using System.Net;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using NodeMesh.Config;
+using NodeMesh.Identity;
+using NodeMesh.State;
+
+namespace NodeMesh.App;
+
+/// <summary>
+/// With <c>ca.role: server</c>, this agent also runs the mesh CA service: nodes join with a join token and
+/// then get workload certificates, each only for a workload the registry places on that node.
+/// </summary>
+internal sealed partial class CaService(AgentConfig config, IdentitySetup.Certificates certificates, WorkloadRegistry registry, ILoggerFactory loggers)
+    : IHostedService, IAsyncDisposable
+{
+    private CaServer? _server;
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (config.Ca.Role != "server")
+        {
+            return Task.CompletedTask;
+        }
+
+        CertificateAuthority ca = certificates.Authority ?? throw new StartupException("ca.role is server but this agent holds no CA", new InvalidOperationException());
+        JoinTokens tokens = JoinTokens.Open(config.Ca.Dir);
+        try
+        {
+            _server = new CaServer(IPEndPoint.Parse(config.Ca.Listen), config.TrustDomain, ca, tokens, IsPlacedOn,
+                new CaServerOptions
+                {
+                    LeafLifetime = TimeSpan.FromMinutes(config.Ca.CertificateTtlMinutes),
+                    NodeLifetime = TimeSpan.FromMinutes(config.Ca.NodeCertificateTtlMinutes),
+                }, loggers.CreateLogger<CaServer>());
+            _server.Start();
+        }
+        catch (System.Net.Sockets.SocketException ex)
+        {
+            throw new StartupException($"cannot listen on {config.Ca.Listen} (ca.listen): {ex.Message}", ex);
+        }
+
+        Log.Serving(loggers.CreateLogger<CaService>(), _server.EndPoint.ToString(), config.TrustDomain);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>A workload identity is issued only to the node the registry says it runs on.</summary>
+    private bool IsPlacedOn(string node, SpiffeId identity) =>
+        registry.Current.Workloads.Any(w => w.Identity == identity && string.Equals(w.Node, node, StringComparison.Ordinal));
+
+    public async Task StopAsync(CancellationToken cancellationToken) => await DisposeAsync();
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_server is not null)
+        {
+            await _server.DisposeAsync();
+            _server = null;
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 700, Level = LogLevel.Information, Message = "mesh CA service for {TrustDomain} on {EndPoint}")]
+        public static partial void Serving(ILogger logger, string endPoint, string trustDomain);
+    }
+}

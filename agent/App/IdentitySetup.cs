@@ -1,0 +1,63 @@
+using System.Net;
+using Microsoft.Extensions.Logging;
+using NodeMesh.Config;
+using NodeMesh.Identity;
+
+namespace NodeMesh.App;
+
+/// <summary>Builds this agent's certificate source from the configuration (certificates.source).</summary>
+internal static class IdentitySetup
+{
+    /// <summary>The provider, and the CA itself when this agent holds it (embedded source or CA role).</summary>
+    internal sealed record Certificates(ICertificateProvider Provider, CertificateAuthority? Authority);
+
+    public static Certificates CreateCertificates(AgentConfig config, ILoggerFactory loggers)
+    {
+        SpiffeId node = MeshIdentities.Node(config.TrustDomain, config.Node.Name);
+        switch (config.Certificates.Source)
+        {
+            case "ca":
+            {
+                TrustBundle bundle;
+                try
+                {
+                    bundle = TrustBundle.FromFile(config.Ca.TrustBundle);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidDataException or System.Security.Cryptography.CryptographicException)
+                {
+                    throw new StartupException($"ca.trustBundle: cannot read {config.Ca.TrustBundle}: {ex.Message}", ex);
+                }
+
+                var client = new CaClient(IPEndPoint.Parse(config.Ca.Server), config.TrustDomain, () => bundle.Roots, TimeSpan.FromSeconds(10));
+                string tokenFile = config.Ca.JoinTokenFile;
+                var provider = new CaClientCertificates(client, config.Node.Name, () => ReadToken(tokenFile), bundle, new RenewalSchedule(),
+                    loggers.CreateLogger<CaClientCertificates>());
+                return new Certificates(provider, null);
+            }
+
+            case "files":
+                return new Certificates(
+                    new FileCertificates(config.Certificates.Dir, config.TrustDomain, TimeSpan.FromSeconds(config.Certificates.PollSeconds), loggers.CreateLogger<FileCertificates>()),
+                    null);
+            default:
+            {
+                CertificateAuthority ca = CertificateAuthority.Load(config.Ca.Dir);
+                var provider = new EmbeddedCaCertificates(ca, config.TrustDomain, TimeSpan.FromMinutes(config.Ca.CertificateTtlMinutes), node);
+                return new Certificates(provider, ca);
+            }
+        }
+    }
+
+    /// <summary>The join token, read when needed (the operator may write it after the agent started).</summary>
+    private static string? ReadToken(string path)
+    {
+        try
+        {
+            return File.ReadAllText(path).Trim();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+}
