@@ -32,6 +32,9 @@ internal sealed class AgentSetup
 
     /// <summary>Mode per local pod name ("STRICT" or "PERMISSIVE"; default PERMISSIVE).</summary>
     public IDictionary<string, string> Modes { get; } = new Dictionary<string, string>();
+
+    /// <summary>Last word on the configuration before it is written (certificate sources, CA role, …).</summary>
+    public Action<AgentConfig>? Customize { get; set; }
 }
 
 /// <summary>
@@ -114,6 +117,7 @@ internal sealed partial class AgentProcess : IAsyncDisposable
             Nodes = topology.Nodes.Where(n => n != node).Select(n => new PeerNodeConfig { Name = n.Name, Address = n.Ip.ToString() }).ToList(),
             RemoteWorkloads = remote.Select(p => new RemoteWorkloadConfig { Name = p.Name, Ip = p.Ip.ToString(), Identity = p.Identity, Node = p.Node.Name }).ToList(),
         };
+        setup.Customize?.Invoke(config);
         var agent = new AgentProcess(node, directory, config, local);
         File.WriteAllText(agent.ConfigPath, JsonSerializer.Serialize(config, ConfigJsonContext.Default.AgentConfig));
         return agent;

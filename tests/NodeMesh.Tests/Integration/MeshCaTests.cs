@@ -1,0 +1,98 @@
+using NodeMesh.Config;
+using NodeMesh.Contracts;
+using NodeMesh.Tests.Netns;
+using Xunit.Abstractions;
+
+namespace NodeMesh.Tests.Integration;
+
+/// <summary>
+/// Three nodes with the mesh CA on node1: the others join with a join token and get every certificate by
+/// signing request. A bad token keeps a node out, and a node cannot get a certificate for a workload the CA
+/// places on another node.
+/// </summary>
+[Collection(NetnsCollection.Name)]
+public sealed class MeshCaTests(ITestOutputHelper output)
+{
+    private const int Port = 7200;
+    private const int CaPort = 15012;
+
+    private static Action<AgentSetup> CaServer(Topology mesh) => s => s.Customize = c =>
+        c.Ca = new CaConfig { Dir = mesh.CaDir, Role = "server", Listen = $"{mesh.Node(1).Ip}:{CaPort}" };
+
+    /// <summary>A join token for <paramref name="tokenFor"/>, written where <paramref name="node"/>'s agent reads it.</summary>
+    private static async Task<Action<AgentConfig>> JoinAsync(Topology mesh, Node node, string tokenFor)
+    {
+        string tokenFile = Path.Combine(mesh.WorkDir, $"{node.Name}.token");
+        CommandResult token = await Command.RunCheckedAsync(TimeSpan.FromSeconds(20), TestPaths.NodeMesh,
+            "ca", "token", "create", "--dir", mesh.CaDir, "--node", tokenFor, "--ttl", "10m");
+        await File.WriteAllTextAsync(tokenFile, token.Stdout.Trim());
+        return c =>
+        {
+            c.Certificates = new CertificatesConfig { Source = "ca" };
+            c.Ca = new CaConfig
+            {
+                Dir = Path.Combine(mesh.WorkDir, "no-ca-on-" + node.Name),
+                Server = $"{mesh.Node(1).Ip}:{CaPort}",
+                TrustBundle = Path.Combine(mesh.CaDir, "ca.crt"),
+                JoinTokenFile = tokenFile,
+            };
+        };
+    }
+
+    [Fact]
+    public async Task NodesJoinWithTokens_AndTheirWorkloadsTalkAcrossNodes_WithCaIssuedIdentities()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 3, podsPerNode: 1, output);
+        AgentProcess ca = await mesh.StartAgentAsync(mesh.Node(1), CaServer(mesh));
+        Action<AgentConfig> join2 = await JoinAsync(mesh, mesh.Node(2), "node2");
+        Action<AgentConfig> join3 = await JoinAsync(mesh, mesh.Node(3), "node3");
+        await mesh.StartAgentAsync(mesh.Node(2), s => s.Customize = join2);
+        AgentProcess node3 = await mesh.StartAgentAsync(mesh.Node(3), s => s.Customize = join3);
+        await mesh.Pod(3, 1).StartTcpServerAsync(Port, ServerMode.Echo);
+        await mesh.Pod(1, 1).StartTcpServerAsync(Port, ServerMode.Echo);
+
+        ProbeResult joined = await mesh.Pod(2, 1).ProbeAsync(mesh.Pod(3, 1).EndPoint(Port), "2->3");
+        Assert.True(joined is { Outcome: ProbeOutcome.Answered, Answer: "2->3" }, mesh.Explain($"between two joined nodes: {joined}"));
+        ProbeResult toCa = await mesh.Pod(3, 1).ProbeAsync(mesh.Pod(1, 1).EndPoint(Port), "3->1");
+        Assert.True(toCa is { Outcome: ProbeOutcome.Answered, Answer: "3->1" }, mesh.Explain($"joined node to the CA's node: {toCa}"));
+
+        FlowRecord inbound = (await node3.WaitForFlowsAsync(f => f.Direction == "inbound" && f.Result == "ok"))[0];
+        Assert.Equal(mesh.Pod(2, 1).Identity, inbound.SourceIdentity);
+        Assert.Contains("(join) to node node2", ca.Output, StringComparison.Ordinal);
+        Assert.Contains("(join) to node node3", ca.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task TokenForAnotherNode_KeepsTheNodeOut_WithAClearError()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 1, output);
+        AgentProcess ca = await mesh.StartAgentAsync(mesh.Node(1), CaServer(mesh));
+        Action<AgentConfig> wrongToken = await JoinAsync(mesh, mesh.Node(2), "node9");
+        AgentProcess intruder = mesh.CreateAgent(mesh.Node(2), s => s.Customize = wrongToken);
+
+        int exit = await intruder.RunUntilExitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(exit == 1, intruder.Explain($"exit code {exit}"));
+        Assert.Contains("join token is for another node", intruder.Output, StringComparison.Ordinal);
+        Assert.Contains("CA refused join", ca.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task NodeCannotObtainACertificate_ForAWorkloadPlacedOnAnotherNode()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 3, podsPerNode: 1, output);
+        Pod victim = mesh.Pod(2, 1), impostor = mesh.Pod(3, 1), server = mesh.Pod(1, 1);
+        AgentProcess ca = await mesh.StartAgentAsync(mesh.Node(1), CaServer(mesh));
+        Action<AgentConfig> join3 = await JoinAsync(mesh, mesh.Node(3), "node3");
+        // node3 claims that its pod runs as node2's workload.
+        await mesh.StartAgentAsync(mesh.Node(3), s => s.Customize = c =>
+        {
+            join3(c);
+            c.Workloads = [c.Workloads[0] with { Identity = victim.Identity }];
+        });
+        await server.StartTcpServerAsync(Port, ServerMode.Echo);
+
+        ProbeResult stolen = await impostor.ProbeAsync(server.EndPoint(Port), "as n2p1");
+        Assert.True(stolen.Outcome is ProbeOutcome.Reset or ProbeOutcome.Refused, mesh.Explain($"flow under a borrowed identity: {stolen}"));
+        Assert.Contains($"CA refused certificate for {victim.Identity} from node node3", ca.Output, StringComparison.Ordinal);
+    }
+}
