@@ -30,8 +30,8 @@ internal sealed partial class CaService(AgentConfig config, IdentitySetup.Certif
             _server = new CaServer(IPEndPoint.Parse(config.Ca.Listen), config.TrustDomain, ca, tokens, IsPlacedOn,
                 new CaServerOptions
                 {
-                    LeafLifetime = TimeSpan.FromMinutes(config.Ca.CertificateTtlMinutes),
-                    NodeLifetime = TimeSpan.FromMinutes(config.Ca.NodeCertificateTtlMinutes),
+                    LeafLifetime = config.Ca.CertificateLifetime,
+                    NodeLifetime = config.Ca.NodeCertificateLifetime,
                 }, loggers.CreateLogger<CaServer>());
             _server.Start();
         }

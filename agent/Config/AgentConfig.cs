@@ -37,10 +37,16 @@ internal sealed record CaConfig
     /// <summary>The CA directory made by <c>nodemesh ca init</c> (embedded source, or role "server").</summary>
     public string Dir { get; set; } = "/var/lib/nodemesh/ca";
 
-    /// <summary>Lifetime of workload certificates; they are renewed at half-life.</summary>
-    public int CertificateTtlMinutes { get; set; } = 24 * 60;
+    /// <summary>Lifetime of workload certificates ("24h", "30m", "90s"); they are renewed at about half-life.</summary>
+    public string CertificateTtl { get; set; } = "24h";
 
-    public int NodeCertificateTtlMinutes { get; set; } = 24 * 60;
+    /// <summary>Lifetime of node certificates the CA service issues to joined nodes.</summary>
+    public string NodeCertificateTtl { get; set; } = "24h";
+
+    /// <summary>The parsed lifetimes (valid once the configuration has been validated).</summary>
+    public TimeSpan CertificateLifetime => Config.ConfigLoader.ParseDuration(CertificateTtl);
+
+    public TimeSpan NodeCertificateLifetime => Config.ConfigLoader.ParseDuration(NodeCertificateTtl);
 
     /// <summary>"none", or "server": this agent also serves certificate signing requests from other nodes.</summary>
     public string Role { get; set; } = "none";

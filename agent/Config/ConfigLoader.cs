@@ -109,8 +109,8 @@ internal static class ConfigLoader
         }
 
         RequireAbsolutePath(errors, "ca.dir", c.Ca.Dir);
-        RequireRange(errors, "ca.certificateTtlMinutes", c.Ca.CertificateTtlMinutes, 1, 60 * 24 * 90);
-        RequireRange(errors, "ca.nodeCertificateTtlMinutes", c.Ca.NodeCertificateTtlMinutes, 1, 60 * 24 * 90);
+        RequireDuration(errors, "ca.certificateTtl", c.Ca.CertificateTtl);
+        RequireDuration(errors, "ca.nodeCertificateTtl", c.Ca.NodeCertificateTtl);
         ValidateCertificates(errors, c);
 
         RequireAbsolutePath(errors, "stateDir", c.StateDir);
@@ -239,6 +239,25 @@ internal static class ConfigLoader
                 break;
         }
     }
+
+    private static readonly TimeSpan MinCertificateLifetime = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan MaxCertificateLifetime = TimeSpan.FromDays(90);
+
+    private static void RequireDuration(List<string> errors, string path, string? value)
+    {
+        if (!Identity.JoinTokens.TryParseTtl(value, out TimeSpan lifetime, out string? error))
+        {
+            errors.Add($"{path}: {error}");
+        }
+        else if (lifetime < MinCertificateLifetime || lifetime > MaxCertificateLifetime)
+        {
+            errors.Add($"{path}: '{value}' must be between 5s and 90d");
+        }
+    }
+
+    /// <summary>A duration that validation already accepted.</summary>
+    public static TimeSpan ParseDuration(string value) =>
+        Identity.JoinTokens.TryParseTtl(value, out TimeSpan lifetime, out string? error) ? lifetime : throw new FormatException(error);
 
     public static bool IsIPv4EndPoint(string? value)
     {
@@ -390,6 +409,13 @@ internal static class ConfigLoader
 
     private static string Simplify(string message)
     {
+        // "The JSON property 'x' could not be mapped to any .NET member contained in type 'T'." -> operator words.
+        System.Text.RegularExpressions.Match unknown = System.Text.RegularExpressions.Regex.Match(message, "^The JSON property '(?<name>[^']*)' could not be mapped");
+        if (unknown.Success)
+        {
+            return $"unknown field '{unknown.Groups["name"].Value}'";
+        }
+
         int pathAt = message.IndexOf(" Path:", StringComparison.Ordinal);
         return pathAt > 0 ? message[..pathAt] : message;
     }

@@ -16,8 +16,8 @@ public sealed class MeshCaTests(ITestOutputHelper output)
     private const int Port = 7200;
     private const int CaPort = 15012;
 
-    private static Action<AgentSetup> CaServer(Topology mesh) => s => s.Customize = c =>
-        c.Ca = new CaConfig { Dir = mesh.CaDir, Role = "server", Listen = $"{mesh.Node(1).Ip}:{CaPort}" };
+    private static Action<AgentSetup> CaServer(Topology mesh, string ttl = "24h") => s => s.Customize = c =>
+        c.Ca = new CaConfig { Dir = mesh.CaDir, Role = "server", Listen = $"{mesh.Node(1).Ip}:{CaPort}", CertificateTtl = ttl, NodeCertificateTtl = ttl };
 
     /// <summary>A join token for <paramref name="tokenFor"/>, written where <paramref name="node"/>'s agent reads it.</summary>
     private static async Task<Action<AgentConfig>> JoinAsync(Topology mesh, Node node, string tokenFor)
@@ -94,5 +94,42 @@ public sealed class MeshCaTests(ITestOutputHelper output)
         ProbeResult stolen = await impostor.ProbeAsync(server.EndPoint(Port), "as n2p1");
         Assert.True(stolen.Outcome is ProbeOutcome.Reset or ProbeOutcome.Refused, mesh.Explain($"flow under a borrowed identity: {stolen}"));
         Assert.Contains($"CA refused certificate for {victim.Identity} from node node3", ca.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task CertificatesRotatingEveryFewSeconds_UnderAContinuousTransfer_LoseNoByte()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 1, output);
+        Pod client = mesh.Pod(2, 1), server = mesh.Pod(1, 1);
+        AgentProcess ca = await mesh.StartAgentAsync(mesh.Node(1), CaServer(mesh, ttl: "6s"));
+        Action<AgentConfig> join2 = await JoinAsync(mesh, mesh.Node(2), "node2");
+        await mesh.StartAgentAsync(mesh.Node(2), s => s.Customize = join2);
+        await server.StartTcpServerAsync(Port, ServerMode.Sink);
+        await server.StartTcpServerAsync(Port + 1, ServerMode.Echo);
+
+        // About 10 s of traffic on one flow while the 6 s certificates renew at about half-life.
+        using System.Net.Sockets.Socket socket = await client.ConnectAsync(server.EndPoint(Port));
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        long sent = 0;
+        for (int i = 0; i < 40; i++)
+        {
+            byte[] chunk = System.Security.Cryptography.RandomNumberGenerator.GetBytes(256 * 1024);
+            StreamResult part = await socket.SendAllAsync(chunk, TimeSpan.FromSeconds(10), shutdownAfter: false);
+            Assert.True(part.End == StreamEnd.CleanEof, mesh.Explain($"sending chunk {i}: {part}"));
+            hash.AppendData(chunk);
+            sent += chunk.Length;
+            await Task.Delay(250);
+        }
+
+        socket.Shutdown(System.Net.Sockets.SocketShutdown.Send);
+        StreamResult answer = await socket.ReadToEndAsync(TimeSpan.FromSeconds(20));
+        string expected = $"{sent} {Convert.ToHexStringLower(hash.GetHashAndReset())}";
+        Assert.True(answer.HeadText.Trim() == expected, mesh.Explain($"server received '{answer.HeadText.Trim()}', sent '{expected}' ({answer})"));
+
+        // New flows use renewed certificates.
+        ProbeResult fresh = await client.ProbeAsync(server.EndPoint(Port + 1), "after rotation");
+        Assert.True(fresh is { Outcome: ProbeOutcome.Answered, Answer: "after rotation" }, mesh.Explain($"new flow after rotation: {fresh}"));
+        int issued = System.Text.RegularExpressions.Regex.Count(ca.Output, $"CA issued {System.Text.RegularExpressions.Regex.Escape(client.Identity)} \\(certificate\\)");
+        Assert.True(issued >= 2, ca.Explain($"the CA issued {client.Identity} {issued} time(s); renewal expected during the transfer"));
     }
 }
