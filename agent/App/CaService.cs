@@ -14,6 +14,7 @@ namespace NodeMesh.App;
 internal sealed partial class CaService(AgentConfig config, IdentitySetup.Certificates certificates, WorkloadRegistry registry, ILoggerFactory loggers)
     : IHostedService, IAsyncDisposable
 {
+    private readonly System.Diagnostics.Metrics.Meter _meter = new("NodeMesh.Ca");
     private CaServer? _server;
 
     public Task StartAsync(CancellationToken cancellationToken)
@@ -33,6 +34,9 @@ internal sealed partial class CaService(AgentConfig config, IdentitySetup.Certif
                     LeafLifetime = config.Ca.CertificateLifetime,
                     NodeLifetime = config.Ca.NodeCertificateLifetime,
                 }, loggers.CreateLogger<CaServer>());
+            System.Diagnostics.Metrics.Counter<long> requests = _meter.CreateCounter<long>(
+                "nodemesh_ca_requests_total", description: "Certificate requests the CA service answered, by kind and result.");
+            _server.Decided += d => requests.Add(1, new System.Diagnostics.TagList { { "kind", d.Kind }, { "result", d.Issued ? "issued" : "refused" } });
             _server.Start();
         }
         catch (System.Net.Sockets.SocketException ex)
@@ -57,6 +61,8 @@ internal sealed partial class CaService(AgentConfig config, IdentitySetup.Certif
             await _server.DisposeAsync();
             _server = null;
         }
+
+        _meter.Dispose();
     }
 
     private static partial class Log

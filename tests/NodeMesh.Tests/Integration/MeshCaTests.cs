@@ -1,5 +1,6 @@
 using NodeMesh.Config;
 using NodeMesh.Contracts;
+using NodeMesh.Identity;
 using NodeMesh.Tests.Netns;
 using Xunit.Abstractions;
 
@@ -20,11 +21,11 @@ public sealed class MeshCaTests(ITestOutputHelper output)
         c.Ca = new CaConfig { Dir = mesh.CaDir, Role = "server", Listen = $"{mesh.Node(1).Ip}:{CaPort}", CertificateTtl = ttl, NodeCertificateTtl = ttl };
 
     /// <summary>A join token for <paramref name="tokenFor"/>, written where <paramref name="node"/>'s agent reads it.</summary>
-    private static async Task<Action<AgentConfig>> JoinAsync(Topology mesh, Node node, string tokenFor)
+    private static async Task<Action<AgentConfig>> JoinAsync(Topology mesh, Node node, string tokenFor, string ttl = "10m")
     {
         string tokenFile = Path.Combine(mesh.WorkDir, $"{node.Name}.token");
         CommandResult token = await Command.RunCheckedAsync(TimeSpan.FromSeconds(20), TestPaths.NodeMesh,
-            "ca", "token", "create", "--dir", mesh.CaDir, "--node", tokenFor, "--ttl", "10m");
+            "ca", "token", "create", "--dir", mesh.CaDir, "--node", tokenFor, "--ttl", ttl);
         await File.WriteAllTextAsync(tokenFile, token.Stdout.Trim());
         return c =>
         {
@@ -62,18 +63,48 @@ public sealed class MeshCaTests(ITestOutputHelper output)
         Assert.Contains("(join) to node node3", ca.Output, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public async Task TokenForAnotherNode_KeepsTheNodeOut_WithAClearError()
+    [Theory]
+    [InlineData("node9", "10m", "join token is for another node")]
+    [InlineData("node2", "1s", "expired")]
+    public async Task BadJoinToken_KeepsTheNodeOut_WithTheCasReason(string tokenFor, string ttl, string reason)
     {
         await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 1, output);
         AgentProcess ca = await mesh.StartAgentAsync(mesh.Node(1), CaServer(mesh));
-        Action<AgentConfig> wrongToken = await JoinAsync(mesh, mesh.Node(2), "node9");
-        AgentProcess intruder = mesh.CreateAgent(mesh.Node(2), s => s.Customize = wrongToken);
+        Action<AgentConfig> badToken = await JoinAsync(mesh, mesh.Node(2), tokenFor, ttl);
+        if (ttl == "1s")
+        {
+            await Task.Delay(TimeSpan.FromSeconds(2.5));
+        }
 
+        AgentProcess intruder = mesh.CreateAgent(mesh.Node(2), s => s.Customize = badToken);
         int exit = await intruder.RunUntilExitAsync(TimeSpan.FromSeconds(30));
         Assert.True(exit == 1, intruder.Explain($"exit code {exit}"));
-        Assert.Contains("join token is for another node", intruder.Output, StringComparison.Ordinal);
+        Assert.Contains(reason, intruder.Output, StringComparison.Ordinal);
         Assert.Contains("CA refused join", ca.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task TrustBundleOverlap_NodesOnTheOldAndTheNewRootTalk_WhileBothAreTrusted()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 1, output);
+        string newCa = await mesh.CreateCaAsync("new-root");
+        // During a root rotation each side trusts both roots.
+        using (var oldRoot = CertificateAuthority.Load(mesh.CaDir))
+        using (var newRoot = CertificateAuthority.Load(newCa))
+        {
+            CertificateAuthority.WriteAdditionalRoots(mesh.CaDir, [newRoot.Root]);
+            CertificateAuthority.WriteAdditionalRoots(newCa, [oldRoot.Root]);
+        }
+
+        await mesh.StartAgentAsync(mesh.Node(1));
+        await mesh.StartAgentAsync(mesh.Node(2), s => s.CaDir = newCa);
+        await mesh.Pod(1, 1).StartTcpServerAsync(Port, ServerMode.Echo);
+        await mesh.Pod(2, 1).StartTcpServerAsync(Port, ServerMode.Echo);
+
+        ProbeResult oldToNew = await mesh.Pod(1, 1).ProbeAsync(mesh.Pod(2, 1).EndPoint(Port), "old->new");
+        ProbeResult newToOld = await mesh.Pod(2, 1).ProbeAsync(mesh.Pod(1, 1).EndPoint(Port), "new->old");
+        Assert.True(oldToNew is { Outcome: ProbeOutcome.Answered, Answer: "old->new" }, mesh.Explain($"old root -> new root: {oldToNew}"));
+        Assert.True(newToOld is { Outcome: ProbeOutcome.Answered, Answer: "new->old" }, mesh.Explain($"new root -> old root: {newToOld}"));
     }
 
     [Fact]
