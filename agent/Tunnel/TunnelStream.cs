@@ -23,6 +23,7 @@ internal sealed class TunnelStream
     private TaskCompletionSource? _creditWaiter;
     private Exception? _failure;
     private int _finSent;
+    private int _resetSent;
     private int _remoteEnded;
     private bool _receiving;
     private Socket? _sink;
@@ -102,9 +103,12 @@ internal sealed class TunnelStream
     /// <summary>Aborts both directions and tells the peer (best effort if the connection is already gone).</summary>
     public async ValueTask ResetAsync(uint reason)
     {
-        bool first = Fail(new IOException($"stream {Id} reset locally ({reason})"));
+        Fail(new IOException($"stream {Id} reset locally ({reason})"));
         Volatile.Write(ref _finSent, 1);
-        if (first)
+
+        // Tell the peer once, even if the stream had already failed here (a workload socket that broke under
+        // the read loop): otherwise the other end would wait for a flow that is gone.
+        if (Interlocked.Exchange(ref _resetSent, 1) == 0)
         {
             try
             {

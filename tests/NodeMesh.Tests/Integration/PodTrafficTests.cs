@@ -60,6 +60,25 @@ public sealed class PodTrafficTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task CrossNode_ServerThatClosesMidUpload_ResetsTheClientPromptly_AndBothAgentsEndTheFlow()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 1, output);
+        await mesh.StartAgentsAsync();
+        Pod client = mesh.Pod(1, 1), server = mesh.Pod(2, 1);
+        await server.StartTcpServerAsync(7400, ServerMode.CloseAfter(1024 * 1024));
+
+        using Socket socket = await client.ConnectAsync(server.EndPoint(7400));
+        StreamResult upload = await socket.SendAllAsync(TestData.RandomBytes(8 * 1024 * 1024), TimeSpan.FromSeconds(20), times: 16);
+        Assert.True(upload.End is StreamEnd.Reset or StreamEnd.Error, mesh.Explain($"upload to a server that went away ended with {upload}"));
+
+        // Neither agent may keep the flow open: the receiving agent tells the sending one.
+        FlowRecord outbound = (await mesh.Agent(1).WaitForFlowsAsync(f => f.Direction == "outbound" && f.Destination.EndsWith(":7400", StringComparison.Ordinal)))[0];
+        FlowRecord inbound = (await mesh.Agent(2).WaitForFlowsAsync(f => f.Direction == "inbound" && f.Destination.EndsWith(":7400", StringComparison.Ordinal)))[0];
+        Assert.StartsWith("aborted", outbound.Result, StringComparison.Ordinal);
+        Assert.StartsWith("aborted", inbound.Result, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task CrossNode_ReceivingAgent_ReportsTheCallersSpiffeId()
     {
         await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 2, output);

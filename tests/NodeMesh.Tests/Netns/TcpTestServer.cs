@@ -114,6 +114,15 @@ internal sealed class ServerMode
         StreamResult tail = await socket.ReadToEndAsync(TimeSpan.FromSeconds(30), keep: 0);
         return sent with { End = tail.End, Error = tail.Error };
     });
+
+    /// <summary>Reads <paramref name="bytes"/> bytes, then closes without reading the rest (the kernel resets the connection).</summary>
+    public static ServerMode CloseAfter(int bytes) => new($"close after {bytes}", async (socket, _, _) =>
+    {
+        StreamResult read = await socket.ReceiveExactlyAsync(bytes, TimeSpan.FromSeconds(30));
+        socket.LingerState = new LingerOption(true, 0);
+        socket.Close();
+        return read;
+    });
 }
 
 /// <summary>One connection a <see cref="TcpTestServer"/> accepted.</summary>
