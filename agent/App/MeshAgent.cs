@@ -221,7 +221,7 @@ internal sealed partial class MeshAgent(
             return new ApiResponse { Ok = false, Error = "workload-add needs a 'workload' object" };
         }
 
-        List<string> errors = ConfigLoader.WorkloadErrors(info.Name, info.Ip, info.Identity, info.Netns, config.TrustDomain)
+        List<string> errors = ConfigLoader.WorkloadErrors(info.Name, info.Ip, info.Identity, info.Netns ?? "", config.TrustDomain)
             .Concat(ConfigLoader.WorkloadPolicyErrors(info.Mode, info.Labels)).ToList();
         if (errors.Count == 0 && !File.Exists(info.Netns))
         {

@@ -135,14 +135,14 @@ internal static class ConfigLoader
         {
             WorkloadConfig w = c.Workloads[i];
             string at = $"workloads[{i}]";
-            foreach (string error in WorkloadErrors(w.Name, w.Ip, w.Identity, w.Netns, c.TrustDomain))
+            foreach (string error in WorkloadErrors(w.Name, w.Ip, w.Identity, w.Netns ?? "", c.TrustDomain))
             {
                 errors.Add($"{at}.{error}");
             }
 
             Unique(errors, names, w.Name, $"{at}.name", "workload name");
             Unique(errors, ips, w.Ip, $"{at}.ip", "workload ip");
-            foreach (string error in WorkloadPolicyErrors(w.Mode, w.Labels))
+            foreach (string error in WorkloadPolicyErrors(w.Mode, w.Labels, labelsRequired: true))
             {
                 errors.Add($"{at}.{error}");
             }
@@ -175,7 +175,7 @@ internal static class ConfigLoader
 
             if (!nodeNames.Contains(w.Node))
             {
-                errors.Add($"{at}.node: '{SpiffeId.Printable(w.Node)}' is not one of the nodes listed in 'nodes'");
+                errors.Add($"{at}.node: '{SpiffeId.Printable(w.Node ?? "null")}' is not one of the nodes listed in 'nodes'");
             }
 
             Unique(errors, names, w.Name, $"{at}.name", "workload name");
@@ -273,8 +273,13 @@ internal static class ConfigLoader
     }
 
     /// <summary>The policy-related fields of a local workload: its mode and labels.</summary>
-    public static IEnumerable<string> WorkloadPolicyErrors(string? mode, IReadOnlyDictionary<string, string>? labels)
+    public static IEnumerable<string> WorkloadPolicyErrors(string? mode, IReadOnlyDictionary<string, string>? labels, bool labelsRequired = false)
     {
+        if (labels is null && labelsRequired)
+        {
+            yield return "labels: must be an object, not null";
+        }
+
         if (!TryParseMode(mode, out _))
         {
             yield return $"mode: '{Contracts.Printable.Of(mode ?? "null")}' must be STRICT or PERMISSIVE";
@@ -307,16 +312,16 @@ internal static class ConfigLoader
     }
 
     /// <summary>Checks one workload's fields (shared by the file and the local API). Errors start with the field name.</summary>
-    public static IEnumerable<string> WorkloadErrors(string name, string ip, string identity, string? netns, string trustDomain)
+    public static IEnumerable<string> WorkloadErrors(string? name, string? ip, string? identity, string? netns, string trustDomain)
     {
         if (!IsName(name))
         {
-            yield return $"name: '{SpiffeId.Printable(name)}' must be 1-63 characters of a-z, 0-9, '-', '.', starting with a letter or digit";
+            yield return $"name: '{SpiffeId.Printable(name ?? "null")}' must be 1-63 characters of a-z, 0-9, '-', '.', starting with a letter or digit";
         }
 
         if (!IsIPv4(ip))
         {
-            yield return $"ip: '{SpiffeId.Printable(ip)}' is not an IPv4 address";
+            yield return $"ip: '{SpiffeId.Printable(ip ?? "null")}' is not an IPv4 address";
         }
 
         if (!SpiffeId.TryParse(identity, out SpiffeId? id, out string? error))
@@ -327,6 +332,10 @@ internal static class ConfigLoader
         {
             yield return $"identity: '{identity}' is in trust domain '{id.TrustDomain}', not this mesh's '{trustDomain}'";
         }
+        else if (id.Namespace == Identity.MeshIdentities.Namespace)
+        {
+            yield return $"identity: namespace '{Identity.MeshIdentities.Namespace}' is reserved for the agents and the CA";
+        }
 
         if (netns is not null && !IsNetnsPath(netns))
         {
@@ -334,9 +343,9 @@ internal static class ConfigLoader
         }
     }
 
-    public static bool IsName(string value)
+    public static bool IsName(string? value)
     {
-        if (value.Length is 0 or > 63 || !char.IsAsciiLetterOrDigit(value[0]))
+        if (value is null || value.Length is 0 or > 63 || !char.IsAsciiLetterOrDigit(value[0]))
         {
             return false;
         }
@@ -352,35 +361,35 @@ internal static class ConfigLoader
         return true;
     }
 
-    public static bool IsIPv4(string value) =>
-        value.Length <= 15 && IPAddress.TryParse(value, out IPAddress? a) && a.AddressFamily == AddressFamily.InterNetwork
+    public static bool IsIPv4(string? value) =>
+        value is not null && value.Length <= 15 && IPAddress.TryParse(value, out IPAddress? a) && a.AddressFamily == AddressFamily.InterNetwork
         && a.ToString() == value;
 
-    private static bool IsNetnsPath(string value) =>
-        value.Length is > 1 and <= 4096 && value[0] == '/' && !value.Contains("/../", StringComparison.Ordinal)
+    private static bool IsNetnsPath(string? value) =>
+        value is not null && value.Length is > 1 and <= 4096 && value[0] == '/' && !value.Contains("/../", StringComparison.Ordinal)
         && !value.EndsWith("/..", StringComparison.Ordinal) && value.All(c => !char.IsControl(c));
 
-    private static void RequireName(List<string> errors, string path, string value)
+    private static void RequireName(List<string> errors, string path, string? value)
     {
         if (!IsName(value))
         {
-            errors.Add($"{path}: '{SpiffeId.Printable(value)}' must be 1-63 characters of a-z, 0-9, '-', '.', starting with a letter or digit");
+            errors.Add($"{path}: '{SpiffeId.Printable(value ?? "null")}' must be 1-63 characters of a-z, 0-9, '-', '.', starting with a letter or digit");
         }
     }
 
-    private static void RequireIPv4(List<string> errors, string path, string value)
+    private static void RequireIPv4(List<string> errors, string path, string? value)
     {
         if (!IsIPv4(value))
         {
-            errors.Add($"{path}: '{SpiffeId.Printable(value)}' is not an IPv4 address");
+            errors.Add($"{path}: '{SpiffeId.Printable(value ?? "null")}' is not an IPv4 address");
         }
     }
 
-    private static void RequireAbsolutePath(List<string> errors, string path, string value)
+    private static void RequireAbsolutePath(List<string> errors, string path, string? value)
     {
         if (!IsNetnsPath(value))
         {
-            errors.Add($"{path}: '{SpiffeId.Printable(value)}' must be an absolute path");
+            errors.Add($"{path}: '{SpiffeId.Printable(value ?? "null")}' must be an absolute path");
         }
     }
 
@@ -394,9 +403,9 @@ internal static class ConfigLoader
         }
     }
 
-    private static void Unique(List<string> errors, Dictionary<string, string> seen, string value, string path, string what)
+    private static void Unique(List<string> errors, Dictionary<string, string> seen, string? value, string path, string what)
     {
-        if (value.Length == 0)
+        if (string.IsNullOrEmpty(value))
         {
             return;
         }

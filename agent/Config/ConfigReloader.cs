@@ -45,14 +45,20 @@ internal sealed partial class ConfigReloader(
             try
             {
                 loaded = ConfigLoader.Load(path);
+                Apply(current, loaded);
             }
             catch (ConfigException ex)
             {
                 Log.Refused(logger, path, string.Join("; ", ex.Errors));
                 continue;
             }
+            catch (Exception ex) when (ex is not OutOfMemoryException)
+            {
+                // A reload must never take the agent down: the last good configuration keeps serving.
+                Log.Refused(logger, path, $"{ex.GetType().Name}: {ex.Message}");
+                continue;
+            }
 
-            Apply(current, loaded);
             current = loaded;
         }
     }
@@ -64,7 +70,7 @@ internal sealed partial class ConfigReloader(
         {
             if (registry.Current.Workloads.FirstOrDefault(x => x.Name == w.Name && x.IsLocal) is { } existing)
             {
-                registry.Update(existing with { Mode = ConfigLoader.ParseMode(w.Mode), Labels = w.Labels });
+                registry.Update(existing with { Mode = ConfigLoader.ParseMode(w.Mode), Labels = w.Labels ?? new Dictionary<string, string>() });
             }
         }
 

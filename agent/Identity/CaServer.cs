@@ -268,7 +268,7 @@ internal sealed partial class CaServer : IAsyncDisposable
             }
 
             default:
-                return Refuse(new CaDecision("invalid", remote, null, null, false, $"unknown request kind '{SpiffeId.Printable(request.Kind)}'"));
+                return Refuse(new CaDecision("invalid", remote, null, null, false, $"unknown request kind '{SpiffeId.Printable(request.Kind ?? "null")}'"));
         }
     }
 

@@ -52,6 +52,10 @@ internal sealed partial class InboundPlaintextProxy(
             }
 
             var request = new AuthzRequest(workload, port, null, source.Address);
+
+            // Registered before the decision, so a policy reload in between cannot miss this flow.
+            using var flowStop = CancellationTokenSource.CreateLinkedTokenSource(capture.Stopping);
+            using ConnectionManager.Registration live = connections.Register(request, flowStop, $"{source} (plaintext) -> {destination}");
             AuthzDecision decision = authorizer.Authorize(request, "plaintext");
             if (!decision.Allowed)
             {
@@ -60,8 +64,6 @@ internal sealed partial class InboundPlaintextProxy(
                 return;
             }
 
-            using var flowStop = CancellationTokenSource.CreateLinkedTokenSource(capture.Stopping);
-            using ConnectionManager.Registration live = connections.Register(request, flowStop, $"{source} (plaintext) -> {destination}");
             var (upstream, error) = await WorkloadDelivery.ConnectAsync(capture, source, destination, flowStop.Token);
             if (upstream is null)
             {
@@ -71,7 +73,7 @@ internal sealed partial class InboundPlaintextProxy(
             }
 
             CopyResult copy = await BidirectionalCopy.RunAsync(client, upstream, flowStop.Token);
-            if (live.ClosedBecause is { } closedBy)
+            if (live.ClosedBecause is { } closedBy && copy.Error is not null)
             {
                 copy = copy with { Error = "closed by a policy change: " + closedBy.Describe() };
             }

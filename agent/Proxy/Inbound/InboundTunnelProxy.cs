@@ -81,6 +81,10 @@ internal sealed partial class InboundTunnelProxy(
         // Judge against the workload as it is now (a reload may have changed its labels or mode).
         Workload destination = registry.Current.FindByIp(header.Destination.Address) ?? target!.Workload;
         var request = new AuthzRequest(destination, header.Destination.Port, connection.PeerIdentity, header.Source.Address);
+
+        // Registered before the decision, so a policy reload in between cannot miss this flow.
+        using var flowStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, target!.Stopping);
+        using ConnectionManager.Registration live = connections.Register(request, flowStop, $"{header.Source} ({peer}) -> {header.Destination}");
         AuthzDecision decision = authorizer.Authorize(request, "tunnel");
         if (!decision.Allowed)
         {
@@ -89,8 +93,6 @@ internal sealed partial class InboundTunnelProxy(
             return;
         }
 
-        using var flowStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, target!.Stopping);
-        using ConnectionManager.Registration live = connections.Register(request, flowStop, $"{header.Source} ({peer}) -> {header.Destination}");
         var (socket, socketError) = await WorkloadDelivery.ConnectAsync(target, header.Source, header.Destination, flowStop.Token);
         if (socket is null)
         {
@@ -122,7 +124,7 @@ internal sealed partial class InboundTunnelProxy(
             BidirectionalCopy.Abort(socket);
         }
 
-        if (live.ClosedBecause is { } closedBy)
+        if (live.ClosedBecause is { } closedBy && copy.Error is not null)
         {
             copy = copy with { Error = "closed by a policy change: " + closedBy.Describe() };
         }

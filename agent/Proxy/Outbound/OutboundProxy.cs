@@ -137,8 +137,18 @@ internal sealed partial class OutboundProxy(
             return;
         }
 
+        // The source address is bound transparently in the destination's namespace and judged by ipBlocks
+        // rules, so it must be the source workload's own (a pod could add an alias address).
+        if (!source.Address.Equals(plan.Source.Ip))
+        {
+            Refuse(client, source, destination, plan.Source, plan.Destination, "local", $"source address {source.Address} is not {plan.Source.Name}'s ({plan.Source.Ip})", started);
+            return;
+        }
+
         // Same node, same rules: the destination's policies apply as if the flow had come through a tunnel.
         var request = new AuthzRequest(registry.Current.FindByIp(plan.Destination.Ip) ?? plan.Destination, destination.Port, plan.Source.Identity, source.Address);
+        using var flowStop = CancellationTokenSource.CreateLinkedTokenSource(capture.Stopping, target.Stopping);
+        using ConnectionManager.Registration live = connections.Register(request, flowStop, $"{source} ({plan.Source.Identity}) -> {destination}");
         AuthzDecision decision = authorizer.Authorize(request, "local");
         if (!decision.Allowed)
         {
@@ -146,8 +156,6 @@ internal sealed partial class OutboundProxy(
             return;
         }
 
-        using var flowStop = CancellationTokenSource.CreateLinkedTokenSource(capture.Stopping, target.Stopping);
-        using ConnectionManager.Registration live = connections.Register(request, flowStop, $"{source} ({plan.Source.Identity}) -> {destination}");
         (Socket? upstream, SocketError error) = await WorkloadDelivery.ConnectAsync(target, source, destination, flowStop.Token);
         if (upstream is null)
         {
@@ -156,7 +164,7 @@ internal sealed partial class OutboundProxy(
         }
 
         CopyResult copy = await CopyAsync(client, upstream, flowStop.Token, CancellationToken.None);
-        if (live.ClosedBecause is { } closedBy)
+        if (live.ClosedBecause is { } closedBy && copy.Error is not null)
         {
             copy = copy with { Error = "closed by a policy change: " + closedBy.Describe() };
         }

@@ -125,4 +125,29 @@ public class ConfigLoaderTests
         ConfigException ex = Assert.Throws<ConfigException>(() => ConfigLoader.Load("/nonexistent/nodemesh.json"));
         Assert.Contains("/nonexistent/nodemesh.json", ex.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Validate_NullFieldsAreErrors_NeverCrashes()
+    {
+        const string json = """
+            {"node":{"name":"a","address":"10.0.0.1"},
+             "workloads":[{"name":null,"ip":null,"identity":null,"netns":null,"labels":null}],
+             "nodes":[{"name":"b","address":null}],
+             "remoteWorkloads":[{"name":"r","ip":"10.0.0.9","identity":"spiffe://cluster.local/ns/a/sa/r","node":null}]}
+            """;
+        ConfigException ex = Assert.Throws<ConfigException>(() => ConfigLoader.Parse(json, "f"));
+        Assert.Contains(ex.Errors, e => e.StartsWith("workloads[0].name:", StringComparison.Ordinal));
+        Assert.Contains(ex.Errors, e => e.StartsWith("workloads[0].netns:", StringComparison.Ordinal));
+        Assert.Contains("workloads[0].labels: must be an object, not null", ex.Errors);
+        Assert.Contains(ex.Errors, e => e.StartsWith("nodes[0].address:", StringComparison.Ordinal));
+        Assert.Contains(ex.Errors, e => e.StartsWith("remoteWorkloads[0].node:", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Validate_RefusesWorkloadsInTheAgentsReservedNamespace()
+    {
+        string json = Valid.Replace("spiffe://cluster.local/ns/shop/sa/web", "spiffe://cluster.local/ns/nodemesh-system/sa/node.node2", StringComparison.Ordinal);
+        ConfigException ex = Assert.Throws<ConfigException>(() => ConfigLoader.Parse(json, "f"));
+        Assert.Contains(ex.Errors, e => e.StartsWith("workloads[0].identity:", StringComparison.Ordinal) && e.Contains("reserved", StringComparison.Ordinal));
+    }
 }
