@@ -145,6 +145,26 @@ public sealed class TunnelConnectionTests : IAsyncLifetime
         Directory.Delete(otherDir, true);
     }
 
+    [Fact]
+    public async Task ExpiredClientCertificate_IsRefused()
+    {
+        // Signed by the right CA, for the right identity, but no longer valid.
+        using var caKey = ECDsa.Create();
+        caKey.ImportFromPem(await File.ReadAllTextAsync(Path.Combine(_caDir, "ca.key")));
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest("", key, HashAlgorithmName.SHA256);
+        var san = new SubjectAlternativeNameBuilder();
+        san.AddUri(new Uri(_web.Uri));
+        request.CertificateExtensions.Add(san.Build(true));
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.2")], false));
+        using X509Certificate2 signed = request.Create(_ca.Root.SubjectName, X509SignatureGenerator.CreateForECDsa(caKey),
+            DateTimeOffset.UtcNow.AddHours(-2), DateTimeOffset.UtcNow.AddHours(-1), [9, 9, 9]);
+        using X509Certificate2 expired = X509CertificateLoader.LoadPkcs12(signed.CopyWithPrivateKey(key).Export(X509ContentType.Pkcs12), null);
+        SslStreamCertificateContext context = SslStreamCertificateContext.Create(expired, null, offline: true);
+        Exception refused = await Assert.ThrowsAnyAsync<Exception>(() => ConnectPairAsync(context));
+        Assert.True(refused is AuthenticationException or IOException, $"expected the handshake to fail, got {refused}");
+    }
+
     private static async Task SendAllAsync(TunnelStream stream, byte[] payload)
     {
         byte[] buffer = new byte[FrameHeader.Size + 50_000];
