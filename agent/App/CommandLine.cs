@@ -200,6 +200,8 @@ internal static class CommandLine
         builder.Services.AddHostedService(sp => new CaService(
             config, sp.GetRequiredService<IdentitySetup.Certificates>(), sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<ILoggerFactory>()));
         builder.Services.AddHostedService<MeshAgent>();
+        builder.Services.AddHostedService(sp => new TrustBundleWatcher(
+            sp.GetRequiredService<IdentitySetup.Certificates>().Authority, config.Ca.Dir, sp.GetRequiredService<ILogger<TrustBundleWatcher>>()));
         builder.Services.AddHostedService(sp => new ConfigReloader(
             path, config, sp.GetRequiredService<PolicyStore>(), sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<ConnectionManager>(),
             sp.GetRequiredService<AuthzMetrics>(), sp.GetRequiredService<ILogger<ConfigReloader>>()));

@@ -108,6 +108,37 @@ public sealed class MeshCaTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task TrustBundleUpdatedLive_AddingTheOtherRoot_LetsNodesTalk_WithoutARestart()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 1, output);
+        string newCa = await mesh.CreateCaAsync("next-root");
+        AgentProcess node1 = await mesh.StartAgentAsync(mesh.Node(1));
+        AgentProcess node2 = await mesh.StartAgentAsync(mesh.Node(2), s => s.CaDir = newCa);
+        await mesh.Pod(2, 1).StartTcpServerAsync(Port, ServerMode.Echo);
+
+        ProbeResult before = await mesh.Pod(1, 1).ProbeAsync(mesh.Pod(2, 1).EndPoint(Port), "before", TimeSpan.FromSeconds(10));
+        Assert.True(before.Outcome is ProbeOutcome.Reset or ProbeOutcome.Refused, mesh.Explain($"two roots, no overlap yet: {before}"));
+
+        using (var oldRoot = CertificateAuthority.Load(mesh.CaDir))
+        using (var nextRoot = CertificateAuthority.Load(newCa))
+        {
+            CertificateAuthority.WriteAdditionalRoots(mesh.CaDir, [nextRoot.Root]);
+            CertificateAuthority.WriteAdditionalRoots(newCa, [oldRoot.Root]);
+        }
+
+        ProbeResult after = before;
+        for (int attempt = 0; attempt < 20 && after.Outcome != ProbeOutcome.Answered; attempt++)
+        {
+            await Task.Delay(500);
+            after = await mesh.Pod(1, 1).ProbeAsync(mesh.Pod(2, 1).EndPoint(Port), "after", TimeSpan.FromSeconds(5));
+        }
+
+        Assert.True(after is { Outcome: ProbeOutcome.Answered, Answer: "after" }, mesh.Explain($"after both roots were trusted: {after}"));
+        Assert.True(node1.IsRunning && node2.IsRunning, mesh.Explain("an agent restarted or stopped"));
+        Assert.Contains("trust bundle reloaded", node2.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task NodeCannotObtainACertificate_ForAWorkloadPlacedOnAnotherNode()
     {
         await using Topology mesh = await Topology.CreateAsync(nodes: 3, podsPerNode: 1, output);
