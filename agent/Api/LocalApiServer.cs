@@ -44,23 +44,7 @@ internal sealed partial class LocalApiServer : IAsyncDisposable
         _loop = AcceptLoopAsync(_listener);
     }
 
-    private async Task AcceptLoopAsync(Socket listener)
-    {
-        while (!_stopping.IsCancellationRequested)
-        {
-            Socket client;
-            try
-            {
-                client = await listener.AcceptAsync(_stopping.Token);
-            }
-            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException or SocketException)
-            {
-                return;
-            }
-
-            _ = ServeAsync(client);
-        }
-    }
+    private Task AcceptLoopAsync(Socket listener) => Sockets.AcceptLoop.RunAsync(listener, ServeAsync, acceptFailed: null, _stopping.Token);
 
     private async Task ServeAsync(Socket client)
     {

@@ -91,34 +91,20 @@ internal sealed partial class CaServer : IAsyncDisposable
 
     public void Start() => _acceptLoop ??= AcceptLoopAsync();
 
-    private async Task AcceptLoopAsync()
+    private Task AcceptLoopAsync() =>
+        Sockets.AcceptLoop.RunAsync(_listener, AdmitAsync, error => Log.AcceptFailed(_logger, error.ToString()), _stopping.Token);
+
+    /// <summary>Bounded concurrency: a request beyond the limit is turned away at once, not queued.</summary>
+    private Task AdmitAsync(Socket socket)
     {
-        while (!_stopping.IsCancellationRequested)
+        if (!_slots.Wait(0))
         {
-            Socket socket;
-            try
-            {
-                socket = await _listener.AcceptAsync(_stopping.Token);
-            }
-            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException)
-            {
-                return;
-            }
-            catch (SocketException ex)
-            {
-                Log.AcceptFailed(_logger, ex.SocketErrorCode.ToString());
-                continue;
-            }
-
-            if (!_slots.Wait(0))
-            {
-                Log.Busy(_logger, socket.RemoteEndPoint?.ToString() ?? "?");
-                socket.Dispose();
-                continue;
-            }
-
-            _ = HandleAsync(socket);
+            Log.Busy(_logger, socket.RemoteEndPoint?.ToString() ?? "?");
+            socket.Dispose();
+            return Task.CompletedTask;
         }
+
+        return HandleAsync(socket);
     }
 
     private async Task HandleAsync(Socket socket)

@@ -8,23 +8,8 @@ namespace NodeMesh.Proxy;
 /// </summary>
 internal static class ListenerLoop
 {
-    public static async Task RunAsync(Socket listener, FlowRecorder recorder, Func<Socket, Task> handle, CancellationToken stopping)
-    {
-        while (!stopping.IsCancellationRequested)
-        {
-            Socket client;
-            try
-            {
-                client = await listener.AcceptAsync(stopping);
-            }
-            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException or SocketException)
-            {
-                return;
-            }
-
-            _ = TrackAsync(client, recorder, handle);
-        }
-    }
+    public static Task RunAsync(Socket listener, FlowRecorder recorder, Func<Socket, Task> handle, CancellationToken stopping) =>
+        Sockets.AcceptLoop.RunAsync(listener, client => TrackAsync(client, recorder, handle), acceptFailed: null, stopping);
 
     private static async Task TrackAsync(Socket client, FlowRecorder recorder, Func<Socket, Task> handle)
     {

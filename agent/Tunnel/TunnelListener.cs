@@ -53,28 +53,8 @@ internal sealed partial class TunnelListener : IAsyncDisposable
 
     public void Start() => _acceptLoop = AcceptLoopAsync();
 
-    private async Task AcceptLoopAsync()
-    {
-        while (!_stopping.IsCancellationRequested)
-        {
-            Socket socket;
-            try
-            {
-                socket = await _listener.AcceptAsync(_stopping.Token);
-            }
-            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException)
-            {
-                return;
-            }
-            catch (SocketException ex)
-            {
-                Log.AcceptFailed(_logger, ex.SocketErrorCode.ToString());
-                continue;
-            }
-
-            _ = HandleAsync(socket);
-        }
-    }
+    private Task AcceptLoopAsync() =>
+        Sockets.AcceptLoop.RunAsync(_listener, HandleAsync, error => Log.AcceptFailed(_logger, error.ToString()), _stopping.Token);
 
     private async Task HandleAsync(Socket socket)
     {
