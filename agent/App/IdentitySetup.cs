@@ -42,7 +42,7 @@ internal static class IdentitySetup
             default:
             {
                 CertificateAuthority ca = CertificateAuthority.Load(config.Ca.Dir);
-                var provider = new EmbeddedCaCertificates(ca, config.TrustDomain, config.Ca.CertificateLifetime, node);
+                var provider = new EmbeddedCaCertificates(ca, config.Ca.CertificateLifetime, node);
                 return new Certificates(provider, ca);
             }
         }

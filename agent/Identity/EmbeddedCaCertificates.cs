@@ -10,32 +10,23 @@ namespace NodeMesh.Identity;
 /// </summary>
 internal sealed class EmbeddedCaCertificates : ICertificateProvider, IDisposable
 {
-    /// <summary>The identity every agent's tunnel listener presents.</summary>
-    public const string NodeNamespace = "nodemesh-system";
-    public const string NodeServiceAccount = "nodemesh";
-
     private readonly CertificateAuthority _ca;
     private readonly TimeSpan _lifetime;
     private readonly ConcurrentDictionary<SpiffeId, Issued> _issued = new();
     private readonly SpiffeId _nodeIdentity;
 
-    /// <param name="nodeIdentity">
-    /// What the tunnel listener presents; by default the shared <see cref="NodeIdentity"/>. An agent with the CA
-    /// role in a mesh of joined nodes passes its own <see cref="MeshIdentities.Node"/> identity, like theirs.
-    /// </param>
-    public EmbeddedCaCertificates(CertificateAuthority ca, string trustDomain, TimeSpan lifetime, SpiffeId? nodeIdentity = null)
+    /// <param name="nodeIdentity">What the tunnel listener presents: this agent's <see cref="MeshIdentities.Node"/> identity.</param>
+    public EmbeddedCaCertificates(CertificateAuthority ca, TimeSpan lifetime, SpiffeId nodeIdentity)
     {
         _ca = ca;
         _lifetime = lifetime;
-        _nodeIdentity = nodeIdentity ?? NodeIdentity(trustDomain);
+        _nodeIdentity = nodeIdentity;
     }
 
     /// <summary>The CA's root and any further roots in its <c>trust-bundle.pem</c> (see <see cref="CertificateAuthority.ReloadTrustBundle"/>).</summary>
     public X509Certificate2Collection TrustBundle => _ca.TrustBundle.Roots;
 
     public TrustBundle Bundle => _ca.TrustBundle;
-
-    public static SpiffeId NodeIdentity(string trustDomain) => new(trustDomain, NodeNamespace, NodeServiceAccount);
 
     public ValueTask<SslStreamCertificateContext> GetNodeCertificateAsync(CancellationToken cancellationToken) =>
         GetWorkloadCertificateAsync(_nodeIdentity, cancellationToken);

@@ -65,7 +65,7 @@ public sealed class CaClientCertificatesTests
 
         // A peer that trusts the mesh; connection A is made with the first certificate.
         var verifier = new PeerCertificateVerifier(CaHarness.TrustDomain, () => provider.TrustBundle);
-        using X509Certificate2 serverCert = ca.Ca.Issue(EmbeddedCaCertificates.NodeIdentity(CaHarness.TrustDomain), TimeSpan.FromHours(1));
+        using X509Certificate2 serverCert = ca.Ca.Issue(MeshIdentities.Node(CaHarness.TrustDomain, "node1"), TimeSpan.FromHours(1));
         await using var peer = new EchoTlsServer(SslStreamCertificateContext.Create(serverCert, ca.Ca.Chain, offline: true), verifier);
         await using SslStream connectionA = await peer.ConnectAsync(first, verifier);
         await EchoTlsServer.EchoAsync(connectionA, "before rotation");

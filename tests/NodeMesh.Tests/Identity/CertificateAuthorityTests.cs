@@ -181,7 +181,7 @@ public sealed class CertificateAuthorityTests : IDisposable
     {
         using var ca = CertificateAuthority.Create(NewDir(), "cluster.local", TimeSpan.FromDays(1), TimeSpan.FromHours(12));
         var verifier = new PeerCertificateVerifier("cluster.local", () => ca.TrustBundle.Roots);
-        SslStreamCertificateContext server = SslStreamCertificateContext.Create(ca.Issue(EmbeddedCaCertificates.NodeIdentity("cluster.local"), TimeSpan.FromHours(1)), ca.Chain, offline: true);
+        SslStreamCertificateContext server = SslStreamCertificateContext.Create(ca.Issue(MeshIdentities.Node("cluster.local", "node1"), TimeSpan.FromHours(1)), ca.Chain, offline: true);
         SslStreamCertificateContext client = SslStreamCertificateContext.Create(ca.Issue(Web, TimeSpan.FromHours(1)), ca.Chain, offline: true);
         await using var echo = new EchoTlsServer(server, verifier);
         await using SslStream tls = await echo.ConnectAsync(client, verifier);

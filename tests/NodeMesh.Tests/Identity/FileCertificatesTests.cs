@@ -92,7 +92,7 @@ public sealed class FileCertificatesTests : IDisposable
     [Fact]
     public async Task NodeAndWorkloadCertificates_AreReadFromTheLayout_AndWorkInAHandshake()
     {
-        string nodeSerial = Write(NodeDir, EmbeddedCaCertificates.NodeIdentity(TrustDomain));
+        string nodeSerial = Write(NodeDir, MeshIdentities.Node(TrustDomain, "node1"));
         string webSerial = Write(WorkloadDir(Web), Web);
         Assert.EndsWith("/workloads/shop/web", WorkloadDir(Web), StringComparison.Ordinal);
         using FileCertificates files = Open();

@@ -27,7 +27,7 @@ public sealed class TunnelConnectionTests : IAsyncLifetime
     public async Task InitializeAsync()
     {
         _ca = CertificateAuthority.Create(_caDir, "cluster.local", TimeSpan.FromDays(1));
-        _certificates = new EmbeddedCaCertificates(CertificateAuthority.Load(_caDir), "cluster.local", TimeSpan.FromHours(1));
+        _certificates = new EmbeddedCaCertificates(CertificateAuthority.Load(_caDir), TimeSpan.FromHours(1), MeshIdentities.Node("cluster.local", "node1"));
         _verifier = new PeerCertificateVerifier("cluster.local", () => _certificates.TrustBundle);
         (_client, _server) = await ConnectPairAsync(await _certificates.GetWorkloadCertificateAsync(_web, default));
     }
@@ -40,7 +40,7 @@ public sealed class TunnelConnectionTests : IAsyncLifetime
         _listener.Listen();
         Task<TunnelConnection> accept = AcceptAsync();
         TunnelConnection client = await TunnelConnection.ConnectAsync((IPEndPoint)_listener.LocalEndPoint!, _web, clientCertificate, _verifier,
-            EmbeddedCaCertificates.NodeIdentity("cluster.local"), TimeSpan.FromSeconds(5), default);
+            MeshIdentities.Node("cluster.local", "node1"), TimeSpan.FromSeconds(5), default);
         return (client, await accept);
     }
 
@@ -56,7 +56,7 @@ public sealed class TunnelConnectionTests : IAsyncLifetime
             EnabledSslProtocols = SslProtocols.Tls13,
             RemoteCertificateValidationCallback = (_, cert, _, _) => _verifier.TryVerify(cert, out peer, out _),
         });
-        return TunnelConnection.Accepted(socket, tls, EmbeddedCaCertificates.NodeIdentity("cluster.local"), peer!);
+        return TunnelConnection.Accepted(socket, tls, MeshIdentities.Node("cluster.local", "node1"), peer!);
     }
 
     private static FlowHeader Header(int port) => new(IPEndPoint.Parse($"10.0.0.2:{port}"), IPEndPoint.Parse("10.0.0.1:1000"), null);
