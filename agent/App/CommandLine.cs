@@ -181,9 +181,17 @@ internal static class CommandLine
             ICertificateProvider provider = sp.GetRequiredService<ICertificateProvider>();
             return new PeerCertificateVerifier(config.TrustDomain, () => provider.TrustBundle);
         });
+        builder.Services.AddSingleton(sp => new TunnelOptions
+        {
+            KeepaliveInterval = TimeSpan.FromSeconds(config.Tunnel.KeepaliveIntervalSeconds),
+            KeepaliveTimeout = TimeSpan.FromSeconds(config.Tunnel.KeepaliveTimeoutSeconds),
+            Logger = sp.GetRequiredService<ILogger<TunnelConnection>>(),
+            Metrics = sp.GetRequiredService<MeshMetrics>(),
+        });
         builder.Services.AddSingleton(sp => new TunnelPool(
             sp.GetRequiredService<ICertificateProvider>(), sp.GetRequiredService<PeerCertificateVerifier>(),
-            node => MeshIdentities.Node(config.TrustDomain, node), config.Tunnel, sp.GetRequiredService<ILogger<TunnelPool>>()));
+            node => MeshIdentities.Node(config.TrustDomain, node), config.Tunnel, sp.GetRequiredService<TunnelOptions>(),
+            sp.GetRequiredService<ILogger<TunnelPool>>()));
         builder.Services.AddSingleton<WorkloadRegistry>();
         builder.Services.AddSingleton(new FlowLog());
         builder.Services.AddSingleton<MeshMetrics>();

@@ -129,12 +129,16 @@ internal sealed partial class MeshAgent(
             capture.InboundListener.Dispose();
         }
 
+        // Peers stop opening streams to this agent (and this agent's pool opens none) while the flows in progress drain.
+        TimeSpan drain = TimeSpan.FromSeconds(config.DrainSeconds);
+        Task goingAway = Task.WhenAll(_tunnel?.GoAwayAsync(drain, "agent shutting down") ?? Task.CompletedTask, pool.GoAwayAsync(drain, "agent shutting down"));
         DateTime deadline = DateTime.UtcNow.AddSeconds(config.DrainSeconds);
         while (recorder.Active > 0 && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
         {
             await Task.Delay(100, CancellationToken.None);
         }
 
+        await goingAway.WaitAsync(TimeSpan.FromSeconds(1), CancellationToken.None).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         Log.Stopped(logger, recorder.Active);
         foreach (WorkloadCapture capture in registry.Captures)
         {

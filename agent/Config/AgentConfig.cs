@@ -95,6 +95,12 @@ internal sealed record TunnelConfig
     public int IdleTimeoutSeconds { get; set; } = 60;
 
     public int ConnectTimeoutSeconds { get; set; } = 5;
+
+    /// <summary>A PING goes to a peer that has been silent this long.</summary>
+    public int KeepaliveIntervalSeconds { get; set; } = 5;
+
+    /// <summary>A peer silent this long is declared lost (also TCP_USER_TIMEOUT on tunnel sockets).</summary>
+    public int KeepaliveTimeoutSeconds { get; set; } = 15;
 }
 
 /// <summary>A workload on this node: its network namespace is captured by the agent.</summary>

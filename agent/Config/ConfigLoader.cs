@@ -127,6 +127,12 @@ internal static class ConfigLoader
         RequireRange(errors, "tunnel.maxConnectionsPerPeer", c.Tunnel.MaxConnectionsPerPeer, 1, 1_000);
         RequireRange(errors, "tunnel.idleTimeoutSeconds", c.Tunnel.IdleTimeoutSeconds, 1, 86_400);
         RequireRange(errors, "tunnel.connectTimeoutSeconds", c.Tunnel.ConnectTimeoutSeconds, 1, 300);
+        RequireRange(errors, "tunnel.keepaliveIntervalSeconds", c.Tunnel.KeepaliveIntervalSeconds, 1, 300);
+        RequireRange(errors, "tunnel.keepaliveTimeoutSeconds", c.Tunnel.KeepaliveTimeoutSeconds, 2, 3_600);
+        if (c.Tunnel.KeepaliveTimeoutSeconds <= c.Tunnel.KeepaliveIntervalSeconds)
+        {
+            errors.Add("tunnel.keepaliveTimeoutSeconds: must be longer than tunnel.keepaliveIntervalSeconds");
+        }
         RequireRange(errors, "drainSeconds", c.DrainSeconds, 0, 3_600);
 
         var names = new Dictionary<string, string>(StringComparer.Ordinal);

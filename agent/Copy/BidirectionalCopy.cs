@@ -41,7 +41,7 @@ internal static class BidirectionalCopy
         if (error is not null)
         {
             Abort(client);
-            await tunnel.ResetAsync(reason: 2);
+            await tunnel.ResetAsync(TunnelError.Cancelled);
         }
 
         return new CopyResult(fromClient.Value, toClient.Value, error);

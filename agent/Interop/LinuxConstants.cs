@@ -21,4 +21,6 @@ internal static class LinuxConstants
     public const int MSG_DONTWAIT = 0x40;
     public const int MSG_NOSIGNAL = 0x4000;
     public const int AF_INET = 2;
+    public const int IPPROTO_TCP = 6;
+    public const int TCP_USER_TIMEOUT = 18;
 }

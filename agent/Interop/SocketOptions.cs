@@ -29,6 +29,13 @@ internal static unsafe class SocketOptions
 
     public static void SetGracefulClose(Socket socket) => SetLinger(socket, on: false);
 
+    /// <summary>
+    /// TCP_USER_TIMEOUT: the connection fails when sent data stays unacknowledged this long, so a peer that
+    /// vanished is noticed even while a write is blocked (TCP's own retransmission gives up only after minutes).
+    /// </summary>
+    public static void SetUserTimeout(Socket socket, TimeSpan timeout) =>
+        SetInt(socket, IPPROTO_TCP, TCP_USER_TIMEOUT, (int)Math.Clamp(timeout.TotalMilliseconds, 1, int.MaxValue), "TCP_USER_TIMEOUT");
+
     /// <summary>The destination the client asked for before iptables REDIRECT rewrote it (SO_ORIGINAL_DST).</summary>
     public static IPEndPoint GetOriginalDestination(Socket socket)
     {

@@ -18,6 +18,9 @@ internal sealed class MeshMetrics : IDisposable
     private readonly Counter<long> _received;
     private readonly Counter<long> _refused;
     private readonly Counter<long> _tunnelRejected;
+    private readonly Counter<long> _tunnelClosed;
+    private readonly Counter<long> _tunnelStreamsRefused;
+    private readonly Counter<long> _tunnelDialFailures;
 
     public MeshMetrics()
     {
@@ -26,6 +29,9 @@ internal sealed class MeshMetrics : IDisposable
         _received = _meter.CreateCounter<long>("nodemesh_tcp_received_bytes_total", unit: "By", description: "Bytes from the destination to the client.");
         _refused = _meter.CreateCounter<long>("nodemesh_flows_refused_total", description: "Flows refused, by reason.");
         _tunnelRejected = _meter.CreateCounter<long>("nodemesh_tunnel_handshakes_rejected_total", description: "Tunnel connections whose peer certificate was refused.");
+        _tunnelClosed = _meter.CreateCounter<long>("nodemesh_tunnel_connections_closed_total", description: "Tunnel connections ended, by reason (None is orderly).");
+        _tunnelStreamsRefused = _meter.CreateCounter<long>("nodemesh_tunnel_streams_refused_total", description: "Streams a peer opened beyond a limit, by limit.");
+        _tunnelDialFailures = _meter.CreateCounter<long>("nodemesh_tunnel_dial_failures_total", description: "Tunnel connections that could not be opened.");
     }
 
     public void FlowEnded(FlowRecord record)
@@ -50,6 +56,12 @@ internal sealed class MeshMetrics : IDisposable
     }
 
     public void TunnelRejected() => _tunnelRejected.Add(1);
+
+    public void TunnelClosed(string reason) => _tunnelClosed.Add(1, new KeyValuePair<string, object?>("reason", reason));
+
+    public void TunnelStreamRefused(string limit) => _tunnelStreamsRefused.Add(1, new KeyValuePair<string, object?>("limit", limit));
+
+    public void TunnelDialFailed() => _tunnelDialFailures.Add(1);
 
     public void Dispose() => _meter.Dispose();
 }

@@ -24,6 +24,13 @@ internal enum FrameType : byte
     Ping = 6,
 
     Pong = 7,
+
+    /// <summary>
+    /// The sender opens or accepts no stream above the given id any more; streams up to it drain. Payload: u32 last
+    /// stream id, u32 <see cref="TunnelError"/>, then up to <see cref="FrameHeader.MaxGoAwayReason"/> bytes of
+    /// UTF-8 reason. Stream 0 only.
+    /// </summary>
+    GoAway = 8,
 }
 
 /// <summary>
@@ -37,6 +44,9 @@ internal readonly record struct FrameHeader(FrameType Type, uint StreamId, int L
 
     /// <summary>The largest payload a frame may carry.</summary>
     public const int MaxPayload = 64 * 1024;
+
+    /// <summary>The longest reason text a GOAWAY frame may carry.</summary>
+    public const int MaxGoAwayReason = 256;
 
     public void Write(Span<byte> destination)
     {
@@ -52,7 +62,7 @@ internal readonly record struct FrameHeader(FrameType Type, uint StreamId, int L
     {
         header = default;
         var type = (FrameType)source[0];
-        if (type is < FrameType.Open or > FrameType.Pong)
+        if (type is < FrameType.Open or > FrameType.GoAway)
         {
             error = $"unknown frame type {source[0]}";
             return false;
@@ -91,9 +101,23 @@ internal readonly record struct FrameHeader(FrameType Type, uint StreamId, int L
             return false;
         }
 
-        if (stream == 0 && type is not (FrameType.Ping or FrameType.Pong))
+        if (type == FrameType.GoAway && length is < 8 or > 8 + MaxGoAwayReason)
+        {
+            error = $"GoAway frame of {length} bytes is outside 8..{8 + MaxGoAwayReason}";
+            return false;
+        }
+
+        // Stream 0 is the connection itself: keepalive, GOAWAY, and the connection-level window.
+        bool connectionFrame = type is FrameType.Ping or FrameType.Pong or FrameType.GoAway;
+        if (stream == 0 && !connectionFrame && type != FrameType.Window)
         {
             error = $"{type} frame on stream 0";
+            return false;
+        }
+
+        if (stream != 0 && connectionFrame)
+        {
+            error = $"{type} frame on stream {stream}; it belongs on stream 0";
             return false;
         }
 

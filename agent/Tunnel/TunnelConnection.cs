@@ -5,7 +5,9 @@ using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Authentication;
+using System.Text;
 using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
 using NodeMesh.Capture;
 using NodeMesh.Identity;
 using NodeMesh.Interop;
@@ -13,44 +15,69 @@ using NodeMesh.Interop;
 namespace NodeMesh.Tunnel;
 
 /// <summary>
-/// One mutually authenticated TLS 1.3 connection between two agents, carrying many flows as streams of a
-/// small framed protocol (<see cref="FrameHeader"/>) with per-stream credit. The dialling side always
-/// presents the source workload's certificate, so every flow on a connection belongs to that one identity.
-/// The dialler opens streams (odd ids); the listener accepts them. Invariants: frames are written whole under
-/// one lock; one read loop owns all reads; if the connection fails, every stream fails (its flows are reset,
-/// never ended cleanly), and a peer that breaks the framing or overruns its credit loses the connection.
+/// One mutually authenticated TLS 1.3 connection between two agents (ALPN <c>nodemesh/1</c>), carrying many
+/// flows as streams of the framed protocol specified in <c>agent/Tunnel/PROTOCOL.md</c>. The dialling side
+/// always presents the source workload's certificate, so every flow on a connection belongs to that one
+/// identity. The dialler opens streams (odd ids, increasing); the listener accepts them.
+/// Invariants: one read loop owns all reads; one <see cref="FrameWriter"/> owns all writes, and the read loop
+/// never waits on it (if both peers' read loops waited on full send buffers, neither would read again); a peer
+/// can make this side hold at most <see cref="TunnelOptions.ConnectionWindow"/> received bytes, a bounded number
+/// of queued control frames and <see cref="TunnelOptions.MaxAcceptedStreams"/> stream handlers; the
+/// connection ends once, with one reason: every stream still open fails (its flow is reset, never ended
+/// cleanly), and the peer is told why with a GOAWAY where the writer can still reach it.
 /// </summary>
-internal sealed class TunnelConnection : IAsyncDisposable
+internal sealed partial class TunnelConnection : IAsyncDisposable
 {
-    /// <summary>Streams the listening side accepts at once on one connection; more are reset.</summary>
-    public const int MaxAcceptedStreams = 4096;
+    /// <summary>The ALPN id both sides require: a peer that does not name it does not speak this protocol.</summary>
+    public static readonly SslApplicationProtocol ApplicationProtocol = new("nodemesh/1");
 
-    private static readonly TimeSpan KeepaliveInterval = TimeSpan.FromSeconds(5);
-    private static readonly TimeSpan DeadAfter = TimeSpan.FromSeconds(15);
+    private static readonly TimeSpan GoAwayFlushTimeout = TimeSpan.FromSeconds(1);
 
-    private readonly Socket _socket;
-    private readonly SslStream _tls;
+    private readonly Stream _transport;
+    private readonly Socket? _socket;
     private readonly bool _dialler;
-    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly TunnelOptions _options;
+    private readonly ILogger _logger;
+    private readonly FrameWriter _writer;
     private readonly ConcurrentDictionary<uint, TunnelStream> _streams = new();
-    private readonly Channel<TunnelStream> _accepted = Channel.CreateBounded<TunnelStream>(new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.Wait });
+    private readonly Channel<TunnelStream> _accepted = Channel.CreateUnbounded<TunnelStream>(new UnboundedChannelOptions { SingleWriter = true });
     private readonly CancellationTokenSource _closed = new();
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Lock _creditGate = new();
+    private readonly Lock _openGate = new();
     private long _nextStreamId;
+    private uint _highestPeerStream;
     private int _activeFlows;
+    private int _liveAccepted;
     private long _idleSinceTicks;
     private long _lastReceivedTicks;
-    private int _disposed;
+    private int _closing;
+    private int _draining;
+    private int _peerWentAway;
+    private long _sendWindow;
+    private TaskCompletionSource? _sendWindowWaiter;
+    private long _receiveAllowance;
+    private long _receiveUnacknowledged;
 
-    private TunnelConnection(Socket socket, SslStream tls, bool dialler, SpiffeId localIdentity, SpiffeId peerIdentity)
+    internal TunnelConnection(Stream transport, Socket? socket, bool dialler, SpiffeId localIdentity, SpiffeId peerIdentity, TunnelOptions options)
     {
+        _transport = transport;
         _socket = socket;
-        _tls = tls;
         _dialler = dialler;
+        _options = options;
+        _logger = options.Logger;
         _nextStreamId = dialler ? 1 : 2;
+        _sendWindow = _receiveAllowance = options.ConnectionWindow;
         LocalIdentity = localIdentity;
         PeerIdentity = peerIdentity;
         _idleSinceTicks = _lastReceivedTicks = Environment.TickCount64;
+        if (socket is not null)
+        {
+            // Unacknowledged data past the keepalive timeout fails the socket even while the writer is blocked.
+            SocketOptions.SetUserTimeout(socket, options.KeepaliveTimeout);
+        }
+
+        _writer = new FrameWriter(transport, ex => Abort(ex, sendGoAway: false));
         _ = ReadLoopAsync();
         _ = KeepaliveLoopAsync();
     }
@@ -61,10 +88,20 @@ internal sealed class TunnelConnection : IAsyncDisposable
 
     public int ActiveFlows => Volatile.Read(ref _activeFlows);
 
-    public bool IsAlive => !_closed.IsCancellationRequested;
+    /// <summary>Accepted streams whose handler has not yet ended (listening side).</summary>
+    public int LiveAcceptedStreams => Volatile.Read(ref _liveAccepted);
+
+    /// <summary>Whether new flows may use this connection: not closed, and neither side has sent GOAWAY.</summary>
+    public bool IsAlive => !_closed.IsCancellationRequested && Volatile.Read(ref _draining) == 0;
 
     /// <summary>Completes when the connection has ended, for whatever reason.</summary>
     public Task Completion => _completion.Task;
+
+    /// <summary>Why the connection ended (null while it is open).</summary>
+    public string? CloseReason { get; private set; }
+
+    /// <summary>Writer batches so far: each is one transport write of every frame queued at that moment.</summary>
+    public long WriteBatches => _writer.BatchesWritten;
 
     /// <summary>Milliseconds since the last flow ended, or 0 while flows are active.</summary>
     public long IdleMilliseconds => ActiveFlows > 0 ? 0 : Environment.TickCount64 - Volatile.Read(ref _idleSinceTicks);
@@ -79,7 +116,8 @@ internal sealed class TunnelConnection : IAsyncDisposable
         PeerCertificateVerifier verifier,
         SpiffeId expectedPeer,
         TimeSpan timeout,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken,
+        TunnelOptions? options = null)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         try
@@ -92,10 +130,11 @@ internal sealed class TunnelConnection : IAsyncDisposable
 
             string? rejection = null;
             var tls = new SslStream(new NetworkStream(socket, ownsSocket: true), leaveInnerStreamOpen: false);
-            var options = new SslClientAuthenticationOptions
+            var authentication = new SslClientAuthenticationOptions
             {
                 TargetHost = peer.Address.ToString(),
                 EnabledSslProtocols = Protocols,
+                ApplicationProtocols = [ApplicationProtocol],
                 ClientCertificateContext = certificate,
                 CertificateRevocationCheckMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
                 RemoteCertificateValidationCallback = (_, presented, chain, _) =>
@@ -118,14 +157,19 @@ internal sealed class TunnelConnection : IAsyncDisposable
             };
             try
             {
-                await tls.AuthenticateAsClientAsync(options, timeoutSource.Token);
+                await tls.AuthenticateAsClientAsync(authentication, timeoutSource.Token);
             }
             catch (AuthenticationException ex) when (rejection is not null)
             {
                 throw new AuthenticationException($"tunnel to {peer} refused: {rejection}", ex);
             }
 
-            return new TunnelConnection(socket, tls, dialler: true, identity, expectedPeer);
+            if (tls.NegotiatedApplicationProtocol != ApplicationProtocol)
+            {
+                throw new AuthenticationException($"tunnel to {peer} refused: the peer does not speak {ApplicationProtocol} (ALPN)");
+            }
+
+            return new TunnelConnection(tls, socket, dialler: true, identity, expectedPeer, options ?? TunnelOptions.Default);
         }
         catch
         {
@@ -135,8 +179,8 @@ internal sealed class TunnelConnection : IAsyncDisposable
     }
 
     /// <summary>Wraps a connection accepted and authenticated by the tunnel listener.</summary>
-    public static TunnelConnection Accepted(Socket socket, SslStream tls, SpiffeId localIdentity, SpiffeId peerIdentity) =>
-        new(socket, tls, dialler: false, localIdentity, peerIdentity);
+    public static TunnelConnection Accepted(Socket socket, SslStream tls, SpiffeId localIdentity, SpiffeId peerIdentity, TunnelOptions? options = null) =>
+        new(tls, socket, dialler: false, localIdentity, peerIdentity, options ?? TunnelOptions.Default);
 
     /// <summary>Counts a flow against this connection if it has room; the caller releases it when the flow ends.</summary>
     public bool TryReserve(int maxFlows)
@@ -144,7 +188,9 @@ internal sealed class TunnelConnection : IAsyncDisposable
         while (true)
         {
             int current = Volatile.Read(ref _activeFlows);
-            if (current >= maxFlows || !IsAlive)
+
+            // A negative count means the pool's reaper has claimed the connection (see TryClaimIdle).
+            if (current < 0 || current >= maxFlows || !IsAlive)
             {
                 return false;
             }
@@ -164,33 +210,57 @@ internal sealed class TunnelConnection : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Claims an idle connection for closing: succeeds only while no flow holds it, and from then on no flow can
+    /// reserve it. The reaper and a reservation can never both win.
+    /// </summary>
+    public bool TryClaimIdle() => Interlocked.CompareExchange(ref _activeFlows, int.MinValue, 0) == 0;
+
     /// <summary>Opens a stream carrying <paramref name="header"/>; data may follow at once (no round trip).</summary>
-    public async Task<TunnelStream> OpenFlowAsync(FlowHeader header, CancellationToken cancellationToken)
+    /// <exception cref="IOException">The connection has ended or is going away.</exception>
+    public Task<TunnelStream> OpenFlowAsync(FlowHeader header, CancellationToken cancellationToken)
     {
         if (!_dialler)
         {
             throw new InvalidOperationException("only the dialling side opens flows");
         }
 
-        uint id = (uint)Interlocked.Add(ref _nextStreamId, 2) - 2;
-        var stream = new TunnelStream(this, id, null);
-        _streams[id] = stream;
-        byte[] frame = new byte[FrameHeader.Size + header.Length];
-        header.Write(frame.AsSpan(FrameHeader.Size));
-        try
+        cancellationToken.ThrowIfCancellationRequested();
+        if (!IsAlive)
         {
-            await WriteFrameAsync(new FrameHeader(FrameType.Open, id, header.Length), frame, 0, cancellationToken);
-        }
-        catch
-        {
-            _streams.TryRemove(id, out _);
-            throw;
+            throw new IOException($"tunnel to {PeerIdentity} is {(CloseReason is null ? "going away" : "closed: " + CloseReason)}");
         }
 
-        return stream;
+        Span<byte> payload = stackalloc byte[FlowHeader.MaxLength];
+        header.Write(payload);
+        TunnelStream stream;
+        lock (_openGate)
+        {
+            // Ids are taken and OPENs queued in the same order, so the peer sees them increasing.
+            uint id = (uint)_nextStreamId;
+            _nextStreamId += 2;
+            if (Volatile.Read(ref _closing) != 0)
+            {
+                throw new IOException($"tunnel to {PeerIdentity} is closed: {CloseReason}");
+            }
+
+            stream = new TunnelStream(this, id, null);
+            _streams[id] = stream;
+            try
+            {
+                _writer.WriteControl(FrameType.Open, id, payload[..header.Length]);
+            }
+            catch
+            {
+                _streams.TryRemove(id, out _);
+                throw;
+            }
+        }
+
+        return Task.FromResult(stream);
     }
 
-    /// <summary>Waits for the next flow the peer opens; null when the connection has ended.</summary>
+    /// <summary>Waits for the next flow the peer opens; null when the connection has ended or is draining.</summary>
     public async Task<TunnelStream?> AcceptFlowAsync(CancellationToken cancellationToken)
     {
         try
@@ -203,47 +273,102 @@ internal sealed class TunnelConnection : IAsyncDisposable
         }
     }
 
-    /// <summary>Writes one frame whose header goes at <paramref name="buffer"/>[<paramref name="offset"/>..+12], payload after it.</summary>
-    internal async ValueTask WriteFrameAsync(FrameHeader header, byte[] buffer, int offset, CancellationToken cancellationToken)
+    /// <summary>
+    /// Tells the peer this side takes no new streams (GOAWAY), lets the streams in flight drain for up to
+    /// <paramref name="drain"/>, then closes. The peer's pool moves new flows to another connection meanwhile.
+    /// </summary>
+    public async Task GoAwayAsync(TimeSpan drain, string reason)
     {
-        header.Write(buffer.AsSpan(offset, FrameHeader.Size));
-        await _writeLock.WaitAsync(cancellationToken);
+        if (Interlocked.Exchange(ref _draining, 1) == 0)
+        {
+            SendGoAway(TunnelError.None, reason);
+        }
+
+        using var deadline = new CancellationTokenSource(drain);
         try
         {
-            ObjectDisposedException.ThrowIf(_closed.IsCancellationRequested, this);
-            await _tls.WriteAsync(buffer.AsMemory(offset, FrameHeader.Size + header.Length), cancellationToken);
+            while (!_streams.IsEmpty && !_closed.IsCancellationRequested)
+            {
+                await Task.Delay(50, deadline.Token);
+            }
+
+            await _writer.WhenIdleAsync().WaitAsync(deadline.Token);
         }
-        catch (Exception ex) when (ex is IOException or SocketException)
+        catch (OperationCanceledException)
         {
-            Close(ex);
-            throw;
+            // Drain time is up: what is still open is reset below.
         }
-        finally
+
+        Abort(new TunnelProtocolException(TunnelError.None, reason), sendGoAway: false);
+    }
+
+    // ---- used by the connection's streams ----
+
+    internal ValueTask WriteDataAsync(uint streamId, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken) =>
+        _writer.WriteDataAsync(streamId, payload, cancellationToken);
+
+    internal void SendControl(FrameType type, uint streamId, uint value) => _writer.WriteControl(type, streamId, value);
+
+    internal void SendControl(FrameType type, uint streamId) => _writer.WriteControl(type, streamId, ReadOnlySpan<byte>.Empty);
+
+    /// <summary>Takes up to <paramref name="wanted"/> bytes of the connection's send window, waiting while it is empty.</summary>
+    internal async ValueTask<int> TakeSendWindowAsync(int wanted, CancellationToken cancellationToken)
+    {
+        while (true)
         {
-            _writeLock.Release();
+            Task wait;
+            lock (_creditGate)
+            {
+                if (_closed.IsCancellationRequested)
+                {
+                    throw new IOException($"tunnel connection to {PeerIdentity} lost: {CloseReason}");
+                }
+
+                if (_sendWindow > 0)
+                {
+                    int granted = (int)Math.Min(wanted, _sendWindow);
+                    _sendWindow -= granted;
+                    return granted;
+                }
+
+                _sendWindowWaiter ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                wait = _sendWindowWaiter.Task;
+            }
+
+            await wait.WaitAsync(cancellationToken);
         }
     }
 
-    internal async ValueTask SendControlAsync(FrameType type, uint streamId, uint value, CancellationToken cancellationToken)
+    /// <summary>Bytes of received data have left this side (delivered onward or dropped): the peer may send as many again.</summary>
+    internal void ReturnReceiveWindow(int count)
     {
-        int length = type switch { FrameType.Fin => 0, FrameType.Ping or FrameType.Pong => 8, _ => 4 };
-        byte[] frame = ArrayPool<byte>.Shared.Rent(FrameHeader.Size + 8);
-        try
+        long pending;
+        lock (_creditGate)
         {
-            if (length == 4)
+            _receiveUnacknowledged += count;
+            if (_receiveUnacknowledged < _options.ConnectionWindow / 4)
             {
-                BinaryPrimitives.WriteUInt32BigEndian(frame.AsSpan(FrameHeader.Size), value);
-            }
-            else if (length == 8)
-            {
-                BinaryPrimitives.WriteUInt64BigEndian(frame.AsSpan(FrameHeader.Size), value);
+                return;
             }
 
-            await WriteFrameAsync(new FrameHeader(type, streamId, length), frame, 0, cancellationToken);
+            pending = _receiveUnacknowledged;
+            _receiveUnacknowledged = 0;
+            _receiveAllowance += pending;
         }
-        finally
+
+        TrySend(() => SendControl(FrameType.Window, 0, (uint)pending));
+    }
+
+    /// <summary>Queues a frame if the connection is still up; a connection that has failed resets every stream anyway.</summary>
+    internal static void TrySend(Action send)
+    {
+        try
         {
-            ArrayPool<byte>.Shared.Return(frame);
+            send();
+        }
+        catch (IOException)
+        {
+            // The writer has failed: the connection is ending, and with it every stream.
         }
     }
 
@@ -251,67 +376,54 @@ internal sealed class TunnelConnection : IAsyncDisposable
     {
         if (stream.Closed)
         {
-            _streams.TryRemove(stream.Id, out _);
+            Forget(stream);
         }
     }
 
-    internal void Forget(TunnelStream stream) => _streams.TryRemove(stream.Id, out _);
+    internal void Forget(TunnelStream stream)
+    {
+        if (_streams.TryRemove(stream.Id, out _) && _streams.IsEmpty && Volatile.Read(ref _peerWentAway) != 0)
+        {
+            Abort(new TunnelProtocolException(TunnelError.None, "the peer went away and the last stream has ended"), sendGoAway: false);
+        }
+    }
+
+    /// <summary>An accepted stream's handler has ended: it no longer counts against the stream limits.</summary>
+    internal void HandlerEnded()
+    {
+        Interlocked.Decrement(ref _liveAccepted);
+        _options.Quota.Release(PeerIdentity);
+    }
 
     private async Task ReadLoopAsync()
     {
         byte[] header = new byte[FrameHeader.Size];
-        byte[] control = new byte[FlowHeader.MaxLength];
+        byte[] control = new byte[Math.Max(FlowHeader.MaxLength, 8 + FrameHeader.MaxGoAwayReason)];
         Exception? failure = null;
         try
         {
             while (true)
             {
-                await _tls.ReadExactlyAsync(header, _closed.Token);
+                await _transport.ReadExactlyAsync(header, _closed.Token);
                 Volatile.Write(ref _lastReceivedTicks, Environment.TickCount64);
                 if (!FrameHeader.TryRead(header, out FrameHeader frame, out string? error))
                 {
-                    throw new InvalidDataException($"tunnel protocol error from {PeerIdentity}: {error}");
+                    throw new TunnelProtocolException(TunnelError.Protocol, error!);
                 }
 
-                _streams.TryGetValue(frame.StreamId, out TunnelStream? stream);
-                switch (frame.Type)
+                if (frame.Type == FrameType.Data)
                 {
-                    case FrameType.Data:
-                        await ReceiveDataAsync(frame, stream);
-                        break;
-                    case FrameType.Open:
-                        await _tls.ReadExactlyAsync(control.AsMemory(0, frame.Length), _closed.Token);
-                        Accept(frame, control.AsSpan(0, frame.Length).ToArray());
-                        break;
-                    case FrameType.Window:
-                        await _tls.ReadExactlyAsync(control.AsMemory(0, 4), _closed.Token);
-                        stream?.AddCredit(BinaryPrimitives.ReadUInt32BigEndian(control));
-                        break;
-                    case FrameType.Fin:
-                        if (stream is not null)
-                        {
-                            stream.RemoteFinished();
-                            ForgetIfClosed(stream);
-                        }
-
-                        break;
-                    case FrameType.Reset:
-                        await _tls.ReadExactlyAsync(control.AsMemory(0, 4), _closed.Token);
-                        if (stream is not null)
-                        {
-                            stream.Fail(new IOException($"stream {frame.StreamId} reset by the peer agent (reason {BinaryPrimitives.ReadUInt32BigEndian(control)})"));
-                            Forget(stream);
-                        }
-
-                        break;
-                    case FrameType.Ping:
-                        await _tls.ReadExactlyAsync(control.AsMemory(0, 8), _closed.Token);
-                        _ = SendControlAsync(FrameType.Pong, 0, 0, _closed.Token).AsTask().ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
-                        break;
-                    case FrameType.Pong:
-                        await _tls.ReadExactlyAsync(control.AsMemory(0, 8), _closed.Token);
-                        break;
+                    await ReceiveDataAsync(frame);
+                    continue;
                 }
+
+                Memory<byte> payload = control.AsMemory(0, frame.Length);
+                if (frame.Length > 0)
+                {
+                    await _transport.ReadExactlyAsync(payload, _closed.Token);
+                }
+
+                HandleControl(frame, payload.Span);
             }
         }
         catch (Exception ex)
@@ -320,48 +432,130 @@ internal sealed class TunnelConnection : IAsyncDisposable
         }
         finally
         {
-            Close(failure ?? new IOException("tunnel connection ended"));
+            Abort(failure ?? new IOException("tunnel connection ended"), sendGoAway: failure is TunnelProtocolException);
         }
     }
 
-    private async ValueTask ReceiveDataAsync(FrameHeader frame, TunnelStream? stream)
+    private void HandleControl(FrameHeader frame, ReadOnlySpan<byte> payload)
     {
-        Memory<byte> target = default;
-        bool reserved;
-        try
+        TunnelStream? stream = null;
+        if (frame.StreamId != 0 && frame.Type != FrameType.Open)
         {
-            if (stream is not null && stream.TryBeginDirect(frame.Length, out Socket? sink))
+            stream = Known(frame.StreamId);
+        }
+
+        switch (frame.Type)
+        {
+            case FrameType.Open:
+                Accept(frame, payload);
+                break;
+            case FrameType.Window:
+                uint increment = BinaryPrimitives.ReadUInt32BigEndian(payload);
+                if (increment == 0)
+                {
+                    throw new TunnelProtocolException(TunnelError.Protocol, $"window increment of 0 on stream {frame.StreamId}");
+                }
+
+                if (frame.StreamId == 0)
+                {
+                    AddSendWindow(increment);
+                }
+                else
+                {
+                    stream?.AddCredit(increment);
+                }
+
+                break;
+            case FrameType.Fin:
+                if (stream is not null)
+                {
+                    stream.RemoteFinished();
+                    ForgetIfClosed(stream);
+                }
+
+                break;
+            case FrameType.Reset:
+                if (stream is not null)
+                {
+                    uint code = BinaryPrimitives.ReadUInt32BigEndian(payload);
+                    stream.Fail(new IOException($"stream {frame.StreamId} reset by the peer agent (reason {code})"));
+                    Forget(stream);
+                }
+
+                break;
+            case FrameType.Ping:
+                _writer.WriteControl(FrameType.Pong, 0, payload);
+                break;
+            case FrameType.Pong:
+                break;
+            case FrameType.GoAway:
+                ReceiveGoAway(payload);
+                break;
+        }
+    }
+
+    /// <summary>
+    /// The stream a frame names, or null if it has already ended here (frames racing a local reset are
+    /// dropped). A stream that was never opened is a protocol error.
+    /// </summary>
+    private TunnelStream? Known(uint id)
+    {
+        if (_streams.TryGetValue(id, out TunnelStream? stream))
+        {
+            return stream;
+        }
+
+        bool opened = id % 2 == 1 && (_dialler ? id < (uint)Interlocked.Read(ref _nextStreamId) : id <= _highestPeerStream);
+        return opened ? null : throw new TunnelProtocolException(TunnelError.Protocol, $"frame for stream {id}, which was never opened");
+    }
+
+    private async ValueTask ReceiveDataAsync(FrameHeader frame)
+    {
+        TunnelStream? stream = Known(frame.StreamId);
+        lock (_creditGate)
+        {
+            if (frame.Length > _receiveAllowance)
             {
-                await ReceiveDirectAsync(frame, stream, sink);
-                return;
+                throw new TunnelProtocolException(TunnelError.FlowControl,
+                    $"{frame.Length} bytes on stream {frame.StreamId} beyond the connection window ({_receiveAllowance} left)");
             }
 
-            reserved = stream is not null && stream.TryReserveReceive(frame.Length, out target);
+            _receiveAllowance -= frame.Length;
         }
-        catch (InvalidDataException ex)
+
+        Memory<byte> target = default;
+        bool reserved = false;
+        if (stream is not null && stream.TryBeginDirect(frame.Length, out Socket? sink))
         {
-            throw new InvalidDataException($"tunnel protocol error from {PeerIdentity}: {ex.Message}", ex);
+            await ReceiveDirectAsync(frame, stream, sink);
+            return;
+        }
+
+        if (stream is not null)
+        {
+            reserved = stream.TryReserveReceive(frame.Length, out target);
         }
 
         if (!reserved)
         {
-            // Data racing a local reset or close: read and drop it.
+            // Data racing a local reset or close: read and drop it, and give its window back at once.
             byte[] discard = ArrayPool<byte>.Shared.Rent(frame.Length);
             try
             {
-                await _tls.ReadExactlyAsync(discard.AsMemory(0, frame.Length), _closed.Token);
+                await _transport.ReadExactlyAsync(discard.AsMemory(0, frame.Length), _closed.Token);
             }
             finally
             {
                 ArrayPool<byte>.Shared.Return(discard);
             }
 
+            ReturnReceiveWindow(frame.Length);
             return;
         }
 
         try
         {
-            await _tls.ReadExactlyAsync(target, _closed.Token);
+            await _transport.ReadExactlyAsync(target, _closed.Token);
         }
         finally
         {
@@ -375,7 +569,7 @@ internal sealed class TunnelConnection : IAsyncDisposable
         byte[] buffer = ArrayPool<byte>.Shared.Rent(frame.Length);
         try
         {
-            await _tls.ReadExactlyAsync(buffer.AsMemory(0, frame.Length), _closed.Token);
+            await _transport.ReadExactlyAsync(buffer.AsMemory(0, frame.Length), _closed.Token);
             int sent;
             try
             {
@@ -384,16 +578,12 @@ internal sealed class TunnelConnection : IAsyncDisposable
             catch (Exception ex) when (ex is InteropException or ObjectDisposedException)
             {
                 // The workload's socket is gone: this flow fails, the connection's other flows go on.
+                // (Failing gives back the connection window the frame took.)
                 stream.Fail(new IOException($"delivering stream {stream.Id}: {ex.Message}", ex));
                 return;
             }
 
-            uint credit = stream.EndDirect(buffer.AsSpan(0, frame.Length), sent);
-            if (credit > 0)
-            {
-                // Never await a write on the read loop (see Accept).
-                _ = SendControlAsync(FrameType.Window, stream.Id, credit, _closed.Token).AsTask().ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
-            }
+            stream.EndDirect(buffer.AsSpan(0, frame.Length), sent);
         }
         finally
         {
@@ -401,85 +591,243 @@ internal sealed class TunnelConnection : IAsyncDisposable
         }
     }
 
-    private void Accept(FrameHeader frame, byte[] headerBytes)
+    private void Accept(FrameHeader frame, ReadOnlySpan<byte> headerBytes)
     {
-        if (_dialler || frame.StreamId % 2 != 1 || _streams.ContainsKey(frame.StreamId))
+        if (_dialler || frame.StreamId % 2 != 1 || frame.StreamId <= _highestPeerStream)
         {
-            throw new InvalidDataException($"tunnel protocol error from {PeerIdentity}: unexpected open of stream {frame.StreamId}");
+            throw new TunnelProtocolException(TunnelError.Protocol,
+                $"unexpected open of stream {frame.StreamId} (the dialler opens odd, increasing ids; last was {_highestPeerStream})");
+        }
+
+        _highestPeerStream = frame.StreamId;
+        if (Volatile.Read(ref _draining) != 0)
+        {
+            // Opened before the peer saw our GOAWAY: refused untouched, so the peer may retry it elsewhere.
+            SendControl(FrameType.Reset, frame.StreamId, (uint)TunnelError.Refused);
+            return;
+        }
+
+        // A stream counts until its handler ends, not until the peer resets it: OPEN+RESET pairs cannot pile up
+        // handlers (each of which connects into a workload) beyond the limit.
+        if (Interlocked.Increment(ref _liveAccepted) > _options.MaxAcceptedStreams)
+        {
+            Interlocked.Decrement(ref _liveAccepted);
+            _options.Metrics?.TunnelStreamRefused("connection_limit");
+            SendControl(FrameType.Reset, frame.StreamId, (uint)TunnelError.EnhanceYourCalm);
+            return;
+        }
+
+        if (!_options.Quota.TryAcquire(PeerIdentity))
+        {
+            Interlocked.Decrement(ref _liveAccepted);
+            _options.Metrics?.TunnelStreamRefused("identity_limit");
+            SendControl(FrameType.Reset, frame.StreamId, (uint)TunnelError.EnhanceYourCalm);
+            return;
         }
 
         FlowHeader? header = FlowHeader.TryParse(headerBytes, out FlowHeader parsed, out string? error) ? parsed : null;
-        var stream = new TunnelStream(this, frame.StreamId, header, error);
-        _streams[frame.StreamId] = stream;
-        if (_streams.Count > MaxAcceptedStreams || !_accepted.Writer.TryWrite(stream))
+        var stream = new TunnelStream(this, frame.StreamId, header, error, accepted: true);
+        lock (_openGate)
         {
-            // Never await a write on the read loop: if both peers' loops waited on full send buffers, neither
-            // would read again.
-            _ = stream.ResetAsync(reason: 1).AsTask();
+            // Once the connection is ending, a stream added now would never be failed by Abort.
+            _streams[frame.StreamId] = stream;
+            if (Volatile.Read(ref _closing) != 0 || !_accepted.Writer.TryWrite(stream))
+            {
+                _streams.TryRemove(frame.StreamId, out _);
+                stream.HandlerDone();
+            }
         }
+    }
+
+    private void AddSendWindow(uint increment)
+    {
+        TaskCompletionSource? waiter;
+        lock (_creditGate)
+        {
+            if (_sendWindow + increment > int.MaxValue)
+            {
+                throw new TunnelProtocolException(TunnelError.FlowControl, $"connection window grown past 2^31-1 by {increment}");
+            }
+
+            _sendWindow += increment;
+            waiter = _sendWindowWaiter;
+            _sendWindowWaiter = null;
+        }
+
+        waiter?.TrySetResult();
+    }
+
+    private void ReceiveGoAway(ReadOnlySpan<byte> payload)
+    {
+        uint lastStream = BinaryPrimitives.ReadUInt32BigEndian(payload);
+        var code = (TunnelError)BinaryPrimitives.ReadUInt32BigEndian(payload[4..]);
+        string reason = Encoding.UTF8.GetString(payload[8..]);
+        Interlocked.Exchange(ref _draining, 1);
+        Interlocked.Exchange(ref _peerWentAway, 1);
+        if (code == TunnelError.None)
+        {
+            Log.PeerGoingAway(_logger, PeerIdentity.Uri, LocalIdentity.Uri, reason);
+        }
+        else
+        {
+            Log.PeerAborted(_logger, PeerIdentity.Uri, LocalIdentity.Uri, code.ToString(), reason);
+        }
+
+        // Streams above the peer's last are not processed there: fail them now, so their flows are refused
+        // (or retried) rather than waiting for an answer that will not come.
+        foreach (TunnelStream stream in _streams.Values)
+        {
+            if (_dialler && stream.Id > lastStream)
+            {
+                stream.Fail(new IOException($"stream {stream.Id} refused: the peer agent is going away ({reason})"));
+                Forget(stream);
+            }
+        }
+
+        _accepted.Writer.TryComplete();
+        if (_streams.IsEmpty)
+        {
+            Abort(new TunnelProtocolException(TunnelError.None, $"peer went away: {reason}"), sendGoAway: false);
+        }
+    }
+
+    private void SendGoAway(TunnelError code, string reason)
+    {
+        byte[] utf8 = Encoding.UTF8.GetBytes(reason);
+        int length = Math.Min(utf8.Length, FrameHeader.MaxGoAwayReason);
+        Span<byte> payload = stackalloc byte[8 + FrameHeader.MaxGoAwayReason];
+        BinaryPrimitives.WriteUInt32BigEndian(payload, _highestPeerStream);
+        BinaryPrimitives.WriteUInt32BigEndian(payload[4..], (uint)code);
+        utf8.AsSpan(0, length).CopyTo(payload[8..]);
+        byte[] frame = payload[..(8 + length)].ToArray();
+        TrySend(() => _writer.WriteControl(FrameType.GoAway, 0, frame));
     }
 
     private async Task KeepaliveLoopAsync()
     {
-        using var timer = new PeriodicTimer(KeepaliveInterval);
+        TimeSpan tick = TimeSpan.FromMilliseconds(Math.Max(100, Math.Min(_options.KeepaliveInterval.TotalMilliseconds, _options.KeepaliveTimeout.TotalMilliseconds / 3)));
+        using var timer = new PeriodicTimer(tick);
+        byte[] ping = new byte[8];
         try
         {
             while (await timer.WaitForNextTickAsync(_closed.Token))
             {
                 long silent = Environment.TickCount64 - Volatile.Read(ref _lastReceivedTicks);
-                if (silent >= DeadAfter.TotalMilliseconds)
+                if (silent >= _options.KeepaliveTimeout.TotalMilliseconds)
                 {
-                    Close(new TimeoutException($"tunnel peer {PeerIdentity} silent for {silent} ms"));
+                    Abort(new TunnelProtocolException(TunnelError.KeepaliveTimeout, $"peer silent for {silent} ms"), sendGoAway: true);
                     return;
                 }
 
-                if (silent >= KeepaliveInterval.TotalMilliseconds - 100)
+                if (silent >= _options.KeepaliveInterval.TotalMilliseconds - tick.TotalMilliseconds / 2)
                 {
-                    await SendControlAsync(FrameType.Ping, 0, 0, _closed.Token);
+                    BinaryPrimitives.WriteInt64BigEndian(ping, Environment.TickCount64);
+                    _writer.WriteControl(FrameType.Ping, 0, ping);
                 }
             }
         }
-        catch (Exception ex) when (ex is OperationCanceledException or IOException or ObjectDisposedException or SocketException)
+        catch (Exception ex) when (ex is OperationCanceledException or IOException)
         {
             // Closed: nothing left to keep alive.
         }
     }
 
-    private void Close(Exception reason)
+    /// <summary>Ends the connection once, for <paramref name="reason"/>: logged, counted, and (if asked) told to the peer.</summary>
+    private void Abort(Exception reason, bool sendGoAway)
     {
-        if (_closed.IsCancellationRequested)
+        if (Interlocked.Exchange(ref _closing, 1) != 0)
         {
             return;
         }
 
-        try
+        TunnelError code = reason switch
         {
-            _closed.Cancel();
+            TunnelProtocolException protocol => protocol.Code,
+            OperationCanceledException or ObjectDisposedException => TunnelError.None,
+
+            // TCP_USER_TIMEOUT is the keepalive timeout: sent data went unacknowledged that long.
+            IOException { InnerException: SocketException { SocketErrorCode: SocketError.TimedOut } } => TunnelError.KeepaliveTimeout,
+            _ => TunnelError.Internal,
+        };
+        CloseReason = code == TunnelError.None ? reason.Message : $"{code}: {reason.Message}";
+        Volatile.Write(ref _draining, 1);
+        if (code == TunnelError.None)
+        {
+            Log.Closed(_logger, LocalIdentity.Uri, PeerIdentity.Uri, reason.Message);
         }
-        catch (ObjectDisposedException)
+        else
         {
-            return;
+            Log.Aborted(_logger, LocalIdentity.Uri, PeerIdentity.Uri, code.ToString(), reason.Message);
         }
 
-        _accepted.Writer.TryComplete();
-        foreach (TunnelStream stream in _streams.Values)
+        _options.Metrics?.TunnelClosed(code.ToString());
+        lock (_openGate)
         {
-            stream.Fail(new IOException($"tunnel connection to {PeerIdentity} lost: {reason.Message}", reason));
+            // Under the gate that opens and accepts streams: none can be added after this.
+            _accepted.Writer.TryComplete();
+            foreach (TunnelStream stream in _streams.Values)
+            {
+                stream.Fail(new IOException($"tunnel connection to {PeerIdentity} lost: {reason.Message}", reason));
+            }
+
+            _streams.Clear();
         }
 
-        _streams.Clear();
-        _tls.Dispose();
-        _socket.Dispose();
+        while (_accepted.Reader.TryRead(out TunnelStream? unserved))
+        {
+            // Never handed to a handler: release its place in the limits here.
+            unserved.HandlerDone();
+        }
+        lock (_creditGate)
+        {
+            _sendWindowWaiter?.TrySetResult();
+            _sendWindowWaiter = null;
+        }
+
+        if (sendGoAway && code != TunnelError.None)
+        {
+            SendGoAway(code, reason.Message);
+            _ = TearDownAfterFlushAsync(reason);
+        }
+        else
+        {
+            TearDown(reason);
+        }
+    }
+
+    private async Task TearDownAfterFlushAsync(Exception reason)
+    {
+        await _writer.WhenIdleAsync().WaitAsync(GoAwayFlushTimeout).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        TearDown(reason);
+    }
+
+    private void TearDown(Exception reason)
+    {
+        _closed.Cancel();
+        _writer.Stop(reason);
+        _transport.Dispose();
+        _socket?.Dispose();
         _completion.TrySetResult();
     }
 
     public ValueTask DisposeAsync()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) == 0)
-        {
-            Close(new ObjectDisposedException(nameof(TunnelConnection)));
-        }
-
+        Abort(new ObjectDisposedException(nameof(TunnelConnection), "closed by this agent"), sendGoAway: false);
         return ValueTask.CompletedTask;
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 320, Level = LogLevel.Warning, Message = "tunnel {LocalIdentity} <-> {PeerIdentity} aborted ({Code}): {Reason}")]
+        public static partial void Aborted(ILogger logger, string localIdentity, string peerIdentity, string code, string reason);
+
+        [LoggerMessage(EventId = 321, Level = LogLevel.Debug, Message = "tunnel {LocalIdentity} <-> {PeerIdentity} closed: {Reason}")]
+        public static partial void Closed(ILogger logger, string localIdentity, string peerIdentity, string reason);
+
+        [LoggerMessage(EventId = 322, Level = LogLevel.Information, Message = "tunnel peer {PeerIdentity} (us: {LocalIdentity}) is going away: {Reason}")]
+        public static partial void PeerGoingAway(ILogger logger, string peerIdentity, string localIdentity, string reason);
+
+        [LoggerMessage(EventId = 323, Level = LogLevel.Warning, Message = "tunnel peer {PeerIdentity} (us: {LocalIdentity}) aborted the connection ({Code}): {Reason}")]
+        public static partial void PeerAborted(ILogger logger, string peerIdentity, string localIdentity, string code, string reason);
     }
 }

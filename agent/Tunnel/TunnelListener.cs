@@ -26,14 +26,16 @@ internal sealed partial class TunnelListener : IAsyncDisposable
     private readonly InboundTunnelProxy _inbound;
     private readonly MeshMetrics _metrics;
     private readonly SpiffeId _localIdentity;
+    private readonly TunnelOptions _options;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stopping = new();
     private readonly ConcurrentDictionary<TunnelConnection, byte> _connections = new();
     private Task? _acceptLoop;
 
     public TunnelListener(IPEndPoint endPoint, ICertificateProvider certificates, PeerCertificateVerifier verifier, InboundTunnelProxy inbound,
-        MeshMetrics metrics, SpiffeId localIdentity, ILogger<TunnelListener> logger)
+        MeshMetrics metrics, SpiffeId localIdentity, TunnelOptions options, ILogger<TunnelListener> logger)
     {
+        _options = options;
         _certificates = certificates;
         _verifier = verifier;
         _inbound = inbound;
@@ -74,6 +76,7 @@ internal sealed partial class TunnelListener : IAsyncDisposable
                 ServerCertificateContext = serverCertificate,
                 ClientCertificateRequired = true,
                 EnabledSslProtocols = TunnelConnection.Protocols,
+                ApplicationProtocols = [TunnelConnection.ApplicationProtocol],
                 CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
                 RemoteCertificateValidationCallback = (_, presented, chain, _) =>
                 {
@@ -88,7 +91,12 @@ internal sealed partial class TunnelListener : IAsyncDisposable
                 },
             }, timeout.Token);
 
-            TunnelConnection connection = TunnelConnection.Accepted(socket, tls, _localIdentity, peer!);
+            if (tls.NegotiatedApplicationProtocol != TunnelConnection.ApplicationProtocol)
+            {
+                throw new AuthenticationException($"caller {peer} does not speak {TunnelConnection.ApplicationProtocol} (ALPN)");
+            }
+
+            TunnelConnection connection = TunnelConnection.Accepted(socket, tls, _localIdentity, peer!, _options);
             _connections.TryAdd(connection, 0);
             Log.Accepted(_logger, remote, peer!.Uri);
             try
@@ -114,6 +122,10 @@ internal sealed partial class TunnelListener : IAsyncDisposable
             await tls.DisposeAsync();
         }
     }
+
+    /// <summary>Sends GOAWAY on every accepted connection and waits up to <paramref name="drain"/> for their flows to end.</summary>
+    public Task GoAwayAsync(TimeSpan drain, string reason) =>
+        Task.WhenAll(_connections.Keys.Select(c => c.GoAwayAsync(drain, reason)));
 
     public async ValueTask DisposeAsync()
     {

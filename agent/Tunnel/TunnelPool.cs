@@ -1,36 +1,53 @@
-using System.Collections.Concurrent;
 using System.Net;
+using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
 using NodeMesh.Config;
 using NodeMesh.Identity;
 
 namespace NodeMesh.Tunnel;
 
+/// <summary>Opens one authenticated tunnel connection as <paramref name="source"/> to the agent of <paramref name="node"/>.</summary>
+internal delegate Task<TunnelConnection> TunnelDialer(SpiffeId source, string node, IPEndPoint peer, CancellationToken cancellationToken);
+
 /// <summary>
 /// Pooled tunnel connections.
 /// Invariants: connections are keyed by (source identity, peer node); a connection only ever carries flows of
-/// its key's identity. A flow reserves a slot on a connection with room (at most maxStreamsPerConnection);
-/// a new connection is dialled only when all are full, and never more than maxConnectionsPerPeer per key
-/// (beyond that, flows share the least loaded one). Connections with no flows for idleTimeout are closed by
-/// the reaper; dead connections are dropped on the next lookup.
+/// its key's identity. A flow reserves a slot on a connection with room (at most maxStreamsPerConnection); a
+/// new connection is dialled only when all are full, never more than maxConnectionsPerPeer per key (beyond
+/// that, flows share the least loaded one, up to the peer's stream limit, and are refused past it). At most
+/// one dial per key is in flight: every flow waiting for it gets its connection or its failure, and a failed
+/// dial keeps the key in a short, growing backoff in which flows fail at once (a black-holed node costs one
+/// connect timeout, not one per flow). Each flow waits at most the connect timeout in all. Idle connections
+/// are claimed by the reaper only while no flow holds them (see <see cref="TunnelConnection.TryClaimIdle"/>),
+/// so a reservation and the reaper never both win; connections going away (GOAWAY) take no new flows and are
+/// released when their last flow ends.
 /// </summary>
 internal sealed partial class TunnelPool : IAsyncDisposable
 {
+    private static readonly TimeSpan FirstBackoff = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan LastBackoff = TimeSpan.FromSeconds(8);
+
     private readonly ConcurrentDictionary<PoolKey, Entry> _entries = new();
-    private readonly ICertificateProvider _certificates;
-    private readonly PeerCertificateVerifier _verifier;
-    private readonly Func<string, SpiffeId> _peerIdentity;
+    private readonly TunnelDialer _dialer;
     private readonly TunnelConfig _config;
+    private readonly TunnelOptions _options;
     private readonly ILogger _logger;
     private readonly Timer _reaper;
+    private readonly CancellationTokenSource _disposing = new();
+    private long _opened;
 
     /// <param name="peerIdentity">The identity the agent of a node must present, by node name.</param>
-    public TunnelPool(ICertificateProvider certificates, PeerCertificateVerifier verifier, Func<string, SpiffeId> peerIdentity, TunnelConfig config, ILogger<TunnelPool> logger)
+    public TunnelPool(ICertificateProvider certificates, PeerCertificateVerifier verifier, Func<string, SpiffeId> peerIdentity, TunnelConfig config,
+        TunnelOptions options, ILogger<TunnelPool> logger)
+        : this(RealDialer(certificates, verifier, peerIdentity, config, options), config, options, logger)
     {
-        _certificates = certificates;
-        _verifier = verifier;
-        _peerIdentity = peerIdentity;
+    }
+
+    internal TunnelPool(TunnelDialer dialer, TunnelConfig config, TunnelOptions options, ILogger logger)
+    {
+        _dialer = dialer;
         _config = config;
+        _options = options;
         _logger = logger;
         TimeSpan period = TimeSpan.FromSeconds(Math.Clamp(config.IdleTimeoutSeconds / 4.0, 0.5, 15));
         _reaper = new Timer(_ => _ = ReapAsync(), null, period, period);
@@ -42,12 +59,17 @@ internal sealed partial class TunnelPool : IAsyncDisposable
     /// <summary>Connections opened since start.</summary>
     public long ConnectionsOpened => Interlocked.Read(ref _opened);
 
-    private long _opened;
+    private TimeSpan ConnectTimeout => TimeSpan.FromSeconds(_config.ConnectTimeoutSeconds);
 
-    /// <summary>A lease on a connection for one flow; disposing it releases the slot.</summary>
+    /// <summary>A lease on a connection for one flow; disposing it releases the slot. Waits at most the connect timeout.</summary>
+    /// <exception cref="IOException">No connection could be had: the dial failed, the key is in backoff, or every connection is full.</exception>
+    /// <exception cref="OperationCanceledException">The connect timeout passed, or <paramref name="cancellationToken"/> was cancelled.</exception>
     public async ValueTask<TunnelLease> AcquireAsync(SpiffeId source, string node, IPEndPoint peer, CancellationToken cancellationToken)
     {
-        Entry entry = _entries.GetOrAdd(new PoolKey(source, node), static _ => new Entry());
+        var key = new PoolKey(source, node);
+        Entry entry = _entries.GetOrAdd(key, static _ => new Entry());
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(ConnectTimeout);
         while (true)
         {
             TunnelConnection? connection = entry.TryReserve(_config.MaxStreamsPerConnection);
@@ -56,40 +78,75 @@ internal sealed partial class TunnelPool : IAsyncDisposable
                 return new TunnelLease(connection);
             }
 
-            await entry.DialLock.WaitAsync(cancellationToken);
-            try
+            Task<TunnelConnection> dial;
+            lock (entry.Gate)
             {
-                // Another flow may have dialled while this one waited.
-                connection = entry.TryReserve(_config.MaxStreamsPerConnection);
-                if (connection is not null)
+                if (_disposing.IsCancellationRequested)
                 {
-                    return new TunnelLease(connection);
+                    throw new IOException("the agent is shutting down");
                 }
 
                 if (entry.Count >= _config.MaxConnectionsPerPeer)
                 {
-                    connection = entry.ReserveLeastLoaded();
-                    if (connection is not null)
-                    {
-                        return new TunnelLease(connection);
-                    }
+                    connection = entry.ReserveLeastLoaded(_options.MaxAcceptedStreams);
+                    return connection is not null
+                        ? new TunnelLease(connection)
+                        : throw new IOException($"all {entry.Count} tunnel connections as {source} to node {node} carry {_options.MaxAcceptedStreams} flows");
                 }
 
-                var certificate = await _certificates.GetWorkloadCertificateAsync(source, cancellationToken);
-                TunnelConnection dialled = await TunnelConnection.ConnectAsync(
-                    peer, source, certificate, _verifier, _peerIdentity(node), TimeSpan.FromSeconds(_config.ConnectTimeoutSeconds), cancellationToken);
-                Interlocked.Increment(ref _opened);
-                Log.Opened(_logger, source.Uri, node, peer.ToString());
-                entry.Add(dialled);
-                if (dialled.TryReserve(_config.MaxStreamsPerConnection))
+                if (entry.Dialing is null && entry.InBackoff(out string? lastFailure))
                 {
-                    return new TunnelLease(dialled);
+                    throw new IOException($"node {node} unreachable, not retried yet (last attempt: {lastFailure})");
                 }
+
+                dial = entry.Dialing ??= DialAsync(entry, key, peer);
             }
-            finally
+
+            try
             {
-                entry.DialLock.Release();
+                await dial.WaitAsync(deadline.Token);
             }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && deadline.IsCancellationRequested)
+            {
+                throw new OperationCanceledException($"no tunnel to node {node} within the connect timeout ({_config.ConnectTimeoutSeconds} s)");
+            }
+        }
+    }
+
+    /// <summary>Sends GOAWAY on every pooled connection and waits up to <paramref name="drain"/> for their flows to end.</summary>
+    public Task GoAwayAsync(TimeSpan drain, string reason) =>
+        Task.WhenAll(_entries.Values.SelectMany(e => e.Snapshot()).Select(c => c.GoAwayAsync(drain, reason)));
+
+    /// <summary>The one dial of a key in flight; its outcome is every waiter's, and a failure starts the backoff.</summary>
+    private async Task<TunnelConnection> DialAsync(Entry entry, PoolKey key, IPEndPoint peer)
+    {
+        await Task.Yield();
+        try
+        {
+            TunnelConnection dialled = await _dialer(key.Source, key.Node, peer, _disposing.Token);
+            Interlocked.Increment(ref _opened);
+            Log.Opened(_logger, key.Source.Uri, key.Node, peer.ToString());
+            lock (entry.Gate)
+            {
+                entry.Add(dialled);
+                entry.Succeeded();
+                entry.Dialing = null;
+            }
+
+            return dialled;
+        }
+        catch (Exception ex)
+        {
+            TimeSpan backoff;
+            lock (entry.Gate)
+            {
+                backoff = entry.Failed(ex.Message);
+                entry.Dialing = null;
+            }
+
+            Log.DialFailed(_logger, key.Source.Uri, key.Node, peer.ToString(), ex.Message, (long)backoff.TotalMilliseconds);
+            _options.Metrics?.TunnelDialFailed();
+            throw;
         }
     }
 
@@ -98,37 +155,68 @@ internal sealed partial class TunnelPool : IAsyncDisposable
         long idleLimit = _config.IdleTimeoutSeconds * 1000L;
         foreach ((PoolKey key, Entry entry) in _entries)
         {
-            foreach (TunnelConnection connection in entry.RemoveWhere(c => !c.IsAlive || c.IdleMilliseconds >= idleLimit))
+            List<TunnelConnection> removed;
+            lock (entry.Gate)
             {
-                Log.Released(_logger, key.Source.Uri, key.Node, connection.IsAlive ? "idle" : "closed");
-                await connection.DisposeAsync();
+                // Closed ones go; idle ones only if no flow reserved them meanwhile; draining ones once their last flow ends.
+                removed = entry.RemoveWhere(c => c.Completion.IsCompleted
+                    || (c.IdleMilliseconds >= idleLimit && c.TryClaimIdle())
+                    || (!c.IsAlive && c.ActiveFlows == 0 && c.TryClaimIdle()));
+            }
+
+            foreach (TunnelConnection connection in removed)
+            {
+                Log.Released(_logger, key.Source.Uri, key.Node, connection.CloseReason ?? (connection.IsAlive ? "idle" : "going away"));
+                await connection.GoAwayAsync(TimeSpan.FromSeconds(1), "idle");
             }
         }
     }
 
     public async ValueTask DisposeAsync()
     {
+        await _disposing.CancelAsync();
         await _reaper.DisposeAsync();
         foreach (Entry entry in _entries.Values)
         {
-            foreach (TunnelConnection connection in entry.RemoveWhere(static _ => true))
+            List<TunnelConnection> all;
+            lock (entry.Gate)
+            {
+                all = entry.RemoveWhere(static _ => true);
+            }
+
+            foreach (TunnelConnection connection in all)
             {
                 await connection.DisposeAsync();
             }
         }
     }
 
+    private static TunnelDialer RealDialer(ICertificateProvider certificates, PeerCertificateVerifier verifier, Func<string, SpiffeId> peerIdentity,
+        TunnelConfig config, TunnelOptions options) =>
+        async (source, node, peer, cancellationToken) =>
+        {
+            var certificate = await certificates.GetWorkloadCertificateAsync(source, cancellationToken);
+            return await TunnelConnection.ConnectAsync(peer, source, certificate, verifier, peerIdentity(node),
+                TimeSpan.FromSeconds(config.ConnectTimeoutSeconds), cancellationToken, options);
+        };
+
     private readonly record struct PoolKey(SpiffeId Source, string Node);
 
-    /// <summary>The connections of one key; the list is copied on write so reservations never lock.</summary>
+    /// <summary>The connections of one key. The array is copied on write (under <see cref="Gate"/>) so reservations never lock.</summary>
     private sealed class Entry
     {
-        private readonly Lock _gate = new();
         private TunnelConnection[] _connections = [];
+        private int _failures;
+        private long _retryAfterTicks;
+        private string? _lastFailure;
 
-        public SemaphoreSlim DialLock { get; } = new(1, 1);
+        public Lock Gate { get; } = new();
 
-        public int Count => Volatile.Read(ref _connections).Length;
+        public Task<TunnelConnection>? Dialing { get; set; }
+
+        public int Count => Volatile.Read(ref _connections).Count(c => c.IsAlive);
+
+        public TunnelConnection[] Snapshot() => Volatile.Read(ref _connections);
 
         public TunnelConnection? TryReserve(int maxFlows)
         {
@@ -143,32 +231,45 @@ internal sealed partial class TunnelPool : IAsyncDisposable
             return null;
         }
 
-        public TunnelConnection? ReserveLeastLoaded()
+        public TunnelConnection? ReserveLeastLoaded(int cap)
         {
             TunnelConnection? best = Volatile.Read(ref _connections).Where(c => c.IsAlive).MinBy(c => c.ActiveFlows);
-            return best is not null && best.TryReserve(int.MaxValue) ? best : null;
+            return best is not null && best.TryReserve(cap) ? best : null;
         }
 
-        public void Add(TunnelConnection connection)
+        public bool InBackoff(out string? lastFailure)
         {
-            lock (_gate)
-            {
-                _connections = [.. _connections.Where(c => c.IsAlive), connection];
-            }
+            lastFailure = _lastFailure;
+            return _failures > 0 && Environment.TickCount64 < _retryAfterTicks;
         }
+
+        public TimeSpan Failed(string reason)
+        {
+            _failures++;
+            _lastFailure = reason;
+            double ms = Math.Min(LastBackoff.TotalMilliseconds, FirstBackoff.TotalMilliseconds * Math.Pow(2, Math.Min(_failures - 1, 10)));
+            _retryAfterTicks = Environment.TickCount64 + (long)ms;
+            return TimeSpan.FromMilliseconds(ms);
+        }
+
+        public void Succeeded()
+        {
+            _failures = 0;
+            _lastFailure = null;
+        }
+
+        public void Add(TunnelConnection connection) =>
+            _connections = [.. _connections.Where(c => !c.Completion.IsCompleted), connection];
 
         public List<TunnelConnection> RemoveWhere(Func<TunnelConnection, bool> predicate)
         {
-            lock (_gate)
+            List<TunnelConnection> removed = _connections.Where(predicate).ToList();
+            if (removed.Count > 0)
             {
-                List<TunnelConnection> removed = _connections.Where(predicate).ToList();
-                if (removed.Count > 0)
-                {
-                    _connections = _connections.Except(removed).ToArray();
-                }
-
-                return removed;
+                _connections = _connections.Except(removed).ToArray();
             }
+
+            return removed;
         }
     }
 
@@ -179,6 +280,9 @@ internal sealed partial class TunnelPool : IAsyncDisposable
 
         [LoggerMessage(EventId = 301, Level = LogLevel.Debug, Message = "tunnel as {Identity} to node {Node} released ({Reason})")]
         public static partial void Released(ILogger logger, string identity, string node, string reason);
+
+        [LoggerMessage(EventId = 302, Level = LogLevel.Warning, Message = "tunnel as {Identity} to node {Node} at {Peer} could not be opened: {Error}; new flows fail for {BackoffMs} ms")]
+        public static partial void DialFailed(ILogger logger, string identity, string node, string peer, string error, long backoffMs);
     }
 }
 

@@ -7,8 +7,10 @@ namespace NodeMesh.Tunnel;
 /// One flow on a tunnel connection. Received bytes land in <see cref="Input"/> (filled by the connection's
 /// read loop, never beyond the credit this side granted); sending waits for the peer's credit, so one slow
 /// flow never stalls the others. Invariants: one writer (the flow's pump) and one reader; the stream leaves
-/// the connection's table once both directions have ended or it was reset.
+/// the connection's table once both directions have ended or it was reset; an accepted stream counts against
+/// the connection's limits until its handler calls <see cref="HandlerDone"/>.
 /// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The abort source has no timer or wait handle; nothing to release.")]
 internal sealed class TunnelStream
 {
     /// <summary>Credit each side grants a new stream: enough to keep a fast link busy, bounded per flow.</summary>
@@ -29,10 +31,17 @@ internal sealed class TunnelStream
     private Socket? _sink;
     private long _pipeBacklog;
     private long _directBytes;
+    private int _handlerDone;
 
-    public TunnelStream(TunnelConnection connection, uint id, FlowHeader? header, string? headerError = null)
+    // Received bytes charged to the connection's window and not yet delivered onward (or given back on failure).
+    private long _windowHeld;
+    private readonly bool _accepted;
+    private CancellationTokenSource? _aborted;
+
+    public TunnelStream(TunnelConnection connection, uint id, FlowHeader? header, string? headerError = null, bool accepted = false)
     {
         _connection = connection;
+        _accepted = accepted;
         Id = id;
         Header = header;
         HeaderError = headerError;
@@ -75,33 +84,88 @@ internal sealed class TunnelStream
     internal bool Closed => Volatile.Read(ref _finSent) != 0 && Volatile.Read(ref _remoteEnded) != 0;
 
     /// <summary>
+    /// Cancelled when the stream fails (the peer reset it, or the connection was lost): work done on the
+    /// stream's behalf, such as connecting into the destination workload, stops with it.
+    /// </summary>
+    public CancellationToken Aborted
+    {
+        get
+        {
+            lock (_gate)
+            {
+                if (_aborted is null)
+                {
+                    _aborted = new CancellationTokenSource();
+                    if (_failure is not null)
+                    {
+                        _aborted.Cancel();
+                    }
+                }
+
+                return _aborted.Token;
+            }
+        }
+    }
+
+    /// <summary>The handler of an accepted stream has ended: it stops counting against the peer's stream limits.</summary>
+    public void HandlerDone()
+    {
+        if (_accepted && Interlocked.Exchange(ref _handlerDone, 1) == 0)
+        {
+            _connection.HandlerEnded();
+        }
+    }
+
+    /// <summary>
     /// Sends <paramref name="count"/> bytes found at <paramref name="buffer"/>[<paramref name="offset"/>..].
     /// The caller leaves <see cref="FrameHeader.Size"/> free bytes in front of them, so each frame is
     /// written with its header in one call without copying the payload.
     /// </summary>
-    public async ValueTask WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
+    public ValueTask WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        WriteAsync(buffer.AsMemory(offset, count), cancellationToken);
+
+    /// <summary>Sends <paramref name="data"/> within the stream's and the connection's credit. The bytes are copied into the connection's queue.</summary>
+    public async ValueTask WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
-        while (count > 0)
+        while (!data.IsEmpty)
         {
-            int chunk = await TakeCreditAsync(Math.Min(count, FrameHeader.MaxPayload), cancellationToken);
-            await _connection.WriteFrameAsync(new FrameHeader(FrameType.Data, Id, chunk), buffer, offset - FrameHeader.Size, cancellationToken);
-            offset += chunk;
-            count -= chunk;
+            int chunk = await TakeCreditAsync(Math.Min(data.Length, FrameHeader.MaxPayload), cancellationToken);
+            int granted;
+            try
+            {
+                granted = await _connection.TakeSendWindowAsync(chunk, cancellationToken);
+            }
+            catch
+            {
+                AddCredit((uint)chunk);
+                throw;
+            }
+
+            if (granted < chunk)
+            {
+                AddCredit((uint)(chunk - granted));
+            }
+
+            await _connection.WriteDataAsync(Id, data[..granted], cancellationToken);
+            data = data[granted..];
         }
     }
 
     /// <summary>Half-closes: the peer's reader sees the end of the stream after the bytes already sent.</summary>
-    public async ValueTask CompleteWritesAsync(CancellationToken cancellationToken)
+    public ValueTask CompleteWritesAsync(CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         if (Interlocked.Exchange(ref _finSent, 1) == 0)
         {
-            await _connection.SendControlAsync(FrameType.Fin, Id, 0, cancellationToken);
+            _connection.SendControl(FrameType.Fin, Id);
             _connection.ForgetIfClosed(this);
         }
+
+        return ValueTask.CompletedTask;
     }
 
     /// <summary>Aborts both directions and tells the peer (best effort if the connection is already gone).</summary>
-    public async ValueTask ResetAsync(uint reason)
+    public ValueTask ResetAsync(TunnelError reason)
     {
         Fail(new IOException($"stream {Id} reset locally ({reason})"));
         Volatile.Write(ref _finSent, 1);
@@ -110,40 +174,48 @@ internal sealed class TunnelStream
         // the read loop): otherwise the other end would wait for a flow that is gone.
         if (Interlocked.Exchange(ref _resetSent, 1) == 0)
         {
-            try
-            {
-                await _connection.SendControlAsync(FrameType.Reset, Id, reason, CancellationToken.None);
-            }
-            catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException)
-            {
-                // The connection is gone, which resets every stream anyway.
-            }
+            // If the connection is gone, that resets every stream anyway.
+            TunnelConnection.TrySend(() => _connection.SendControl(FrameType.Reset, Id, (uint)reason));
         }
 
         _connection.Forget(this);
+        return ValueTask.CompletedTask;
     }
 
     /// <summary>Returns credit for bytes the flow has delivered onward, in batches to keep control frames rare.</summary>
     public ValueTask ConsumedAsync(int count, CancellationToken cancellationToken)
     {
         int pending;
+        int released;
         lock (_gate)
         {
+            released = (int)Math.Min(count, _windowHeld);
+            _windowHeld -= released;
             _pipeBacklog -= count;
             _unacknowledged += count;
             if (_unacknowledged < InitialWindow / 4)
             {
-                return ValueTask.CompletedTask;
+                pending = 0;
             }
-
-            pending = _unacknowledged;
-            _unacknowledged = 0;
-            _receiveAllowance += pending;
+            else
+            {
+                pending = _unacknowledged;
+                _unacknowledged = 0;
+                _receiveAllowance += pending;
+            }
         }
 
-        return Volatile.Read(ref _remoteEnded) != 0
-            ? ValueTask.CompletedTask
-            : _connection.SendControlAsync(FrameType.Window, Id, (uint)pending, cancellationToken);
+        if (released > 0)
+        {
+            _connection.ReturnReceiveWindow(released);
+        }
+
+        if (pending > 0 && Volatile.Read(ref _remoteEnded) == 0)
+        {
+            TunnelConnection.TrySend(() => _connection.SendControl(FrameType.Window, Id, (uint)pending));
+        }
+
+        return ValueTask.CompletedTask;
     }
 
     // ---- called by the connection's read loop ----
@@ -165,10 +237,11 @@ internal sealed class TunnelStream
 
             if (length > _receiveAllowance)
             {
-                throw new InvalidDataException($"stream {Id} sent {length} bytes beyond its credit");
+                throw new TunnelProtocolException(TunnelError.FlowControl, $"stream {Id} sent {length} bytes beyond its credit");
             }
 
             _receiveAllowance -= length;
+            _windowHeld += length;
             _receiving = true;
             target = _received.Writer.GetMemory(length)[..length];
             return true;
@@ -207,10 +280,11 @@ internal sealed class TunnelStream
 
             if (length > _receiveAllowance)
             {
-                throw new InvalidDataException($"stream {Id} sent {length} bytes beyond its credit");
+                throw new TunnelProtocolException(TunnelError.FlowControl, $"stream {Id} sent {length} bytes beyond its credit");
             }
 
             _receiveAllowance -= length;
+            _windowHeld += length;
             return true;
         }
     }
@@ -219,12 +293,13 @@ internal sealed class TunnelStream
     /// After a direct send of <paramref name="sent"/> bytes of <paramref name="payload"/>: credits them, and
     /// queues the rest in <see cref="Input"/> for the pump. Called only by the read loop; never waits.
     /// </summary>
-    internal uint EndDirect(ReadOnlySpan<byte> payload, int sent)
+    internal void EndDirect(ReadOnlySpan<byte> payload, int sent)
     {
         uint credit = 0;
         lock (_gate)
         {
             Interlocked.Add(ref _directBytes, sent);
+            _windowHeld -= sent;
             _unacknowledged += sent;
             if (_unacknowledged >= InitialWindow / 4)
             {
@@ -243,7 +318,15 @@ internal sealed class TunnelStream
             }
         }
 
-        return Volatile.Read(ref _remoteEnded) != 0 ? 0 : credit;
+        if (sent > 0)
+        {
+            _connection.ReturnReceiveWindow(sent);
+        }
+
+        if (credit > 0 && Volatile.Read(ref _remoteEnded) == 0)
+        {
+            TunnelConnection.TrySend(() => _connection.SendControl(FrameType.Window, Id, credit));
+        }
     }
 
     internal void AddCredit(uint increment)
@@ -251,6 +334,11 @@ internal sealed class TunnelStream
         TaskCompletionSource? waiter;
         lock (_gate)
         {
+            if (_sendCredit + increment > int.MaxValue)
+            {
+                throw new TunnelProtocolException(TunnelError.FlowControl, $"stream {Id} credit grown past 2^31-1 by {increment}");
+            }
+
             _sendCredit += increment;
             waiter = _creditWaiter;
             _creditWaiter = null;
@@ -277,6 +365,7 @@ internal sealed class TunnelStream
     internal bool Fail(Exception reason)
     {
         TaskCompletionSource? waiter;
+        long held;
         lock (_gate)
         {
             if (_failure is not null)
@@ -285,6 +374,8 @@ internal sealed class TunnelStream
             }
 
             _failure = reason;
+            held = _windowHeld;
+            _windowHeld = 0;
             waiter = _creditWaiter;
             _creditWaiter = null;
 
@@ -295,6 +386,17 @@ internal sealed class TunnelStream
             }
 
             Volatile.Write(ref _remoteEnded, 1);
+            if (_aborted is not null)
+            {
+                // Not inline: Fail runs on the connection's read loop, which must not run others' callbacks.
+                _ = _aborted.CancelAsync();
+            }
+        }
+
+        // What this stream still held of the connection's window will never be delivered: the peer may use it again.
+        if (held > 0)
+        {
+            _connection.ReturnReceiveWindow((int)held);
         }
 
         waiter?.TrySetException(reason);

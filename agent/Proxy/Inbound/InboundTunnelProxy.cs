@@ -46,10 +46,11 @@ internal sealed partial class InboundTunnelProxy(
         {
             // One flow's failure must never take the connection's other flows down.
             Log.Failed(logger, connection.PeerIdentity.Uri, ex);
-            await flow.ResetAsync(reason: 2);
+            await flow.ResetAsync(TunnelError.Internal);
         }
         finally
         {
+            flow.HandlerDone();
             recorder.End();
         }
     }
@@ -83,7 +84,8 @@ internal sealed partial class InboundTunnelProxy(
         var request = new AuthzRequest(destination, header.Destination.Port, connection.PeerIdentity, header.Source.Address);
 
         // Registered before the decision, so a policy reload in between cannot miss this flow.
-        using var flowStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, target!.Stopping);
+        // A reset from the caller (or the tunnel's loss) stops the flow too, including a connect still pending.
+        using var flowStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, target!.Stopping, flow.Aborted);
         using ConnectionManager.Registration live = connections.Register(request, flowStop, $"{header.Source} ({peer}) -> {header.Destination}");
         AuthzDecision decision = authorizer.Authorize(request, "tunnel");
         if (!decision.Allowed)
@@ -111,7 +113,7 @@ internal sealed partial class InboundTunnelProxy(
         catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException)
         {
             BidirectionalCopy.Abort(socket);
-            await flow.ResetAsync(reason: 2);
+            await flow.ResetAsync(TunnelError.Cancelled);
             return;
         }
 

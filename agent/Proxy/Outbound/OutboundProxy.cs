@@ -105,7 +105,7 @@ internal sealed partial class OutboundProxy(
                 }
                 catch (OperationCanceledException) when (!capture.Stopping.IsCancellationRequested)
                 {
-                    await flow.ResetAsync(reason: 4);
+                    await flow.ResetAsync(TunnelError.Cancelled);
                     throw new IOException($"peer agent did not answer within {config.Tunnel.ConnectTimeoutSeconds} s");
                 }
             }
@@ -117,7 +117,7 @@ internal sealed partial class OutboundProxy(
 
             if (status != FlowStatus.Connected)
             {
-                await flow.ResetAsync(reason: 3);
+                await flow.ResetAsync(TunnelError.Cancelled);
                 Refuse(client, source, destination, plan.Source, plan.Destination, "tunnel", $"peer agent answered {status}", started);
                 return;
             }

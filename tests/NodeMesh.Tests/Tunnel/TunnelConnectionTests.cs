@@ -54,6 +54,7 @@ public sealed class TunnelConnectionTests : IAsyncLifetime
             ServerCertificateContext = await _certificates.GetNodeCertificateAsync(default),
             ClientCertificateRequired = true,
             EnabledSslProtocols = SslProtocols.Tls13,
+            ApplicationProtocols = [TunnelConnection.ApplicationProtocol],
             RemoteCertificateValidationCallback = (_, cert, _, _) => _verifier.TryVerify(cert, out peer, out _),
         });
         return TunnelConnection.Accepted(socket, tls, MeshIdentities.Node("cluster.local", "node1"), peer!);
@@ -106,7 +107,7 @@ public sealed class TunnelConnectionTests : IAsyncLifetime
         TunnelStream doomedServer = (await _server.AcceptFlowAsync(default))!;
         TunnelStream keptServer = (await _server.AcceptFlowAsync(default))!;
 
-        await doomed.ResetAsync(reason: 7);
+        await doomed.ResetAsync(TunnelError.Cancelled);
         await Assert.ThrowsAsync<IOException>(async () => await doomedServer.Input.ReadAsync());
 
         byte[] payload = RandomNumberGenerator.GetBytes(100_000);
@@ -165,39 +166,76 @@ public sealed class TunnelConnectionTests : IAsyncLifetime
         Assert.True(refused is AuthenticationException or IOException, $"expected the handshake to fail, got {refused}");
     }
 
-    private static async Task SendAllAsync(TunnelStream stream, byte[] payload)
+    [Fact]
+    public async Task SixteenBulkFlows_MostResetAbruptlyAtOnce_ManyCycles_NeverBreakTheSharedConnection()
     {
-        byte[] buffer = new byte[FrameHeader.Size + 50_000];
-        for (int offset = 0; offset < payload.Length; offset += 50_000)
+        TunnelStream longFlow = await _client.OpenFlowAsync(Header(1), default);
+        TunnelStream longServed = (await _server.AcceptFlowAsync(default))!;
+        byte[] payload = RandomNumberGenerator.GetBytes(24 * 1024 * 1024);
+        Task<(int, byte[])> received = ReadAllAsync(longServed);
+        Task sending = SendAllAsync(longFlow, payload);
+        for (int cycle = 0; cycle < 20; cycle++)
         {
-            int n = Math.Min(50_000, payload.Length - offset);
-            payload.AsSpan(offset, n).CopyTo(buffer.AsSpan(FrameHeader.Size));
-            await stream.WriteAsync(buffer, FrameHeader.Size, n, default);
-        }
-
-        await stream.CompleteWritesAsync(default);
-    }
-
-    private static async Task<(int Port, byte[] Bytes)> ReadAllAsync(TunnelStream stream)
-    {
-        using var collected = new MemoryStream();
-        while (true)
-        {
-            System.IO.Pipelines.ReadResult result = await stream.Input.ReadAsync();
-            foreach (ReadOnlyMemory<byte> segment in result.Buffer)
+            var flows = new List<TunnelStream>();
+            var served = new List<TunnelStream>();
+            for (int i = 0; i < 15; i++)
             {
-                collected.Write(segment.Span);
+                flows.Add(await _client.OpenFlowAsync(Header(2 + i), default));
+                served.Add((await _server.AcceptFlowAsync(default))!);
             }
 
-            int consumed = (int)result.Buffer.Length;
-            stream.Input.AdvanceTo(result.Buffer.End);
-            await stream.ConsumedAsync(consumed, default);
-            if (result.IsCompleted)
+            using var abort = new CancellationTokenSource();
+            Task[] drains = served.Select(s => DrainQuietlyAsync(s)).ToArray();
+            Task[] writers = flows.Select(f => WriteUntilStoppedAsync(f, abort.Token)).ToArray();
+            await Task.Delay(30);
+
+            // Every writer is cancelled in the middle of whatever it was doing, and its stream reset, all at once.
+            await abort.CancelAsync();
+            await Task.WhenAll(flows.Select(f => f.ResetAsync(TunnelError.Cancelled).AsTask()));
+            await Task.WhenAll(writers);
+            await Task.WhenAll(drains);
+            served.ForEach(s => s.HandlerDone());
+            Assert.True(_client.IsAlive && _server.IsAlive, $"cycle {cycle}: the shared connection broke: {_client.CloseReason} / {_server.CloseReason}");
+        }
+
+        await sending;
+        Assert.Equal(payload, (await received).Item2);
+        Assert.Null(_client.CloseReason);
+        Assert.Null(_server.CloseReason);
+    }
+
+    private static async Task WriteUntilStoppedAsync(TunnelStream stream, CancellationToken stop)
+    {
+        byte[] chunk = RandomNumberGenerator.GetBytes(FrameHeader.MaxPayload);
+        try
+        {
+            while (true)
             {
-                return (stream.Header!.Value.Destination.Port, collected.ToArray());
+                await stream.WriteAsync(chunk, stop);
             }
         }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException)
+        {
+            // Cancelled or reset: what this test does to it.
+        }
     }
+
+    private static async Task DrainQuietlyAsync(TunnelStream stream)
+    {
+        try
+        {
+            await ReadAllAsync(stream);
+        }
+        catch (IOException)
+        {
+            // Reset by the sender.
+        }
+    }
+
+    private static Task SendAllAsync(TunnelStream stream, byte[] payload) => TunnelStreams.SendAllAsync(stream, payload);
+
+    private static async Task<(int Port, byte[] Bytes)> ReadAllAsync(TunnelStream stream) =>
+        (stream.Header!.Value.Destination.Port, await TunnelStreams.ReadAllAsync(stream));
 
     public async Task DisposeAsync()
     {

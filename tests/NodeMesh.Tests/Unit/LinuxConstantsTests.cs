@@ -21,10 +21,13 @@ public class LinuxConstantsTests
                 #include <errno.h>
                 #include <sys/socket.h>
                 #include <netinet/in.h>
+                #include <netinet/tcp.h>
                 #include <linux/netfilter_ipv4.h>
                 int main(void) {
-                  printf("%d %d %d %d %d %d %d %d %d %d %d %d\n", CLONE_NEWNET, SOL_SOCKET, SOL_IP, SO_REUSEADDR, SO_LINGER, SO_MARK,
+                  printf("%d %d %d %d %d %d %d %d %d %d %d %d", CLONE_NEWNET, SOL_SOCKET, SOL_IP, SO_REUSEADDR, SO_LINGER, SO_MARK,
                          IP_TRANSPARENT, SO_ORIGINAL_DST, O_RDONLY, O_CLOEXEC, EINTR, AF_INET);
+                  printf(" %d %d", IPPROTO_TCP, TCP_USER_TIMEOUT);
+                  printf("\n");
                   return 0;
                 }
                 """);
@@ -38,6 +41,7 @@ public class LinuxConstantsTests
                 LinuxConstants.CLONE_NEWNET, LinuxConstants.SOL_SOCKET, LinuxConstants.SOL_IP, LinuxConstants.SO_REUSEADDR, LinuxConstants.SO_LINGER,
                 LinuxConstants.SO_MARK, LinuxConstants.IP_TRANSPARENT, LinuxConstants.SO_ORIGINAL_DST, LinuxConstants.O_RDONLY,
                 LinuxConstants.O_CLOEXEC, LinuxConstants.EINTR, LinuxConstants.AF_INET,
+                LinuxConstants.IPPROTO_TCP, LinuxConstants.TCP_USER_TIMEOUT,
             ];
             Assert.Equal(string.Join(' ', expected), output.Trim());
         }
