@@ -41,7 +41,16 @@ internal static class IdentitySetup
                     null);
             default:
             {
-                CertificateAuthority ca = CertificateAuthority.Load(config.Ca.Dir);
+                CertificateAuthority ca;
+                try
+                {
+                    ca = CertificateAuthority.Load(config.Ca.Dir);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidDataException)
+                {
+                    throw new StartupException($"ca.dir: cannot load the CA in {config.Ca.Dir}: {ex.Message}", ex);
+                }
+
                 var provider = new EmbeddedCaCertificates(ca, config.Ca.CertificateLifetime, node);
                 return new Certificates(provider, ca);
             }
