@@ -31,7 +31,7 @@ internal static class IdentitySetup
                 var client = new CaClient(IPEndPoint.Parse(config.Ca.Server), config.TrustDomain, () => bundle.Roots, TimeSpan.FromSeconds(10));
                 string tokenFile = config.Ca.JoinTokenFile;
                 var provider = new CaClientCertificates(client, config.Node.Name, () => ReadToken(tokenFile), bundle, new RenewalSchedule(),
-                    loggers.CreateLogger<CaClientCertificates>());
+                    loggers.CreateLogger<CaClientCertificates>(), store: new NodeIdentityStore(config.StateDir));
                 return new Certificates(provider, null);
             }
 
