@@ -224,6 +224,11 @@ internal static class CommandLine
             throw new ConfigException(path, [$"ca.dir: no CA in {config.Ca.Dir}; create one with 'nodemesh ca init --dir {config.Ca.Dir} --trust-domain {config.TrustDomain}'"]);
         }
 
+        if (System.Text.Encoding.UTF8.GetByteCount(config.ApiSocket) > MaxSocketPathBytes)
+        {
+            throw new ConfigException(path, [$"apiSocket: {config.ApiSocket} is longer than {MaxSocketPathBytes} bytes, the most a Unix socket path may have"]);
+        }
+
         PrepareDirectory(config.StateDir, "stateDir");
         PrepareDirectory(Path.GetDirectoryName(Path.GetFullPath(config.ApiSocket))!, "apiSocket");
 
@@ -408,10 +413,19 @@ internal static class CommandLine
         return 0;
     }
 
+    /// <summary>sockaddr_un holds 108 bytes, with the terminating NUL.</summary>
+    private const int MaxSocketPathBytes = 107;
+
     private static async Task<ApiResponse> SendAsync(Options options, ApiRequest request)
     {
+        string socket = options.Get("socket") ?? DefaultSocket;
+        if (socket.Length == 0 || System.Text.Encoding.UTF8.GetByteCount(socket) > MaxSocketPathBytes)
+        {
+            throw new UsageException($"--socket: a Unix socket path has 1 to {MaxSocketPathBytes} bytes; '{Printable.Of(socket)}' has {System.Text.Encoding.UTF8.GetByteCount(socket)}");
+        }
+
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        ApiResponse response = await LocalApiClient.SendAsync(options.Get("socket") ?? DefaultSocket, request, timeout.Token);
+        ApiResponse response = await LocalApiClient.SendAsync(socket, request, timeout.Token);
         if (!response.Ok)
         {
             throw new IOException($"the agent refused: {response.Error}");

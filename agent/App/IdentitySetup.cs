@@ -36,9 +36,17 @@ internal static class IdentitySetup
             }
 
             case "files":
-                return new Certificates(
-                    new FileCertificates(config.Certificates.Dir, config.TrustDomain, TimeSpan.FromSeconds(config.Certificates.PollSeconds), loggers.CreateLogger<FileCertificates>()),
-                    null);
+                try
+                {
+                    return new Certificates(
+                        new FileCertificates(config.Certificates.Dir, config.TrustDomain, TimeSpan.FromSeconds(config.Certificates.PollSeconds), loggers.CreateLogger<FileCertificates>()),
+                        null);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidDataException or System.Security.Cryptography.CryptographicException)
+                {
+                    throw new StartupException($"certificates.dir: {ex.Message}", ex);
+                }
+
             default:
             {
                 CertificateAuthority ca;
@@ -57,16 +65,23 @@ internal static class IdentitySetup
         }
     }
 
-    /// <summary>The join token, read when needed (the operator may write it after the agent started).</summary>
-    private static string? ReadToken(string path)
+    /// <summary>
+    /// The join token, read only when the node must join (no valid stored node certificate); the operator may
+    /// write it after the agent started. A missing or empty file fails the join naming the file.
+    /// </summary>
+    private static string ReadToken(string path)
     {
+        const string Create = "create one with 'nodemesh ca token create --node NAME' on the CA";
+        string token;
         try
         {
-            return File.ReadAllText(path).Trim();
+            token = File.ReadAllText(path).Trim();
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            return null;
+            throw new CertificateUnavailableException($"no valid node certificate, and the join token file {path} (ca.joinTokenFile) cannot be read: {ex.Message}; {Create}");
         }
+
+        return token.Length > 0 ? token : throw new CertificateUnavailableException($"no valid node certificate, and the join token file {path} (ca.joinTokenFile) is empty; {Create}");
     }
 }

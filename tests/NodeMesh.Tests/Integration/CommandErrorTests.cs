@@ -55,13 +55,14 @@ public sealed class CommandErrorTests : IDisposable
         { "check of a missing file", false, "check --config {dir}/missing.json", 2, "missing.json" },
         { "agent not running", false, "workload list --socket {dir}/none.sock", 1, "cannot reach the agent at" },
         { "socket path is a file", false, "status --socket {dir}/file", 1, "cannot reach the agent at" },
+        { "socket path too long for a Unix socket", false, "status --socket /tmp/{long}", 2, "--socket: a Unix socket path has 1 to 107 bytes" },
     };
 
     [Theory]
     [MemberData(nameof(FailingCommands))]
     public async Task FailingCommand_SaysWhyInOneLine_WithItsExitCode(string name, bool asNobody, string arguments, int exitCode, string expected)
     {
-        string[] args = arguments.Replace("{dir}", _dir, StringComparison.Ordinal).Split(' ');
+        string[] args = arguments.Replace("{dir}", _dir, StringComparison.Ordinal).Replace("{long}", new string('x', 120), StringComparison.Ordinal).Split(' ');
         CommandResult result = asNobody
             ? await Command.RunAsync(TimeSpan.FromSeconds(30), "setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", TestPaths.NodeMesh, .. args])
             : await Command.RunAsync(TimeSpan.FromSeconds(30), TestPaths.NodeMesh, args);
@@ -73,6 +74,35 @@ public sealed class CommandErrorTests : IDisposable
         if (exitCode == 3)
         {
             Assert.True(result.Stderr.Contains("run as root", StringComparison.Ordinal), $"{name}: a permission failure must say what it needs; {result}");
+        }
+    }
+
+    [Fact]
+    public async Task Run_AsNonRoot_WithAWorkload_SaysSetnsNeedsRootOrCapabilities()
+    {
+        // Everything else readable by the user, so the first thing it may not do is enter the workload's namespace.
+        string own = Path.Combine(_dir, "nobody");
+        CommandResult init = await Command.RunAsync(TimeSpan.FromSeconds(30), "setpriv",
+            "--reuid=65534", "--regid=65534", "--clear-groups", TestPaths.NodeMesh, "ca", "init", "--dir", Path.Combine(own, "ca"));
+        Assert.True(init.Succeeded, init.ToString());
+        string netns = "nmcli-" + Guid.NewGuid().ToString("N")[..8];
+        await Command.RunCheckedAsync(TimeSpan.FromSeconds(10), "ip", "netns", "add", netns);
+        try
+        {
+            string config = WriteConfig("setns.json", stateDir: Path.Combine(own, "state"), apiSocket: Path.Combine(own, "agent.sock"), caDir: Path.Combine(own, "ca"),
+                workload: new WorkloadConfig { Name = "a", Ip = "10.240.77.2", Identity = "spiffe://cluster.local/ns/test/sa/a", Netns = $"/var/run/netns/{netns}" });
+            CommandResult run = await Command.RunAsync(TimeSpan.FromSeconds(30), "setpriv",
+                "--reuid=65534", "--regid=65534", "--clear-groups", TestPaths.NodeMesh, "run", "--config", config);
+
+            _output.WriteLine(run.ToString());
+            Assert.True(run.ExitCode == 3, $"exit code 3 expected; {run}");
+            Assert.True(run.Stderr.Contains("setns", StringComparison.Ordinal) && run.Stderr.Contains("needs root / CAP_NET_ADMIN, CAP_SYS_ADMIN", StringComparison.Ordinal),
+                $"the failure must say what setns needs; {run}");
+            AssertNoStackTrace("setns as nobody", run);
+        }
+        finally
+        {
+            await Command.RunAsync(TimeSpan.FromSeconds(10), "ip", "netns", "delete", netns);
         }
     }
 
@@ -116,19 +146,21 @@ public sealed class CommandErrorTests : IDisposable
         Assert.True(result.Stderr.Split('\n').Any(line => line.StartsWith("nodemesh: ", StringComparison.Ordinal)), $"{name}: stderr must say 'nodemesh: ' and why; {result}");
     }
 
-    private void WriteConfig(string name, string stateDir, string apiSocket)
+    private string WriteConfig(string name, string stateDir, string apiSocket, string? caDir = null, WorkloadConfig? workload = null)
     {
         var config = new AgentConfig
         {
             Node = new NodeConfig { Name = "node1", Address = "127.0.0.1" },
-            Ca = new CaConfig { Dir = Path.Combine(_dir, "ca") },
+            Ca = new CaConfig { Dir = caDir ?? Path.Combine(_dir, "ca") },
             StateDir = stateDir,
             ApiSocket = apiSocket,
             Ports = new PortsConfig { Tunnel = 25908 },
+            Workloads = workload is null ? [] : [workload],
         };
         string path = Path.Combine(_dir, name);
         File.WriteAllText(path, JsonSerializer.Serialize(config, ConfigJsonContext.Default.AgentConfig));
         File.SetUnixFileMode(path, (UnixFileMode)0b110_100_100);
+        return path;
     }
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
