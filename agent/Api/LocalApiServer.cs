@@ -59,7 +59,7 @@ internal sealed partial class LocalApiServer : IAsyncDisposable
                 ApiRequest? parsed = JsonSerializer.Deserialize(request, ApiJsonContext.Default.ApiRequest);
                 response = parsed is null
                     ? new ApiResponse { Ok = false, Error = "request is empty" }
-                    : await _handler(parsed, timeout.Token);
+                    : await HandleAsync(parsed, timeout.Token);
             }
             catch (JsonException ex)
             {
@@ -85,6 +85,20 @@ internal sealed partial class LocalApiServer : IAsyncDisposable
             {
                 Log.ClientFailed(_logger, ex.Message);
             }
+        }
+    }
+
+    /// <summary>The handler's answer; a handler that fails still answers, with the reason (the API always replies).</summary>
+    private async Task<ApiResponse> HandleAsync(ApiRequest request, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await _handler(request, cancellationToken);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            Log.HandlerFailed(_logger, Contracts.Printable.Of(request.Command ?? ""), ex);
+            return new ApiResponse { Ok = false, Error = $"{Contracts.Printable.Of(request.Command ?? "")} failed: {ex.Message}" };
         }
     }
 
@@ -141,5 +155,8 @@ internal sealed partial class LocalApiServer : IAsyncDisposable
     {
         [LoggerMessage(EventId = 500, Level = LogLevel.Debug, Message = "local API client failed: {Error}")]
         public static partial void ClientFailed(ILogger logger, string error);
+
+        [LoggerMessage(EventId = 501, Level = LogLevel.Error, Message = "local API request {Command} failed unexpectedly; answered with the error")]
+        public static partial void HandlerFailed(ILogger logger, string command, Exception exception);
     }
 }

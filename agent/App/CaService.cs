@@ -25,7 +25,16 @@ internal sealed partial class CaService(AgentConfig config, IdentitySetup.Certif
         }
 
         CertificateAuthority ca = certificates.Authority ?? throw new StartupException("ca.role is server but this agent holds no CA", new InvalidOperationException());
-        JoinTokens tokens = JoinTokens.Open(config.Ca.Dir);
+        JoinTokens tokens;
+        try
+        {
+            tokens = JoinTokens.Open(config.Ca.Dir);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidDataException)
+        {
+            throw new StartupException($"ca.dir: cannot open the join-token secret in {config.Ca.Dir}: {ex.Message}", ex);
+        }
+
         try
         {
             _server = new CaServer(IPEndPoint.Parse(config.Ca.Listen), config.TrustDomain, ca, tokens, IsPlacedOn,

@@ -44,6 +44,10 @@ internal static class CommandLine
 
         --socket defaults to /run/nodemesh/agent.sock (the apiSocket of the configuration).
         The configuration file format is described in README.md.
+
+        Exit codes: 0 success; 1 a runtime failure (agent unreachable, request refused, CA refused);
+        2 bad usage or an invalid configuration; 3 not permitted (needs root, or CAP_NET_ADMIN and
+        CAP_SYS_ADMIN, or a file or directory this user cannot read or write).
         """;
 
     public static async Task<int> RunAsync(string[] args)
@@ -68,25 +72,57 @@ internal static class CommandLine
         }
         catch (UsageException ex)
         {
-            await Console.Error.WriteLineAsync($"nodemesh: {ex.Message}\nRun 'nodemesh --help' for usage.");
-            return 2;
+            return await FailAsync($"{ex.Message}\nRun 'nodemesh --help' for usage.", ExitCode.Usage);
+        }
+        catch (CommandException ex)
+        {
+            return await FailAsync(ex.Message, ex.Code);
         }
         catch (StartupException ex)
         {
-            await Console.Error.WriteLineAsync($"nodemesh: {ex.Message}");
-            return 1;
+            return IsNotPermitted(ex.InnerException)
+                ? await FailAsync(ex.Message.Contains("CAP_", StringComparison.Ordinal) ? ex.Message : $"{ex.Message} ({NotPermittedHint})", ExitCode.NotPermitted)
+                : await FailAsync(ex.Message, ExitCode.Failure);
         }
         catch (ConfigException ex)
         {
-            await Console.Error.WriteLineAsync($"nodemesh: {ex.Message}");
-            return 2;
+            return await FailAsync(ex.Message, ExitCode.Usage);
+        }
+        catch (Exception ex) when (IsNotPermitted(ex))
+        {
+            return await FailAsync($"{ex.Message} ({NotPermittedHint})", ExitCode.NotPermitted);
         }
         catch (Exception ex) when (ex is IOException or InvalidDataException)
         {
-            await Console.Error.WriteLineAsync($"nodemesh: {ex.Message}");
-            return 1;
+            return await FailAsync(ex.Message, ExitCode.Failure);
+        }
+        catch (Exception ex)
+        {
+            // A backstop: every case known to fail is handled where it happens, with its context. What reaches
+            // here is a bug, still reported in one line (the operator's terminal is no place for a stack trace).
+            return await FailAsync($"unexpected failure ({ex.GetType().Name}): {ex.Message}", ExitCode.Failure);
         }
     }
+
+    /// <summary>What a permission failure needs, said once for every command.</summary>
+    private const string NotPermittedHint = "run as root, or with CAP_NET_ADMIN and CAP_SYS_ADMIN, and check the owner and mode of the files and directories named";
+
+    private static async Task<int> FailAsync(string message, ExitCode code)
+    {
+        await Console.Error.WriteLineAsync($"nodemesh: {message}");
+        return (int)code;
+    }
+
+    /// <summary>What failed and why, with the exit code that calls for (3 when it was a permission).</summary>
+    private static CommandException Failed(string what, Exception ex) =>
+        IsNotPermitted(ex)
+            ? new CommandException($"{what}: {ex.Message} ({NotPermittedHint})", ExitCode.NotPermitted)
+            : new CommandException($"{what}: {ex.Message}", ExitCode.Failure);
+
+    /// <summary>A permission failure: a file the user may not open, or a call only root (or a capability) may make.</summary>
+    private static bool IsNotPermitted(Exception? ex) =>
+        ex is UnauthorizedAccessException or Interop.InteropException { Errno: 1 or 13 }
+        || (ex is System.Net.Sockets.SocketException se && se.SocketErrorCode == System.Net.Sockets.SocketError.AccessDenied);
 
     private static int Help()
     {
@@ -107,12 +143,25 @@ internal static class CommandLine
         return 0;
     }
 
+    /// <summary>The longest CA lifetime accepted on the command line (a root has to be replaced some day).</summary>
+    private const int MaxCaDays = 36500;
+
     private static int CaInit(Options options)
     {
         string dir = options.Required("dir");
         string trustDomain = options.Get("trust-domain") ?? "cluster.local";
-        int days = options.GetInt("days") ?? 3650;
-        int? intermediateDays = options.GetInt("intermediate-days");
+        int days = Days(options, "days") ?? 3650;
+        int? intermediateDays = Days(options, "intermediate-days");
+        if (!SpiffeId.IsTrustDomain(trustDomain))
+        {
+            throw new UsageException($"--trust-domain: '{Printable.Of(trustDomain)}' is not a trust domain (lower-case letters, digits, '-', '.', '_')");
+        }
+
+        if (CertificateAuthority.Exists(dir) || File.Exists(Path.Combine(dir, CertificateAuthority.CertFile)))
+        {
+            throw new CommandException($"a CA already exists in {dir}; remove it first to create a new one", ExitCode.Failure);
+        }
+
         try
         {
             using var ca = CertificateAuthority.Create(dir, trustDomain, TimeSpan.FromDays(days), intermediateDays is int d ? TimeSpan.FromDays(d) : null);
@@ -121,11 +170,17 @@ internal static class CommandLine
                 $"{(intermediateDays is null ? "" : ", with an intermediate")}); join tokens: nodemesh ca token create --dir {dir} --node NAME");
             return 0;
         }
-        catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            throw new UsageException(ex.Message);
+            throw Failed($"cannot create the CA in {dir}", ex);
         }
     }
+
+    /// <summary>A positive number of days, at most <see cref="MaxCaDays"/>.</summary>
+    private static int? Days(Options options, string name) =>
+        options.GetInt(name) is not int days ? null
+        : days is > 0 and <= MaxCaDays ? days
+        : throw new UsageException($"--{name}: {days} is not between 1 and {MaxCaDays} days");
 
     private static int TokenCreate(Options options)
     {
@@ -146,7 +201,17 @@ internal static class CommandLine
             throw new UsageException($"no CA in {dir}; create one with 'nodemesh ca init --dir {dir}'");
         }
 
-        Console.WriteLine(JoinTokens.Open(dir).Create(node, ttl));
+        JoinTokens tokens;
+        try
+        {
+            tokens = JoinTokens.Open(dir);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidDataException)
+        {
+            throw Failed($"cannot read the join-token secret in {dir}", ex);
+        }
+
+        Console.WriteLine(tokens.Create(node, ttl));
         return 0;
     }
 
@@ -158,6 +223,14 @@ internal static class CommandLine
         {
             throw new ConfigException(path, [$"ca.dir: no CA in {config.Ca.Dir}; create one with 'nodemesh ca init --dir {config.Ca.Dir} --trust-domain {config.TrustDomain}'"]);
         }
+
+        if (System.Text.Encoding.UTF8.GetByteCount(config.ApiSocket) > MaxSocketPathBytes)
+        {
+            throw new ConfigException(path, [$"apiSocket: {config.ApiSocket} is longer than {MaxSocketPathBytes} bytes, the most a Unix socket path may have"]);
+        }
+
+        PrepareDirectory(config.StateDir, "stateDir");
+        PrepareDirectory(Path.GetDirectoryName(Path.GetFullPath(config.ApiSocket))!, "apiSocket");
 
         var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings { Args = [] });
         builder.Logging.AddSimpleConsole(o =>
@@ -219,6 +292,25 @@ internal static class CommandLine
         return 0;
     }
 
+    /// <summary>
+    /// Creates <paramref name="dir"/> if needed and proves it writable, before anything starts: a directory the
+    /// agent cannot write is named with its setting, not found out later in the middle of a start.
+    /// </summary>
+    private static void PrepareDirectory(string dir, string setting)
+    {
+        try
+        {
+            Directory.CreateDirectory(dir);
+            string probe = Path.Combine(dir, $".nodemesh-write-test-{Environment.ProcessId}");
+            File.WriteAllBytes(probe, []);
+            File.Delete(probe);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new StartupException($"{setting}: cannot write to {dir}: {ex.Message}", ex);
+        }
+    }
+
     private static async Task<int> WorkloadAddAsync(Options options)
     {
         var request = new ApiRequest
@@ -234,9 +326,8 @@ internal static class CommandLine
                 Labels = ParseLabels(options.GetAll("label")),
             },
         };
-        ApiResponse response = await SendAsync(options, request);
+        await SendAsync(options, request);
         Console.WriteLine($"workload {request.Workload.Name} added");
-        _ = response;
         return 0;
     }
 
@@ -316,7 +407,7 @@ internal static class CommandLine
     private static async Task<int> StatusAsync(Options options)
     {
         ApiResponse response = await SendAsync(options, new ApiRequest { Command = "status" });
-        AgentStatus status = response.Status!;
+        AgentStatus status = response.Status ?? throw new IOException("the agent's status reply has no status");
         if (options.Flag("json"))
         {
             Console.WriteLine(JsonSerializer.Serialize(status, ApiJsonContext.Default.AgentStatus));
@@ -330,10 +421,19 @@ internal static class CommandLine
         return 0;
     }
 
+    /// <summary>sockaddr_un holds 108 bytes, with the terminating NUL.</summary>
+    private const int MaxSocketPathBytes = 107;
+
     private static async Task<ApiResponse> SendAsync(Options options, ApiRequest request)
     {
+        string socket = options.Get("socket") ?? DefaultSocket;
+        if (socket.Length == 0 || System.Text.Encoding.UTF8.GetByteCount(socket) > MaxSocketPathBytes)
+        {
+            throw new UsageException($"--socket: a Unix socket path has 1 to {MaxSocketPathBytes} bytes; '{Printable.Of(socket)}' has {System.Text.Encoding.UTF8.GetByteCount(socket)}");
+        }
+
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        ApiResponse response = await LocalApiClient.SendAsync(options.Get("socket") ?? DefaultSocket, request, timeout.Token);
+        ApiResponse response = await LocalApiClient.SendAsync(socket, request, timeout.Token);
         if (!response.Ok)
         {
             throw new IOException($"the agent refused: {response.Error}");

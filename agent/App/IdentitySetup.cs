@@ -31,33 +31,57 @@ internal static class IdentitySetup
                 var client = new CaClient(IPEndPoint.Parse(config.Ca.Server), config.TrustDomain, () => bundle.Roots, TimeSpan.FromSeconds(10));
                 string tokenFile = config.Ca.JoinTokenFile;
                 var provider = new CaClientCertificates(client, config.Node.Name, () => ReadToken(tokenFile), bundle, new RenewalSchedule(),
-                    loggers.CreateLogger<CaClientCertificates>());
+                    loggers.CreateLogger<CaClientCertificates>(), store: new NodeIdentityStore(config.StateDir));
                 return new Certificates(provider, null);
             }
 
             case "files":
-                return new Certificates(
-                    new FileCertificates(config.Certificates.Dir, config.TrustDomain, TimeSpan.FromSeconds(config.Certificates.PollSeconds), loggers.CreateLogger<FileCertificates>()),
-                    null);
+                try
+                {
+                    return new Certificates(
+                        new FileCertificates(config.Certificates.Dir, config.TrustDomain, TimeSpan.FromSeconds(config.Certificates.PollSeconds), loggers.CreateLogger<FileCertificates>()),
+                        null);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidDataException or System.Security.Cryptography.CryptographicException)
+                {
+                    throw new StartupException($"certificates.dir: {ex.Message}", ex);
+                }
+
             default:
             {
-                CertificateAuthority ca = CertificateAuthority.Load(config.Ca.Dir);
+                CertificateAuthority ca;
+                try
+                {
+                    ca = CertificateAuthority.Load(config.Ca.Dir);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidDataException)
+                {
+                    throw new StartupException($"ca.dir: cannot load the CA in {config.Ca.Dir}: {ex.Message}", ex);
+                }
+
                 var provider = new EmbeddedCaCertificates(ca, config.Ca.CertificateLifetime, node);
                 return new Certificates(provider, ca);
             }
         }
     }
 
-    /// <summary>The join token, read when needed (the operator may write it after the agent started).</summary>
-    private static string? ReadToken(string path)
+    /// <summary>
+    /// The join token, read only when the node must join (no valid stored node certificate); the operator may
+    /// write it after the agent started. A missing or empty file fails the join naming the file.
+    /// </summary>
+    private static string ReadToken(string path)
     {
+        const string Create = "create one with 'nodemesh ca token create --node NAME' on the CA";
+        string token;
         try
         {
-            return File.ReadAllText(path).Trim();
+            token = File.ReadAllText(path).Trim();
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            return null;
+            throw new CertificateUnavailableException($"no valid node certificate, and the join token file {path} (ca.joinTokenFile) cannot be read: {ex.Message}; {Create}");
         }
+
+        return token.Length > 0 ? token : throw new CertificateUnavailableException($"no valid node certificate, and the join token file {path} (ca.joinTokenFile) is empty; {Create}");
     }
 }

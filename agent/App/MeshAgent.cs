@@ -245,6 +245,11 @@ internal sealed partial class MeshAgent(
                 errors.Add($"ip: {info.Ip} already belongs to workload '{other.Name}'");
             }
 
+            if (info.Netns is not null && current.Workloads.FirstOrDefault(w => w.IsLocal && w.Netns == info.Netns) is { } sharing)
+            {
+                errors.Add($"netns: {info.Netns} is already captured for workload '{sharing.Name}' (one workload per namespace)");
+            }
+
             if (errors.Count > 0)
             {
                 return new ApiResponse { Ok = false, Error = string.Join("; ", errors) };
@@ -258,6 +263,11 @@ internal sealed partial class MeshAgent(
             catch (Exception ex) when (ex is CaptureException or IOException or InvalidOperationException or TimeoutException)
             {
                 return new ApiResponse { Ok = false, Error = $"capture of {info.Name} failed: {ex.Message}" };
+            }
+            catch (System.Net.Sockets.SocketException ex) when (ex.SocketErrorCode == System.Net.Sockets.SocketError.AddressAlreadyInUse)
+            {
+                // The same namespace under another path (/proc/PID/ns/net for /var/run/netns/x): its listeners exist.
+                return new ApiResponse { Ok = false, Error = $"netns: capture of {info.Name} failed, the agent's ports are taken in {info.Netns} (is it already captured?): {ex.Message}" };
             }
 
             _apiWorkloads[info.Name] = stored;

@@ -73,3 +73,24 @@ internal sealed class Options
 }
 
 internal sealed class UsageException(string message) : Exception(message);
+
+/// <summary>The process exit codes, as documented in <c>nodemesh --help</c> and the README.</summary>
+internal enum ExitCode
+{
+    Success = 0,
+
+    /// <summary>A runtime failure: the agent is unreachable, a request or join was refused, a file could not be written.</summary>
+    Failure = 1,
+
+    /// <summary>Bad usage or an invalid configuration.</summary>
+    Usage = 2,
+
+    /// <summary>Not permitted: the command needs root (or capabilities), or a file or directory is not accessible to this user.</summary>
+    NotPermitted = 3,
+}
+
+/// <summary>A command failed for a reason the message names, with the exit code it calls for.</summary>
+internal sealed class CommandException(string message, ExitCode code) : Exception(message)
+{
+    public ExitCode Code { get; } = code;
+}

@@ -14,7 +14,7 @@ internal sealed class CaRequestException(string message, bool refused, Exception
     public bool Refused { get; } = refused;
 }
 
-/// <summary>A certificate the CA issued, with the private key that only ever lived in this process, its chain and the mesh's roots.</summary>
+/// <summary>A certificate the CA issued, with its private key (made in this process), its chain and the mesh's roots.</summary>
 internal sealed class IssuedCertificate(X509Certificate2 certificate, X509Certificate2Collection chain, X509Certificate2Collection trustBundle)
 {
     public X509Certificate2 Certificate { get; } = certificate;

@@ -11,11 +11,13 @@ internal sealed record CertificateStatus(SpiffeId Identity, DateTimeOffset? NotA
 
 /// <summary>
 /// Certificates from the mesh CA. The node joins with its join token on first use, then renews its node
-/// certificate with itself; every workload identity gets its own certificate, asked for with the node
+/// certificate with itself. With a <see cref="NodeIdentityStore"/>, every node certificate issued is stored, and
+/// a stored one that is still valid and chains to the trust bundle is used at start and renewed at once, so a
+/// restart needs no join token (join tokens are single-use and short-lived); every workload identity gets its own certificate, asked for with the node
 /// certificate. Invariants: one renewal loop per identity, started on first use and stopped by
 /// <see cref="Forget"/> or disposal; the loop renews at about half the lifetime (with jitter), and after a
 /// failure retries with exponential backoff while callers keep the current certificate until it expires. Each
-/// issuance uses a fresh key that exists only in this process. A renewal publishes a new
+/// issuance uses a fresh key made in this process (only the node's is written down, to the store). A renewal publishes a new
 /// <see cref="SslStreamCertificateContext"/>: new tunnel connections use it, existing ones keep theirs.
 /// With no valid certificate and a failed last attempt, callers get <see cref="CertificateUnavailableException"/>
 /// at once (fail closed, and no stampede on a CA that is down).
@@ -32,11 +34,15 @@ internal sealed partial class CaClientCertificates : ICertificateProvider
     private readonly CancellationTokenSource _disposed = new();
     private readonly ConcurrentDictionary<SpiffeId, Slot> _workloads = new();
     private readonly Slot _node;
+    private readonly NodeIdentityStore? _store;
+    private readonly System.Diagnostics.Metrics.Meter _meter = new("NodeMesh.Identity");
+    private readonly System.Diagnostics.Metrics.Counter<long> _storeFailures;
 
     /// <param name="joinToken">The node's join token, read when the node must (re)join: at start, or when its certificate expired.</param>
     /// <param name="trustBundle">The roots the CA must chain to; replaced by the roots the CA sends with each certificate.</param>
+    /// <param name="store">Where the node certificate is kept across restarts; null keeps it in memory only.</param>
     public CaClientCertificates(CaClient client, string nodeName, Func<string?> joinToken, TrustBundle trustBundle, RenewalSchedule schedule,
-        ILogger<CaClientCertificates> logger, TimeProvider? time = null)
+        ILogger<CaClientCertificates> logger, TimeProvider? time = null, NodeIdentityStore? store = null)
     {
         _client = client;
         _nodeName = nodeName;
@@ -47,6 +53,10 @@ internal sealed partial class CaClientCertificates : ICertificateProvider
         _time = time ?? TimeProvider.System;
         NodeIdentity = MeshIdentities.Node(client.TrustDomain, nodeName);
         _node = new Slot(NodeIdentity);
+        _store = store;
+        _storeFailures = _meter.CreateCounter<long>("nodemesh_node_identity_store_failures_total",
+            description: "Failures to read or write the stored node certificate (a restart then needs a new join token).");
+        _node.Current = LoadStored();
     }
 
     /// <summary>Raised after each certificate issued (the first and every renewal).</summary>
@@ -100,6 +110,7 @@ internal sealed partial class CaClientCertificates : ICertificateProvider
 
         _disposed.Cancel();
         _node.Dispose();
+        _meter.Dispose();
         foreach (Slot slot in _workloads.Values)
         {
             slot.Dispose();
@@ -111,18 +122,25 @@ internal sealed partial class CaClientCertificates : ICertificateProvider
         Held? held = slot.Current;
         if (held is not null && _time.GetUtcNow() < held.NotAfter)
         {
+            // A certificate loaded from the store is served at once; its renewal loop starts with the first use.
+            EnsureRunning(slot);
             return ValueTask.FromResult(held.Context);
         }
 
         return WaitAsync(slot, cancellationToken);
     }
 
-    private async ValueTask<SslStreamCertificateContext> WaitAsync(Slot slot, CancellationToken cancellationToken)
+    private void EnsureRunning(Slot slot)
     {
-        if (Interlocked.CompareExchange(ref slot.Started, 1, 0) == 0)
+        if (Volatile.Read(ref slot.Started) == 0 && Interlocked.CompareExchange(ref slot.Started, 1, 0) == 0)
         {
             _ = Task.Run(() => RunAsync(slot), CancellationToken.None);
         }
+    }
+
+    private async ValueTask<SslStreamCertificateContext> WaitAsync(Slot slot, CancellationToken cancellationToken)
+    {
+        EnsureRunning(slot);
 
         while (true)
         {
@@ -188,6 +206,11 @@ internal sealed partial class CaClientCertificates : ICertificateProvider
                 Notify(() => IssuanceFailed?.Invoke(slot.Identity, ex.Message));
             }
 
+            if (issued is not null && ReferenceEquals(slot, _node))
+            {
+                Store(issued);
+            }
+
             if (issued is not null)
             {
                 Notify(() =>
@@ -227,6 +250,68 @@ internal sealed partial class CaClientCertificates : ICertificateProvider
         catch (Exception ex)
         {
             Log.SubscriberFailed(_logger, ex);
+        }
+    }
+
+    /// <summary>The stored node certificate if it is still valid, for this node, and chains to the trust bundle; null otherwise.</summary>
+    private Held? LoadStored()
+    {
+        if (_store is null)
+        {
+            return null;
+        }
+
+        IssuedCertificate? stored;
+        try
+        {
+            stored = _store.Load();
+        }
+        catch (InvalidDataException ex)
+        {
+            _storeFailures.Add(1, new System.Diagnostics.TagList { { "operation", "read" } });
+            Log.StoredUnusable(_logger, ex.Message);
+            return null;
+        }
+
+        if (stored is null)
+        {
+            return null;
+        }
+
+        var verifier = new PeerCertificateVerifier(_client.TrustDomain, () => _bundle.Roots);
+        DateTimeOffset notAfter = stored.Certificate.NotAfter.ToUniversalTime();
+        if (!verifier.TryVerify(stored.Certificate, stored.Chain, out SpiffeId? identity, out string? reason))
+        {
+            Log.StoredUnusable(_logger, $"{_store.FilePath}: {reason}");
+            return null;
+        }
+
+        if (identity != NodeIdentity)
+        {
+            Log.StoredUnusable(_logger, $"{_store.FilePath} is for {identity}, this node is {NodeIdentity}");
+            return null;
+        }
+
+        Log.StoredLoaded(_logger, NodeIdentity.Uri, notAfter);
+        return new Held(stored.CreateContext(), notAfter);
+    }
+
+    /// <summary>Keeps the new node certificate for the next start; a failure costs only that (it is logged and counted).</summary>
+    private void Store(IssuedCertificate issued)
+    {
+        if (_store is null)
+        {
+            return;
+        }
+
+        try
+        {
+            _store.Save(issued);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or CryptographicException or InvalidOperationException)
+        {
+            _storeFailures.Add(1, new System.Diagnostics.TagList { { "operation", "write" } });
+            Log.StoreFailed(_logger, _store.FilePath, ex.Message);
         }
     }
 
@@ -314,5 +399,14 @@ internal sealed partial class CaClientCertificates : ICertificateProvider
 
         [LoggerMessage(EventId = 723, Level = LogLevel.Information, Message = "trust bundle updated from the CA: {Count} roots")]
         public static partial void TrustBundleUpdated(ILogger logger, int count);
+
+        [LoggerMessage(EventId = 725, Level = LogLevel.Information, Message = "stored node certificate for {Identity} loaded, valid until {NotAfter:u}; renewing it with the CA (no join token needed)")]
+        public static partial void StoredLoaded(ILogger logger, string identity, DateTimeOffset notAfter);
+
+        [LoggerMessage(EventId = 726, Level = LogLevel.Warning, Message = "stored node certificate not used: {Reason}; the node joins with its join token")]
+        public static partial void StoredUnusable(ILogger logger, string reason);
+
+        [LoggerMessage(EventId = 727, Level = LogLevel.Warning, Message = "cannot store the node certificate in {Path}: {Error}; the next start needs a new join token")]
+        public static partial void StoreFailed(ILogger logger, string path, string error);
     }
 }

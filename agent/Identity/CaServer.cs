@@ -203,7 +203,7 @@ internal sealed partial class CaServer : IAsyncDisposable
                 }
 
                 SpiffeId identity = MeshIdentities.Node(_trustDomain, node);
-                if (!_tokens.TryVerify(request.Token, node, DateTimeOffset.UtcNow, out JoinToken? token, out string? tokenError))
+                if (!_tokens.TryRedeem(request.Token, node, DateTimeOffset.UtcNow, out JoinToken? token, out string? tokenError))
                 {
                     return Refuse(new CaDecision("join", remote, node, identity.Uri, false, tokenError));
                 }

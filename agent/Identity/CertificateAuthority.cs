@@ -259,6 +259,28 @@ internal sealed class CertificateAuthority : IDisposable
         writer.Write(content);
     }
 
+    /// <summary>
+    /// Replaces <paramref name="path"/> with <paramref name="content"/> atomically: written to a temporary file
+    /// readable and writable by the owner only, flushed to disk, then renamed over the old one.
+    /// </summary>
+    internal static void ReplacePrivateFile(string path, string content)
+    {
+        string temporary = path + ".tmp";
+        File.Delete(temporary);
+        using (var stream = new FileStream(temporary, new FileStreamOptions
+        {
+            Mode = FileMode.CreateNew,
+            Access = FileAccess.Write,
+            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+        }))
+        {
+            stream.Write(System.Text.Encoding.UTF8.GetBytes(content));
+            stream.Flush(flushToDisk: true);
+        }
+
+        File.Move(temporary, path, overwrite: true);
+    }
+
     public void Dispose()
     {
         _root.Dispose();

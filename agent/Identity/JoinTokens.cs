@@ -15,12 +15,15 @@ internal sealed record JoinToken(string Node, DateTimeOffset ExpiresAt, string I
 /// (base64url) says <c>join</c>, the node name, the expiry (Unix seconds) and a random id; the MAC is
 /// HMAC-SHA256 over the prefix and payload with a secret that never leaves the CA directory (<c>join.key</c>,
 /// 0600). So a token is unforgeable without that secret, useful for one purpose (joining) and one node only,
-/// and worthless after its expiry. Within its lifetime the named node may use it again (an agent restarted
-/// before its token expires can rejoin; its keys are never written to disk).
+/// and worthless after its expiry. It is also single-use: <see cref="TryRedeem"/> records the id of each token
+/// that got a node its certificate in <c>join-redeemed</c> in the CA directory (0600, rewritten atomically), so a
+/// second join with it is refused, also after the CA restarts. A joined node needs no token again: it keeps its
+/// node certificate in its state directory and renews with it (<see cref="NodeIdentityStore"/>).
 /// </summary>
 internal sealed class JoinTokens
 {
     public const string SecretFile = "join.key";
+    public const string RedeemedFile = "join-redeemed";
     public const string Prefix = "nmjoin1.";
     public const int MaxTokenLength = 512;
     public static readonly TimeSpan MaxTtl = TimeSpan.FromDays(366);
@@ -31,8 +34,14 @@ internal sealed class JoinTokens
     private const int IdBytes = 12;
 
     private readonly byte[] _secret;
+    private readonly string? _redeemedPath;
+    private readonly Lock _redeemGate = new();
 
-    public JoinTokens(byte[] secret)
+    /// <summary>Redeemed token ids and their expiry; only used without a directory (tests).</summary>
+    private readonly Dictionary<string, Redemption> _redeemedInMemory = new(StringComparer.Ordinal);
+
+    /// <param name="redeemedPath">Where redeemed token ids are kept; null keeps them in memory (they do not survive a restart).</param>
+    public JoinTokens(byte[] secret, string? redeemedPath = null)
     {
         if (secret.Length < SecretBytes)
         {
@@ -40,6 +49,7 @@ internal sealed class JoinTokens
         }
 
         _secret = (byte[])secret.Clone();
+        _redeemedPath = redeemedPath;
     }
 
     /// <summary>Loads the secret from <c>join.key</c> in the CA directory, creating it (mode 0600) on first use.</summary>
@@ -73,7 +83,7 @@ internal sealed class JoinTokens
             throw new InvalidDataException($"{path} holds {secret.Length} bytes; a join-token secret needs at least {SecretBytes}");
         }
 
-        return new JoinTokens(secret);
+        return new JoinTokens(secret, Path.Combine(caDir, RedeemedFile));
     }
 
     /// <summary>Reads a token lifetime as written on the command line: a positive whole number and a unit, <c>90s</c>, <c>30m</c>, <c>1h</c>, <c>7d</c>.</summary>
@@ -209,6 +219,110 @@ internal sealed class JoinTokens
         reason = null;
         return true;
     }
+
+    /// <summary>
+    /// As <see cref="TryVerify"/>, and the token must not have been redeemed before; when it is accepted its id is
+    /// recorded (on disk, before this returns) so it is never accepted again. A record that cannot be read or written
+    /// refuses the join: the CA fails closed rather than let a token be used twice.
+    /// </summary>
+    public bool TryRedeem(string? token, string node, DateTimeOffset now, [NotNullWhen(true)] out JoinToken? redeemed, [NotNullWhen(false)] out string? reason)
+    {
+        if (!TryVerify(token, node, now, out redeemed, out reason))
+        {
+            return false;
+        }
+
+        lock (_redeemGate)
+        {
+            Dictionary<string, Redemption> ids;
+            try
+            {
+                ids = _redeemedPath is null ? _redeemedInMemory : ReadRedeemed(_redeemedPath);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidDataException)
+            {
+                reason = $"the CA cannot check whether the join token was used: {ex.Message}";
+                redeemed = null;
+                return false;
+            }
+
+            if (ids.TryGetValue(redeemed.Id, out Redemption? earlier))
+            {
+                reason = $"join token {redeemed.Id} was already used (by node {earlier.Node} at {earlier.At:u}); a token joins once: " +
+                    "create a new one with 'nodemesh ca token create'";
+                redeemed = null;
+                return false;
+            }
+
+            // An expired token is refused for its expiry anyway: its record can go.
+            foreach (string expired in ids.Where(e => e.Value.ExpiresAt <= now).Select(e => e.Key).ToList())
+            {
+                ids.Remove(expired);
+            }
+
+            ids[redeemed.Id] = new Redemption(redeemed.ExpiresAt, now, node);
+            if (_redeemedPath is not null)
+            {
+                try
+                {
+                    WriteRedeemed(_redeemedPath, ids);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    reason = $"the CA cannot record the join token's use: {ex.Message}";
+                    redeemed = null;
+                    return false;
+                }
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>One line per redeemed token: <c>id expiry-unix-seconds redeemed-unix-seconds node</c>.</summary>
+    private static Dictionary<string, Redemption> ReadRedeemed(string path)
+    {
+        var ids = new Dictionary<string, Redemption>(StringComparer.Ordinal);
+        if (!File.Exists(path))
+        {
+            return ids;
+        }
+
+        int number = 0;
+        foreach (string line in File.ReadLines(path))
+        {
+            number++;
+            string[] fields = line.Split(' ');
+            if (line.Length == 0)
+            {
+                continue;
+            }
+
+            if (fields.Length != 4
+                || !long.TryParse(fields[1], NumberStyles.None, CultureInfo.InvariantCulture, out long expires) || expires > DateTimeOffset.MaxValue.ToUnixTimeSeconds()
+                || !long.TryParse(fields[2], NumberStyles.None, CultureInfo.InvariantCulture, out long at) || at > DateTimeOffset.MaxValue.ToUnixTimeSeconds())
+            {
+                throw new InvalidDataException($"{path} line {number} is not 'id expiry redeemed node'");
+            }
+
+            ids[fields[0]] = new Redemption(DateTimeOffset.FromUnixTimeSeconds(expires), DateTimeOffset.FromUnixTimeSeconds(at), fields[3]);
+        }
+
+        return ids;
+    }
+
+    private static void WriteRedeemed(string path, Dictionary<string, Redemption> ids)
+    {
+        var text = new StringBuilder();
+        foreach ((string id, Redemption r) in ids)
+        {
+            text.Append(CultureInfo.InvariantCulture, $"{id} {r.ExpiresAt.ToUnixTimeSeconds()} {r.At.ToUnixTimeSeconds()} {r.Node}\n");
+        }
+
+        CertificateAuthority.ReplacePrivateFile(path, text.ToString());
+    }
+
+    private sealed record Redemption(DateTimeOffset ExpiresAt, DateTimeOffset At, string Node);
 
     private byte[] Mac(string signed) => HMACSHA256.HashData(_secret, Encoding.UTF8.GetBytes(signed));
 }

@@ -4,7 +4,7 @@ namespace NodeMesh.Interop;
 internal sealed class InteropException : IOException
 {
     public InteropException(string call, int errno, string? subject = null)
-        : base($"{call}{(subject is null ? "" : $"({subject})")} failed: errno {errno} ({Describe(errno)})")
+        : base($"{call}{(subject is null ? "" : $"({subject})")} failed: errno {errno} ({Describe(errno)}){Hint(call, errno)}")
     {
         Call = call;
         Errno = errno;
@@ -13,6 +13,14 @@ internal sealed class InteropException : IOException
     public string Call { get; }
 
     public int Errno { get; }
+
+    /// <summary>What a permission failure of a call that only root (or a capability) may make needs.</summary>
+    private static string Hint(string call, int errno) => (call, errno) switch
+    {
+        ("setns", 1) => "; entering a network namespace needs root / CAP_NET_ADMIN, CAP_SYS_ADMIN",
+        ("setsockopt", 1) => "; this socket option needs root / CAP_NET_ADMIN",
+        _ => "",
+    };
 
     private static string Describe(int errno) => errno switch
     {

@@ -203,6 +203,99 @@ public sealed class CaClientCertificatesTests
     }
 
     [Fact]
+    public async Task RestartedNode_RenewsWithItsStoredNodeCertificate_WithoutAJoinToken()
+    {
+        await using var ca = new CaHarness(intermediate: true);
+        ca.Start();
+        ca.Place("node-a", Web);
+        string stateDir = TempDir.Create("nm-state");
+        try
+        {
+            var store = new NodeIdentityStore(stateDir);
+            string token = ca.Tokens.Create("node-a", TimeSpan.FromMinutes(10));
+            SslStreamCertificateContext joined;
+            using (CaClientCertificates first = StoredProvider(ca, store, () => token))
+            {
+                joined = await first.GetNodeCertificateAsync(default);
+            }
+
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(store.FilePath));
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(store.Directory));
+            Assert.False(File.Exists(store.FilePath + ".tmp"));
+
+            // The restarted node has no token at all: it serves the stored certificate and renews it with itself.
+            var issued = new ConcurrentQueue<X509Certificate2>();
+            using CaClientCertificates restarted = StoredProvider(ca, store, () => null);
+            restarted.CertificateIssued += (id, certificate) =>
+            {
+                if (id == restarted.NodeIdentity)
+                {
+                    issued.Enqueue(certificate);
+                }
+            };
+
+            SslStreamCertificateContext atStart = await restarted.GetNodeCertificateAsync(default);
+            Assert.Equal(joined.TargetCertificate.SerialNumber, atStart.TargetCertificate.SerialNumber);
+            SslStreamCertificateContext renewed = await WaitForNewAsync(() => restarted.GetNodeCertificateAsync(default).AsTask(), atStart, TimeSpan.FromSeconds(5));
+            Assert.NotEqual(joined.TargetCertificate.SerialNumber, renewed.TargetCertificate.SerialNumber);
+            CaDecision renewal = await ca.DecisionAsync(d => d is { Kind: "certificate", Issued: true } && d.Identity == restarted.NodeIdentity.Uri);
+            Assert.Equal("node-a", renewal.Node);
+            Assert.Single(ca.Decisions, d => d.Kind == "join");
+
+            // The renewed certificate replaced the stored one, and workloads get theirs with it.
+            Assert.Equal(renewed.TargetCertificate.SerialNumber, store.Load()!.Certificate.SerialNumber);
+            SslStreamCertificateContext web = await restarted.GetWorkloadCertificateAsync(Web, default);
+            Assert.Equal([Web.Uri], PeerCertificateVerifier.ReadUriSans(web.TargetCertificate));
+        }
+        finally
+        {
+            TempDir.Delete(stateDir);
+        }
+    }
+
+    [Fact]
+    public async Task StoredNodeCertificate_ThatIsCorruptOrFromAnotherCa_IsIgnored_AndTheNodeJoins()
+    {
+        await using var ca = new CaHarness();
+        ca.Start();
+        string stateDir = TempDir.Create("nm-state");
+        try
+        {
+            var store = new NodeIdentityStore(stateDir);
+            Directory.CreateDirectory(store.Directory);
+            File.WriteAllText(store.FilePath, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n");
+            string token = ca.Tokens.Create("node-a", TimeSpan.FromMinutes(10));
+            using (CaClientCertificates provider = StoredProvider(ca, store, () => token))
+            {
+                await provider.GetNodeCertificateAsync(default);
+            }
+
+            // A certificate of another CA, stored for this node: not trusted, so not used.
+            await using var other = new CaHarness();
+            other.Start();
+            string otherToken = other.Tokens.Create("node-a", TimeSpan.FromMinutes(10));
+            using (CaClientCertificates foreign = StoredProvider(other, store, () => otherToken))
+            {
+                await foreign.GetNodeCertificateAsync(default);
+            }
+
+            Assert.Single(ca.Decisions, d => d is { Kind: "join", Issued: true });
+            Assert.Single(other.Decisions, d => d is { Kind: "join", Issued: true });
+        }
+        finally
+        {
+            TempDir.Delete(stateDir);
+        }
+    }
+
+    private static CaClientCertificates StoredProvider(CaHarness ca, NodeIdentityStore store, Func<string?> token)
+    {
+        var bundle = new TrustBundle(ca.Ca.TrustBundle.Roots);
+        var client = new CaClient(ca.EndPoint, CaHarness.TrustDomain, () => bundle.Roots, TimeSpan.FromSeconds(3));
+        return new CaClientCertificates(client, "node-a", token, bundle, FastRetries, NullLogger<CaClientCertificates>.Instance, store: store);
+    }
+
+    [Fact]
     public void RenewalSchedule_RenewsBeforeHalfLife_AndBacksOffExponentially()
     {
         var schedule = new RenewalSchedule();

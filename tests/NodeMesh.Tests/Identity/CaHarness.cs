@@ -38,7 +38,7 @@ internal sealed class CaHarness : IAsyncDisposable
 
     public CertificateAuthority Ca { get; }
 
-    public JoinTokens Tokens { get; }
+    public JoinTokens Tokens { get; private set; }
 
     public CaServerOptions Options { get; }
 
@@ -70,6 +70,14 @@ internal sealed class CaHarness : IAsyncDisposable
             await _server.DisposeAsync();
             _server = null;
         }
+    }
+
+    /// <summary>Stops the CA service and starts it again on the same port, its join tokens read again from its directory (a CA restart).</summary>
+    public async Task RestartAsync()
+    {
+        await StopAsync();
+        Tokens = JoinTokens.Open(Dir);
+        Start();
     }
 
     public void Place(string node, SpiffeId identity) => _placements[(node, identity)] = true;

@@ -70,6 +70,24 @@ public sealed class CaServiceTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Join_WithATokenAlreadyUsed_IsRefused_AlsoAfterTheCaRestarts()
+    {
+        string token = _ca.Tokens.Create("node-a", TimeSpan.FromMinutes(5));
+        await _ca.Client().JoinAsync("node-a", token, default);
+
+        var again = await Assert.ThrowsAsync<CaRequestException>(() => _ca.Client().JoinAsync("node-a", token, default));
+        Assert.True(again.Refused);
+        Assert.Contains("was already used", again.Message, StringComparison.Ordinal);
+
+        await _ca.RestartAsync();
+        var afterRestart = await Assert.ThrowsAsync<CaRequestException>(() => _ca.Client().JoinAsync("node-a", token, default));
+        Assert.True(afterRestart.Refused);
+        Assert.Contains("was already used", afterRestart.Message, StringComparison.Ordinal);
+        CaDecision refused = await _ca.DecisionAsync(d => d.Kind == "join" && !d.Issued);
+        Assert.Contains("already used", refused.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Node_GetsCertificatesForItsOwnWorkloads_WithExactlyThatIdentity()
     {
         SslStreamCertificateContext node = await JoinAsync("node-a");

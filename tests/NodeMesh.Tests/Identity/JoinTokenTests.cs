@@ -121,6 +121,39 @@ public sealed class JoinTokenTests : IDisposable
         Assert.True(JoinTokens.Open(_dir).TryVerify(token, "node-a", Now, out _, out string? reason), reason);
     }
 
+    [Fact]
+    public void Token_IsRedeemedOnce_AndStaysRedeemedWhenTheCaReopensItsDirectory()
+    {
+        string token = _tokens.Create("node-a", TimeSpan.FromHours(1), Now);
+        Assert.True(_tokens.TryRedeem(token, "node-a", Now, out JoinToken? redeemed, out string? reason), reason);
+
+        Assert.False(_tokens.TryRedeem(token, "node-a", Now.AddSeconds(1), out _, out reason));
+        Assert.Contains($"join token {redeemed.Id} was already used", reason, StringComparison.Ordinal);
+        Assert.Contains("nodemesh ca token create", reason, StringComparison.Ordinal);
+
+        // A restarted CA reads what was redeemed; a new token for the same node still joins.
+        JoinTokens reopened = JoinTokens.Open(_dir);
+        Assert.False(reopened.TryRedeem(token, "node-a", Now.AddSeconds(2), out _, out reason));
+        Assert.Contains("already used", reason, StringComparison.Ordinal);
+        Assert.True(reopened.TryRedeem(_tokens.Create("node-a", TimeSpan.FromHours(1), Now), "node-a", Now, out _, out reason), reason);
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(_dir, JoinTokens.RedeemedFile)));
+    }
+
+    [Fact]
+    public void RedeemedRecord_ForgetsExpiredTokens_AndACorruptRecordRefusesEveryJoin()
+    {
+        string shortLived = _tokens.Create("node-a", TimeSpan.FromMinutes(5), Now);
+        Assert.True(_tokens.TryRedeem(shortLived, "node-a", Now, out JoinToken? first, out string? reason), reason);
+        Assert.True(_tokens.TryRedeem(_tokens.Create("node-b", TimeSpan.FromHours(1), Now), "node-b", Now.AddMinutes(10), out _, out reason), reason);
+        string record = File.ReadAllText(Path.Combine(_dir, JoinTokens.RedeemedFile));
+        Assert.DoesNotContain(first.Id, record, StringComparison.Ordinal);
+        Assert.Single(record.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+
+        File.WriteAllText(Path.Combine(_dir, JoinTokens.RedeemedFile), "not a record\n");
+        Assert.False(_tokens.TryRedeem(_tokens.Create("node-c", TimeSpan.FromHours(1), Now), "node-c", Now, out _, out reason));
+        Assert.Contains(JoinTokens.RedeemedFile, reason, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("90s", 90)]
     [InlineData("30m", 1800)]

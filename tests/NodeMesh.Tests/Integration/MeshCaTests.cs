@@ -84,6 +84,69 @@ public sealed class MeshCaTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task RestartAfterTheJoinTokenExpired_RenewsWithTheStoredNodeCertificate_AndServes()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 1, output);
+        AgentProcess ca = await mesh.StartAgentAsync(mesh.Node(1), CaServer(mesh));
+        DateTime tokenMade = DateTime.UtcNow;
+        Action<AgentConfig> join2 = await JoinAsync(mesh, mesh.Node(2), "node2", ttl: "8s");
+        AgentProcess node2 = await mesh.StartAgentAsync(mesh.Node(2), s => s.Customize = join2);
+        await mesh.Pod(1, 1).StartTcpServerAsync(Port, ServerMode.Echo);
+        ProbeResult joined = await mesh.Pod(2, 1).ProbeAsync(mesh.Pod(1, 1).EndPoint(Port), "joined");
+        Assert.True(joined is { Outcome: ProbeOutcome.Answered, Answer: "joined" }, mesh.Explain($"after joining: {joined}"));
+
+        // The node key and certificate are kept, readable by the owner only.
+        string stored = Path.Combine(node2.StateDir, NodeIdentityStore.DirectoryName, NodeIdentityStore.FileName);
+        Assert.True(File.Exists(stored), node2.Explain($"no stored node certificate at {stored}"));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(stored));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(Path.GetDirectoryName(stored)!));
+
+        // Down until its token has expired, then started again with the same state directory and no new token.
+        await node2.StopAsync();
+        TimeSpan untilExpired = tokenMade.AddSeconds(9) - DateTime.UtcNow;
+        if (untilExpired > TimeSpan.Zero)
+        {
+            await Task.Delay(untilExpired);
+        }
+
+        await node2.StartAsync();
+        ProbeResult restarted = await mesh.Pod(2, 1).ProbeAsync(mesh.Pod(1, 1).EndPoint(Port), "restarted");
+        Assert.True(restarted is { Outcome: ProbeOutcome.Answered, Answer: "restarted" }, mesh.Explain($"after a restart past the token's expiry: {restarted}"));
+        Assert.True(node2.IsRunning, node2.Explain("node2 stopped after its restart"));
+        string nodeIdentity = MeshIdentities.Node(Topology.TrustDomain, "node2").Uri;
+        string renewal = $"CA issued {nodeIdentity} (certificate) to node node2";
+        for (int i = 0; i < 50 && !ca.Output.Contains(renewal, StringComparison.Ordinal); i++)
+        {
+            await Task.Delay(200);
+        }
+
+        Assert.True(ca.Output.Contains(renewal, StringComparison.Ordinal), ca.Explain("the restarted node did not renew with its stored certificate"));
+        Assert.Equal(1, System.Text.RegularExpressions.Regex.Count(ca.Output, "\\(join\\) to node node2"));
+        Assert.DoesNotContain("CA refused join", ca.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task UsedJoinToken_IsRefused_AlsoAfterTheCaRestarts()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 1, output);
+        AgentProcess ca = await mesh.StartAgentAsync(mesh.Node(1), CaServer(mesh));
+        Action<AgentConfig> join2 = await JoinAsync(mesh, mesh.Node(2), "node2");
+        AgentProcess node2 = await mesh.StartAgentAsync(mesh.Node(2), s => s.Customize = join2);
+        await node2.StopAsync();
+
+        // Someone else (or the same node with its state wiped) presents the token again, to a restarted CA.
+        Directory.Delete(Path.Combine(node2.StateDir, NodeIdentityStore.DirectoryName), recursive: true);
+        await ca.RestartAsync();
+        int exit = await node2.RunUntilExitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.True(exit == 1, node2.Explain($"exit code {exit}"));
+        Assert.Contains("was already used", node2.Output, StringComparison.Ordinal);
+        Assert.Contains("nodemesh ca token create", node2.Output, StringComparison.Ordinal);
+        Assert.Contains("CA refused join", ca.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", node2.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task TrustBundleOverlap_NodesOnTheOldAndTheNewRootTalk_WhileBothAreTrusted()
     {
         await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 1, output);
