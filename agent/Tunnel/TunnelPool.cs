@@ -20,7 +20,9 @@ internal delegate Task<TunnelConnection> TunnelDialer(SpiffeId source, string no
 /// connect timeout, not one per flow). Each flow waits at most the connect timeout in all. Idle connections
 /// are claimed by the reaper only while no flow holds them (see <see cref="TunnelConnection.TryClaimIdle"/>),
 /// so a reservation and the reaper never both win; connections going away (GOAWAY) take no new flows and are
-/// released when their last flow ends.
+/// released when their last flow ends. Flows go to the least loaded connection with room, and while every
+/// connection of a key carries two or more flows the pool dials one more in the background, up to one per
+/// core: bulk flows then spread over connections, so every core encrypts, not one.
 /// </summary>
 internal sealed partial class TunnelPool : IAsyncDisposable
 {
@@ -75,6 +77,7 @@ internal sealed partial class TunnelPool : IAsyncDisposable
             TunnelConnection? connection = entry.TryReserve(_config.MaxStreamsPerConnection);
             if (connection is not null)
             {
+                SpreadIfBusy(entry, key, peer);
                 return new TunnelLease(connection);
             }
 
@@ -109,6 +112,26 @@ internal sealed partial class TunnelPool : IAsyncDisposable
             catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && deadline.IsCancellationRequested)
             {
                 throw new OperationCanceledException($"no tunnel to node {node} within the connect timeout ({_config.ConnectTimeoutSeconds} s)");
+            }
+        }
+    }
+
+    /// <summary>Starts one more connection for the key, without waiting, when all of its connections are shared.</summary>
+    private void SpreadIfBusy(Entry entry, PoolKey key, IPEndPoint peer)
+    {
+        int wanted = Math.Min(Environment.ProcessorCount, _config.MaxConnectionsPerPeer);
+        if (entry.Count >= wanted || !entry.AllCarryAtLeast(2))
+        {
+            return;
+        }
+
+        lock (entry.Gate)
+        {
+            if (entry.Dialing is null && entry.Count < wanted && !entry.InBackoff(out _) && !_disposing.IsCancellationRequested)
+            {
+                // Its failure is logged and starts the backoff; the flows keep the connections they have.
+                entry.Dialing = DialAsync(entry, key, peer);
+                _ = entry.Dialing.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
             }
         }
     }
@@ -218,18 +241,29 @@ internal sealed partial class TunnelPool : IAsyncDisposable
 
         public TunnelConnection[] Snapshot() => Volatile.Read(ref _connections);
 
+        /// <summary>Reserves a slot on the least loaded connection that has room.</summary>
         public TunnelConnection? TryReserve(int maxFlows)
         {
-            foreach (TunnelConnection connection in Volatile.Read(ref _connections))
+            while (true)
             {
-                if (connection.TryReserve(maxFlows))
+                TunnelConnection? best = null;
+                foreach (TunnelConnection connection in Volatile.Read(ref _connections))
                 {
-                    return connection;
+                    int flows = connection.ActiveFlows;
+                    if (connection.IsAlive && flows >= 0 && flows < maxFlows && (best is null || flows < best.ActiveFlows))
+                    {
+                        best = connection;
+                    }
+                }
+
+                if (best is null || best.TryReserve(maxFlows))
+                {
+                    return best;
                 }
             }
-
-            return null;
         }
+
+        public bool AllCarryAtLeast(int flows) => Volatile.Read(ref _connections).All(c => !c.IsAlive || c.ActiveFlows >= flows);
 
         public TunnelConnection? ReserveLeastLoaded(int cap)
         {
