@@ -3,7 +3,8 @@ using System.Diagnostics;
 namespace NodeMesh.Capture;
 
 /// <summary>
-/// Applies <see cref="CaptureRules"/> inside a namespace by running iptables-restore and ip through
+/// Applies <see cref="CaptureRules"/> and <see cref="Ipv6Rules"/> inside a namespace by running iptables-restore,
+/// ip6tables-restore and ip through
 /// <c>nsenter --net=PATH</c>. Arguments are fixed strings and validated paths; workload metadata never
 /// reaches a command line, and rule text goes through stdin.
 /// </summary>
