@@ -13,7 +13,7 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 
 # Debian packages the tests, the demo and the benchmark use (command -> package).
 DEPS=(
-  "iptables:iptables" "ip:iproute2" "nsenter:util-linux" "curl:curl" "iperf3:iperf3" "tcpdump:tcpdump"
+  "iptables:iptables" "ip6tables:iptables" "ip:iproute2" "nsenter:util-linux" "curl:curl" "iperf3:iperf3" "tcpdump:tcpdump"
   "haproxy:haproxy" "wrk:wrk" "socat:socat" "conntrack:conntrack" "openssl:openssl" "nginx:nginx-light"
   "python3:python3" "gcc:gcc" "ping:iputils-ping"
 )

@@ -167,6 +167,7 @@ internal sealed partial class MeshAgent(
         _loops.Add(outbound.RunAsync(capture));
         _loops.Add(inboundPlaintext.RunAsync(capture));
         Log.Captured(logger, workload.Name, workload.Ip.ToString(), workload.Identity.Uri, info.Netns);
+        Log.Ipv6(logger, workload.Name, capture.Ipv6 == Ipv6Plan.Refuse ? "refused on every interface but lo (no IPv6 mesh address)" : "off in the namespace: nothing to refuse");
     }
 
     private async Task<ApiResponse> HandleApiAsync(ApiRequest request, CancellationToken cancellationToken)
@@ -332,5 +333,8 @@ internal sealed partial class MeshAgent(
 
         [LoggerMessage(EventId = 7, Level = LogLevel.Information, Message = "stopped; {Active} flows still open were closed")]
         public static partial void Stopped(ILogger logger, int active);
+
+        [LoggerMessage(EventId = 20, Level = LogLevel.Information, Message = "workload {Name}: IPv6 TCP {Ipv6}")]
+        public static partial void Ipv6(ILogger logger, string name, string ipv6);
     }
 }

@@ -78,12 +78,18 @@ internal static class CaptureRules
     }
 
     /// <summary>The restore input that removes every rule and chain <see cref="Install"/> created.</summary>
-    public static string Remove(string existingRules)
+    public static string Remove(string existingRules) => RemoveChains(existingRules, Jumps);
+
+    /// <summary>
+    /// The restore input that removes <paramref name="jumps"/> and their chains, as far as they are present in
+    /// <paramref name="existingRules"/>: empty when nothing of them is left.
+    /// </summary>
+    internal static string RemoveChains(string existingRules, (string Table, string Chain, string Hook)[] jumps)
     {
         var sb = new StringBuilder();
-        foreach (string table in new[] { "mangle", "nat" })
+        foreach (string table in jumps.Select(j => j.Table).Distinct())
         {
-            var chains = Jumps.Where(j => j.Table == table).ToArray();
+            var chains = jumps.Where(j => j.Table == table).ToArray();
             bool any = chains.Any(j => HasChain(existingRules, table, j.Chain));
             if (!any)
             {

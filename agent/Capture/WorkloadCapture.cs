@@ -18,15 +18,19 @@ internal sealed class WorkloadCapture : IAsyncDisposable
     private readonly ConcurrentQueue<Socket> _spare = new();
     private int _refilling;
 
-    private WorkloadCapture(Workload workload, NamespaceThread thread, Socket outbound, Socket inbound)
+    private WorkloadCapture(Workload workload, NamespaceThread thread, Socket outbound, Socket inbound, Ipv6Plan ipv6)
     {
         Workload = workload;
         Thread = thread;
         OutboundListener = outbound;
         InboundListener = inbound;
+        Ipv6 = ipv6;
     }
 
     public Workload Workload { get; }
+
+    /// <summary>What the capture does about IPv6 in the namespace (refused, or off there).</summary>
+    public Ipv6Plan Ipv6 { get; }
 
     public NamespaceThread Thread { get; }
 
@@ -46,11 +50,13 @@ internal sealed class WorkloadCapture : IAsyncDisposable
         Socket? inbound = null;
         try
         {
-            (outbound, inbound) = await thread.InvokeAsync(() => (
+            List<string?>? disableIpv6;
+            (outbound, inbound, disableIpv6) = await thread.InvokeAsync(() => (
                 Listen(new IPEndPoint(IPAddress.Loopback, ports.Outbound), transparent: false),
-                Listen(new IPEndPoint(IPAddress.Any, ports.InboundPlaintext), transparent: true)));
-            await RuleInstaller.InstallAsync(workload.Netns!, ports, cancellationToken);
-            return new WorkloadCapture(workload, thread, outbound, inbound);
+                Listen(new IPEndPoint(IPAddress.Any, ports.InboundPlaintext), transparent: true),
+                ReadDisableIpv6()));
+            Ipv6Plan ipv6 = await RuleInstaller.InstallAsync(workload.Netns!, ports, Ipv6Rules.IsEnabled(disableIpv6), cancellationToken);
+            return new WorkloadCapture(workload, thread, outbound, inbound, ipv6);
         }
         catch
         {
@@ -137,6 +143,34 @@ internal sealed class WorkloadCapture : IAsyncDisposable
             sockets.ForEach(s => s.Dispose());
             throw;
         }
+    }
+
+    /// <summary>
+    /// The disable_ipv6 values of every interface (and "all", "default") of the calling thread's namespace:
+    /// /proc/sys/net follows the namespace of the thread that reads it. Null if the kernel has no IPv6 there.
+    /// </summary>
+    private static List<string?>? ReadDisableIpv6()
+    {
+        const string conf = "/proc/sys/net/ipv6/conf";
+        if (!Directory.Exists(conf))
+        {
+            return null;
+        }
+
+        var values = new List<string?>();
+        foreach (string dir in Directory.EnumerateDirectories(conf))
+        {
+            try
+            {
+                values.Add(File.ReadAllText(Path.Combine(dir, "disable_ipv6")));
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                values.Add(null); // counts as on: never assume IPv6 is off without having read it
+            }
+        }
+
+        return values;
     }
 
     private static Socket Listen(IPEndPoint endPoint, bool transparent)

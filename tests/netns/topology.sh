@@ -6,6 +6,7 @@
 #   topology.sh create  PREFIX NODES PODS_PER_NODE   build PREFIX-lan, PREFIX-n<i>, PREFIX-n<i>p<j>, PREFIX-ext
 #   topology.sh destroy PREFIX                       remove every namespace PREFIX-* (idempotent)
 #   topology.sh env     PREFIX NODES PODS_PER_NODE   print shell-sourceable TOPO_* variables
+#   topology.sh ipv6    PREFIX NODES PODS_PER_NODE   add ULA addresses to a created topology (opt-in)
 #   topology.sh selftest [NODES PODS_PER_NODE]       build a throw-away topology, ping across it, destroy it
 #
 # Usage (as a library):
@@ -18,6 +19,12 @@
 #                      route 10.240.<k>.0/24 via 10.231.0.<k> for every other node k
 #   PREFIX-n<i>p<j>    eth0 10.240.<i>.<j+1>/24, default via 10.240.<i>.1; node-side end vp<j> on pods0
 #   PREFIX-ext         eth0 10.231.0.200/24 on the lan, route 10.240.<k>.0/24 via 10.231.0.<k> per node
+# With `ipv6` (opt-in; fd00::/8 ULAs, only inside these namespaces), mirroring the IPv4 plan:
+#   PREFIX-n<i>        link0 fd00:231::<i>/64; pods0 fd00:240:<i>::1/64; forwarding=1;
+#                      route fd00:240:<k>::/64 via fd00:231::<k> for every other node k
+#   PREFIX-n<i>p<j>    eth0 fd00:240:<i>::<j+1>/64, default via fd00:240:<i>::1
+#   PREFIX-ext         eth0 fd00:231::200/64, route fd00:240:<k>::/64 via fd00:231::<k> per node
+# Every interface also has its kernel-made link-local fe80:: address (IPv6 is on in every namespace).
 # Every namespace has lo up; node and pod namespaces have rp_filter=0. Veths are created straight
 # into their namespaces, so no interface ever appears in the root namespace.
 
@@ -179,6 +186,38 @@ topo_create() {
     fi
 }
 
+# topo_ipv6 PREFIX NODES PODS_PER_NODE: the ULA addresses and routes above, on a topology made by
+# topo_create with the same counts. `nodad`, since ext (unlike nodes and pods) does duplicate detection.
+topo_ipv6() {
+    if (($# != 3)); then
+        _topo_err "usage: topo_ipv6 PREFIX NODES PODS_PER_NODE"
+        return 2
+    fi
+    _topo_check_tools || return 1
+    _topo_check_prefix "$1" || return 1
+    _topo_check_counts "$2" "$3" || return 1
+    local p=$1 nodes=$2 pods=$3 i j k ns pns ext=$1-ext
+    for ((i = 1; i <= nodes; i++)); do
+        ns=$p-n$i
+        _topo_step "ipv6 forwarding in $ns" ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.forwarding=1 || return 1
+        _topo_step "link0 ipv6 in $ns" ip -n "$ns" -6 addr add "fd00:231::$i/64" dev link0 nodad || return 1
+        _topo_step "pods0 ipv6 in $ns" ip -n "$ns" -6 addr add "fd00:240:$i::1/64" dev pods0 nodad || return 1
+        for ((j = 1; j <= pods; j++)); do
+            pns=$p-n${i}p$j
+            _topo_step "eth0 ipv6 in $pns" ip -n "$pns" -6 addr add "fd00:240:$i::$((j + 1))/64" dev eth0 nodad || return 1
+            _topo_step "ipv6 default route in $pns" ip -n "$pns" -6 route add default via "fd00:240:$i::1" dev eth0 || return 1
+        done
+        for ((k = 1; k <= nodes; k++)); do
+            ((k == i)) && continue
+            _topo_step "ipv6 route to node$k pods in $ns" ip -n "$ns" -6 route add "fd00:240:$k::/64" via "fd00:231::$k" dev link0 || return 1
+        done
+    done
+    _topo_step "eth0 ipv6 in $ext" ip -n "$ext" -6 addr add "fd00:231::200/64" dev eth0 nodad || return 1
+    for ((k = 1; k <= nodes; k++)); do
+        _topo_step "ipv6 route to node$k pods in $ext" ip -n "$ext" -6 route add "fd00:240:$k::/64" via "fd00:231::$k" dev eth0 || return 1
+    done
+}
+
 # topo_destroy PREFIX: ends the processes still running in PREFIX-* namespaces (by pid) and deletes
 # the namespaces; deleting the lan and node namespaces removes the veths and bridges with them.
 # Never fails when there is nothing left to remove.
@@ -329,6 +368,7 @@ _topo_usage() {
 usage: topology.sh create  PREFIX NODES PODS_PER_NODE
        topology.sh destroy PREFIX
        topology.sh env     PREFIX NODES PODS_PER_NODE
+       topology.sh ipv6    PREFIX NODES PODS_PER_NODE
        topology.sh selftest [NODES PODS_PER_NODE]
 PREFIX: 1-32 letters, digits or '_'. Or `source` this file and call topo_create/topo_destroy/topo_env.
 EOF
@@ -341,6 +381,7 @@ topo_main() {
     create) topo_create "$@" ;;
     destroy) topo_destroy "$@" ;;
     env) topo_env "$@" ;;
+    ipv6) topo_ipv6 "$@" ;;
     selftest) topo_selftest "$@" ;;
     -h | --help | help)
         _topo_usage

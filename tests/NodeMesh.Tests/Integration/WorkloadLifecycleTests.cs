@@ -20,6 +20,7 @@ public sealed class WorkloadLifecycleTests(ITestOutputHelper output)
         CommandResult add = await agent.WorkloadAddAsync(fromApi);
         Assert.True(add.Succeeded, agent.Explain(add.ToString()));
         Assert.Contains(CaptureRules.NatChain, await fromApi.IptablesSaveAsync(), StringComparison.Ordinal);
+        Assert.Contains(Ipv6Rules.InputChain, await fromApi.Ip6tablesSaveAsync(), StringComparison.Ordinal);
 
         foreach (Pod pod in new[] { fromApi, fromConfig })
         {
@@ -103,6 +104,7 @@ public sealed class WorkloadLifecycleTests(ITestOutputHelper output)
         WorkloadInfo only = Assert.Single(await agent.WorkloadListAsync());
         Assert.Equal(registered.Name, only.Name);
         Assert.False((await free.IptablesSaveAsync()).Contains("NODEMESH", StringComparison.Ordinal), $"{name}: rules were installed in {free.Name}");
+        Assert.False((await free.Ip6tablesSaveAsync()).Contains("NODEMESH", StringComparison.Ordinal), $"{name}: ip6tables rules were installed in {free.Name}");
         Assert.False(File.Exists("/tmp/nodemesh-pwned"), $"{name}: a shell ran the workload name");
     }
 
@@ -122,6 +124,8 @@ public sealed class WorkloadLifecycleTests(ITestOutputHelper output)
     {
         string rules = await pod.IptablesSaveAsync();
         Assert.False(rules.Contains("NODEMESH", StringComparison.Ordinal), agent.Explain($"{pod.Name} still has NodeMesh rules after 'workload remove':\n{rules}"));
+        string rules6 = await pod.Ip6tablesSaveAsync();
+        Assert.False(rules6.Contains("NODEMESH", StringComparison.Ordinal), agent.Explain($"{pod.Name} still has NodeMesh ip6tables rules after 'workload remove':\n{rules6}"));
         CommandResult ipRules = await pod.RunAsync("ip", "rule", "show");
         Assert.True(ipRules.Succeeded, ipRules.ToString());
         Assert.False(ipRules.Stdout.Contains($"lookup {CaptureRules.RouteTable}", StringComparison.Ordinal),

@@ -35,6 +35,9 @@ internal sealed class AgentSetup
 
     /// <summary>Last word on the configuration before it is written (certificate sources, CA role, …).</summary>
     public Action<AgentConfig>? Customize { get; set; }
+
+    /// <summary>PATH for the agent (default: the test's own), e.g. a directory without a tool the agent needs.</summary>
+    public string? SearchPath { get; set; }
 }
 
 /// <summary>
@@ -48,11 +51,13 @@ internal sealed partial class AgentProcess : IAsyncDisposable
 
     private readonly StringBuilder _output = new();
     private readonly Lock _outputGate = new();
+    private readonly string? _searchPath;
     private Process? _process;
     private int _runs;
 
-    private AgentProcess(Node node, string directory, AgentConfig config, IReadOnlyList<Pod> localPods)
+    private AgentProcess(Node node, string directory, AgentConfig config, IReadOnlyList<Pod> localPods, string? searchPath)
     {
+        _searchPath = searchPath;
         Node = node;
         Directory = directory;
         Config = config;
@@ -118,7 +123,7 @@ internal sealed partial class AgentProcess : IAsyncDisposable
             RemoteWorkloads = remote.Select(p => new RemoteWorkloadConfig { Name = p.Name, Ip = p.Ip.ToString(), Identity = p.Identity, Node = p.Node.Name }).ToList(),
         };
         setup.Customize?.Invoke(config);
-        var agent = new AgentProcess(node, directory, config, local);
+        var agent = new AgentProcess(node, directory, config, local, setup.SearchPath);
         File.WriteAllText(agent.ConfigPath, JsonSerializer.Serialize(config, ConfigJsonContext.Default.AgentConfig));
         return agent;
     }
@@ -158,6 +163,11 @@ internal sealed partial class AgentProcess : IAsyncDisposable
         foreach (string arg in new[] { "netns", "exec", Node.Namespace, TestPaths.NodeMesh, "run", "--config", ConfigPath })
         {
             start.ArgumentList.Add(arg);
+        }
+
+        if (_searchPath is not null)
+        {
+            start.Environment["PATH"] = _searchPath;
         }
 
         // `ip netns exec` execs the command (no fork), so this process *is* the agent: signals reach it directly.

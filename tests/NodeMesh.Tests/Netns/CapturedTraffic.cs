@@ -209,20 +209,27 @@ internal sealed class CapturedTraffic
                 return null;
         }
 
-        if (etherType != 0x0800)
-        {
-            return null;
-        }
-
         ReadOnlySpan<byte> ip = frame[ipStart..];
-        if (ip.Length < 20 || ip[0] >> 4 != 4 || ip[9] != 6)
+        int ipHeader, totalLength, addressLength;
+        if (etherType == 0x0800 && ip.Length >= 20 && ip[0] >> 4 == 4 && ip[9] == 6)
+        {
+            ipHeader = (ip[0] & 0x0f) * 4;
+            totalLength = BinaryPrimitives.ReadUInt16BigEndian(ip[2..]);
+            addressLength = 4;
+        }
+        else if (etherType == 0x86dd && ip.Length >= 40 && ip[0] >> 4 == 6 && ip[6] == 6)
+        {
+            // IPv6 with TCP straight after the fixed header (the only kind these tests send).
+            ipHeader = 40;
+            totalLength = 40 + BinaryPrimitives.ReadUInt16BigEndian(ip[4..]);
+            addressLength = 16;
+        }
+        else
         {
             return null;
         }
 
-        int ipHeader = (ip[0] & 0x0f) * 4;
-        int totalLength = BinaryPrimitives.ReadUInt16BigEndian(ip[2..]);
-        if (totalLength == 0 || totalLength > ip.Length)
+        if (totalLength <= ipHeader || totalLength > ip.Length)
         {
             totalLength = ip.Length; // segmentation offload, or truncated: take what was captured
         }
@@ -239,8 +246,9 @@ internal sealed class CapturedTraffic
             return null;
         }
 
-        var source = new IPEndPoint(new IPAddress(ip.Slice(12, 4)), BinaryPrimitives.ReadUInt16BigEndian(tcp));
-        var destination = new IPEndPoint(new IPAddress(ip.Slice(16, 4)), BinaryPrimitives.ReadUInt16BigEndian(tcp[2..]));
+        int sourceAt = addressLength == 4 ? 12 : 8;
+        var source = new IPEndPoint(new IPAddress(ip.Slice(sourceAt, addressLength)), BinaryPrimitives.ReadUInt16BigEndian(tcp));
+        var destination = new IPEndPoint(new IPAddress(ip.Slice(sourceAt + addressLength, addressLength)), BinaryPrimitives.ReadUInt16BigEndian(tcp[2..]));
         return new TcpSegment(source, destination, BinaryPrimitives.ReadUInt32BigEndian(tcp[4..]), tcp[13], tcp[tcpHeader..].ToArray());
     }
 

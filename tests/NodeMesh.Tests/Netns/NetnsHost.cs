@@ -58,23 +58,67 @@ internal abstract class NetnsHost
 
     public IPAddress Ip { get; }
 
+    /// <summary>The host's ULA (fd00::/8), once <see cref="Topology.AddIpv6Async"/> gave it one.</summary>
+    public IPAddress? Ipv6 { get; internal set; }
+
     public IPEndPoint EndPoint(int port) => new(Ip, port);
+
+    /// <summary>The ULA and port; throws if the topology has no IPv6 addresses.</summary>
+    public IPEndPoint Ipv6EndPoint(int port) =>
+        new(Ipv6 ?? throw new InvalidOperationException($"{Name} has no IPv6 address: call Topology.AddIpv6Async first"), port);
+
+    /// <summary>The kernel-made fe80:: address of <paramref name="device"/> here (no scope: that is the client's interface).</summary>
+    public async Task<IPAddress> LinkLocalAsync(string device)
+    {
+        CommandResult show = await Command.RunAsync(Command.DefaultTimeout, "ip", "-n", Namespace, "-6", "-o", "addr", "show", "dev", device, "scope", "link");
+        // "2: eth0    inet6 fe80::1c2d:.../64 scope link ..."
+        string[] words = show.Stdout.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        int inet6 = Array.IndexOf(words, "inet6");
+        if (!show.Succeeded || inet6 < 0 || inet6 + 1 >= words.Length)
+        {
+            throw new InvalidOperationException($"{Name}: no link-local address on {device}: {show}");
+        }
+
+        return IPAddress.Parse(words[inet6 + 1].Split('/')[0]);
+    }
+
+    /// <summary><paramref name="address"/> (a link-local address of a neighbour) scoped to <paramref name="device"/> of this host.</summary>
+    public async Task<IPAddress> ScopedAsync(IPAddress address, string device)
+    {
+        CommandResult link = await Command.RunAsync(Command.DefaultTimeout, "ip", "-n", Namespace, "-o", "link", "show", "dev", device);
+        // "2: eth0@if7: <BROADCAST,..."
+        if (!link.Succeeded || !long.TryParse(link.Stdout.Split(':')[0], System.Globalization.CultureInfo.InvariantCulture, out long index))
+        {
+            throw new InvalidOperationException($"{Name}: no interface {device}: {link}");
+        }
+
+        return new IPAddress(address.GetAddressBytes(), index);
+    }
 
     public override string ToString() => $"{Name} ({Ip}, {Namespace})";
 
     /// <summary>Runs <paramref name="create"/> on a thread inside this namespace (for sockets born here).</summary>
     public async Task<T> InNamespaceAsync<T>(Func<T> create) => await (await _thread.Value).InvokeAsync(create);
 
-    /// <summary>A TCP server on 0.0.0.0:<paramref name="port"/> inside this namespace.</summary>
-    public async Task<TcpTestServer> StartTcpServerAsync(int port, ServerMode mode)
+    /// <summary>
+    /// A TCP server on 0.0.0.0:<paramref name="port"/> inside this namespace, or on <paramref name="bind"/>:
+    /// <see cref="IPAddress.IPv6Any"/> makes it a dual-stack [::] server, as most applications bind.
+    /// </summary>
+    public async Task<TcpTestServer> StartTcpServerAsync(int port, ServerMode mode, IPAddress? bind = null)
     {
+        IPAddress address = bind ?? IPAddress.Any;
         Socket listener = await InNamespaceAsync(() =>
         {
-            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
             try
             {
+                if (address.Equals(IPAddress.IPv6Any))
+                {
+                    socket.DualMode = true;
+                }
+
                 socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-                socket.Bind(new IPEndPoint(IPAddress.Any, port));
+                socket.Bind(new IPEndPoint(address, port));
                 socket.Listen(1024);
                 return socket;
             }
@@ -95,7 +139,16 @@ internal abstract class NetnsHost
     /// </summary>
     public async Task<Socket> ConnectAsync(IPEndPoint destination, TimeSpan? timeout = null)
     {
-        Socket socket = await InNamespaceAsync(() => new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true });
+        Socket socket = await InNamespaceAsync(() =>
+        {
+            var created = new Socket(destination.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            if (destination.Address.IsIPv4MappedToIPv6)
+            {
+                created.DualMode = true; // an IPv6 socket speaking IPv4 (::ffff:a.b.c.d)
+            }
+
+            return created;
+        });
         Topology.Track(socket);
         using var deadline = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(10));
         try
@@ -164,6 +217,13 @@ internal abstract class NetnsHost
     {
         using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(20));
         return await RuleInstaller.SaveAsync(NetnsPath, deadline.Token);
+    }
+
+    /// <summary>This namespace's ip6tables rules (ip6tables-save), read the way the agent reads them.</summary>
+    public async Task<string> Ip6tablesSaveAsync()
+    {
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        return await RuleInstaller.SaveIpv6Async(NetnsPath, deadline.Token);
     }
 
     internal async ValueTask StopThreadAsync()

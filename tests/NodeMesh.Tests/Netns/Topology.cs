@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
@@ -103,6 +104,28 @@ internal sealed class Topology : IAsyncDisposable
             await topology.DisposeAsync();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Opt-in IPv6: ULA addresses (fd00::/8, only inside this topology's namespaces) and routes on every node,
+    /// pod and ext, mirroring the IPv4 plan (tests/netns/topology.sh ipv6); afterwards each host's
+    /// <see cref="NetnsHost.Ipv6"/> is set. Link-local addresses exist with or without this.
+    /// </summary>
+    public async Task AddIpv6Async()
+    {
+        int pods = _nodes[0].Pods.Count;
+        await Command.RunCheckedAsync(ScriptTimeout, TestPaths.TopologyScript, "ipv6", Prefix,
+            _nodes.Count.ToString(System.Globalization.CultureInfo.InvariantCulture), pods.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        foreach (Node node in _nodes)
+        {
+            node.Ipv6 = IPAddress.Parse($"fd00:231::{node.Index}");
+            foreach (Pod pod in node.Pods)
+            {
+                pod.Ipv6 = IPAddress.Parse($"fd00:240:{node.Index}::{pod.Index + 1}");
+            }
+        }
+
+        Ext.Ipv6 = IPAddress.Parse("fd00:231::200");
     }
 
     /// <summary>Another CA (a foreign mesh with the same trust domain), in WorkDir/<paramref name="name"/>.</summary>
