@@ -139,6 +139,36 @@ public sealed class TunnelPoolTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task SharedConnections_GetACompanion_UpToOnePerCore_AndNewFlowsTakeTheLeastLoaded()
+    {
+        TunnelPool pool = Pool(Working(TimeSpan.Zero), new TunnelConfig { ConnectTimeoutSeconds = 1, MaxConnectionsPerPeer = 8 });
+        var leases = new List<TunnelLease> { await pool.AcquireAsync(Web, "node2", Peer, default), await pool.AcquireAsync(Web, "node2", Peer, default) };
+        int wanted = Math.Min(Environment.ProcessorCount, 8);
+        var watch = Stopwatch.StartNew();
+        while (pool.ConnectionCount < Math.Min(wanted, 2) && watch.Elapsed < TimeSpan.FromSeconds(5))
+        {
+            await Task.Delay(10);
+        }
+
+        if (wanted >= 2)
+        {
+            // The second flow shared the first connection, so a companion was dialled without making it wait.
+            Assert.Equal(2, pool.ConnectionCount);
+            TunnelLease third = await pool.AcquireAsync(Web, "node2", Peer, default);
+            Assert.NotSame(leases[0].Connection, third.Connection);
+            leases.Add(third);
+        }
+
+        for (int i = 0; i < 20; i++)
+        {
+            leases.Add(await pool.AcquireAsync(Web, "node2", Peer, default));
+        }
+
+        Assert.True(pool.ConnectionCount <= wanted, $"{pool.ConnectionCount} connections for {wanted} cores");
+        leases.ForEach(l => l.Dispose());
+    }
+
+    [Fact]
     public async Task IdleConnections_AreReleased_WithAGoAway_AndBusyOnesAreKept()
     {
         var far = new List<RawTunnelPeer>();
