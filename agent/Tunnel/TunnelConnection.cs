@@ -339,6 +339,20 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
         }
     }
 
+    /// <summary>Grows the send window: by the peer's WINDOW, or by what a cancelled writer took and never queued.</summary>
+    internal void ReturnSendWindow(int count)
+    {
+        TaskCompletionSource? waiter;
+        lock (_creditGate)
+        {
+            _sendWindow += count;
+            waiter = _sendWindowWaiter;
+            _sendWindowWaiter = null;
+        }
+
+        waiter?.TrySetResult();
+    }
+
     /// <summary>Bytes of received data have left this side (delivered onward or dropped): the peer may send as many again.</summary>
     internal void ReturnReceiveWindow(int count)
     {
@@ -641,20 +655,12 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
 
     private void AddSendWindow(uint increment)
     {
-        TaskCompletionSource? waiter;
-        lock (_creditGate)
+        if (Interlocked.Read(ref _sendWindow) + increment > int.MaxValue)
         {
-            if (_sendWindow + increment > int.MaxValue)
-            {
-                throw new TunnelProtocolException(TunnelError.FlowControl, $"connection window grown past 2^31-1 by {increment}");
-            }
-
-            _sendWindow += increment;
-            waiter = _sendWindowWaiter;
-            _sendWindowWaiter = null;
+            throw new TunnelProtocolException(TunnelError.FlowControl, $"connection window grown past 2^31-1 by {increment}");
         }
 
-        waiter?.TrySetResult();
+        ReturnSendWindow((int)increment);
     }
 
     private void ReceiveGoAway(ReadOnlySpan<byte> payload)

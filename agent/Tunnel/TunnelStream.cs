@@ -116,11 +116,7 @@ internal sealed class TunnelStream
         }
     }
 
-    /// <summary>
-    /// Sends <paramref name="count"/> bytes found at <paramref name="buffer"/>[<paramref name="offset"/>..].
-    /// The caller leaves <see cref="FrameHeader.Size"/> free bytes in front of them, so each frame is
-    /// written with its header in one call without copying the payload.
-    /// </summary>
+    /// <summary>Sends <paramref name="count"/> bytes found at <paramref name="buffer"/>[<paramref name="offset"/>..].</summary>
     public ValueTask WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
         WriteAsync(buffer.AsMemory(offset, count), cancellationToken);
 
@@ -146,7 +142,18 @@ internal sealed class TunnelStream
                 AddCredit((uint)(chunk - granted));
             }
 
-            await _connection.WriteDataAsync(Id, data[..granted], cancellationToken);
+            try
+            {
+                await _connection.WriteDataAsync(Id, data[..granted], cancellationToken);
+            }
+            catch
+            {
+                // Nothing of it was queued: the credit taken for it is still this side's to use.
+                _connection.ReturnSendWindow(granted);
+                AddCredit((uint)granted);
+                throw;
+            }
+
             data = data[granted..];
         }
     }
