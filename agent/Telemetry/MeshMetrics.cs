@@ -18,6 +18,8 @@ internal sealed class MeshMetrics : IDisposable
     private readonly Counter<long> _received;
     private readonly Counter<long> _refused;
     private readonly Counter<long> _tunnelRejected;
+    private readonly Counter<long> _acceptFailed;
+    private readonly Counter<long> _connectionsShed;
 
     public MeshMetrics()
     {
@@ -26,6 +28,9 @@ internal sealed class MeshMetrics : IDisposable
         _received = _meter.CreateCounter<long>("nodemesh_tcp_received_bytes_total", unit: "By", description: "Bytes from the destination to the client.");
         _refused = _meter.CreateCounter<long>("nodemesh_flows_refused_total", description: "Flows refused, by reason.");
         _tunnelRejected = _meter.CreateCounter<long>("nodemesh_tunnel_handshakes_rejected_total", description: "Tunnel connections whose peer certificate was refused.");
+        _acceptFailed = _meter.CreateCounter<long>("nodemesh_accept_failures_total", description: "Failed accepts (fd or buffer exhaustion, aborted connections), by listener and error.");
+        _connectionsShed = _meter.CreateCounter<long>("nodemesh_connections_shed_total",
+            description: "Connections closed before authentication because a limit was reached or the handshake timed out, by listener and reason.");
     }
 
     public void FlowEnded(FlowRecord record)
@@ -50,6 +55,12 @@ internal sealed class MeshMetrics : IDisposable
     }
 
     public void TunnelRejected() => _tunnelRejected.Add(1);
+
+    /// <param name="listener"><c>workload</c>, <c>tunnel</c>, <c>ca</c> or <c>api</c>.</param>
+    public void AcceptFailed(string listener, string error) => _acceptFailed.Add(1, new TagList { { "listener", listener }, { "error", error } });
+
+    /// <param name="reason"><c>total-limit</c>, <c>address-limit</c> or <c>handshake-timeout</c>.</param>
+    public void ConnectionShed(string listener, string reason) => _connectionsShed.Add(1, new TagList { { "listener", listener }, { "reason", reason } });
 
     public void Dispose() => _meter.Dispose();
 }
