@@ -58,7 +58,6 @@ internal sealed partial class CaServer : IAsyncDisposable
     private readonly string _trustDomain;
     private readonly PeerCertificateVerifier _verifier;
     private readonly PendingConnectionLimit _slots;
-    private readonly LogThrottle _busyLog = new(TimeSpan.FromSeconds(10));
     private readonly MeshMetrics? _metrics;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Lock _serverCertificateLock = new();
@@ -109,28 +108,8 @@ internal sealed partial class CaServer : IAsyncDisposable
     /// Bounded concurrency, overall and per source address: a connection beyond a limit is closed at once, not
     /// queued (every connection is unauthenticated until its request is read, so none may hold a slot for long).
     /// </summary>
-    private Task AdmitAsync(Socket socket)
-    {
-        if (socket.RemoteEndPoint is not IPEndPoint remote)
-        {
-            socket.Dispose();
-            return Task.CompletedTask;
-        }
-
-        if (!_slots.TryEnter(remote.Address, out string? limit))
-        {
-            _metrics?.ConnectionShed("ca", limit!);
-            if (_busyLog.ShouldLog(out int held))
-            {
-                Log.Busy(_logger, remote.ToString(), limit!, held);
-            }
-
-            socket.Dispose();
-            return Task.CompletedTask;
-        }
-
-        return HandleAsync(socket, remote);
-    }
+    private Task AdmitAsync(Socket socket) =>
+        _slots.TryAdmit(socket, "ca", _metrics, _logger, out IPEndPoint? remote) ? HandleAsync(socket, remote) : Task.CompletedTask;
 
     private async Task HandleAsync(Socket socket, IPEndPoint remoteEndPoint)
     {
@@ -385,9 +364,6 @@ internal sealed partial class CaServer : IAsyncDisposable
 
         [LoggerMessage(EventId = 703, Level = LogLevel.Debug, Message = "CA connection from {Remote} failed: {Error}")]
         public static partial void ConnectionFailed(ILogger logger, string remote, string error);
-
-        [LoggerMessage(EventId = 704, Level = LogLevel.Warning, Message = "CA busy: connection from {Remote} closed ({Limit}; {Held} more closed since the last report)")]
-        public static partial void Busy(ILogger logger, string remote, string limit, int held);
 
         [LoggerMessage(EventId = 705, Level = LogLevel.Error, Message = "CA cannot issue {Identity}: {Error}")]
         public static partial void IssueFailed(ILogger logger, string identity, string error);

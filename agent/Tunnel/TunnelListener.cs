@@ -41,7 +41,6 @@ internal sealed partial class TunnelListener : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly ConcurrentDictionary<TunnelConnection, byte> _connections = new();
     private readonly PendingConnectionLimit _handshakes = new(MaxPendingHandshakes, MaxPendingHandshakesPerAddress);
-    private readonly LogThrottle _shedLog = new(TimeSpan.FromSeconds(10));
     private Task? _acceptLoop;
 
     public TunnelListener(IPEndPoint endPoint, ICertificateProvider certificates, PeerCertificateVerifier verifier, InboundTunnelProxy inbound,
@@ -70,42 +69,8 @@ internal sealed partial class TunnelListener : IAsyncDisposable
         AcceptLoop.RunAsync(_listener, HandleAsync, new AcceptFailures("tunnel", EndPoint, _logger, _metrics), _stopping.Token);
 
     /// <summary>Admits a connection to the handshake if the pending-handshake limits allow; closes it at once otherwise.</summary>
-    private Task HandleAsync(Socket socket)
-    {
-        if (socket.RemoteEndPoint is not IPEndPoint remote)
-        {
-            socket.Dispose();
-            return Task.CompletedTask;
-        }
-
-        if (!_handshakes.TryEnter(remote.Address, out string? limit))
-        {
-            Shed(socket, remote, limit!);
-            return Task.CompletedTask;
-        }
-
-        return ServeAsync(socket, remote);
-    }
-
-    private void Shed(Socket socket, IPEndPoint remote, string reason)
-    {
-        _metrics.ConnectionShed("tunnel", reason);
-        if (_shedLog.ShouldLog(out int held))
-        {
-            Log.Shed(_logger, remote.ToString(), reason, _handshakes.Count, held);
-        }
-
-        try
-        {
-            SocketOptions.SetAbortOnClose(socket);
-        }
-        catch (Exception ex) when (ex is SocketException or InteropException or ObjectDisposedException)
-        {
-            // Already gone: nothing to reset.
-        }
-
-        socket.Dispose();
-    }
+    private Task HandleAsync(Socket socket) =>
+        _handshakes.TryAdmit(socket, "tunnel", _metrics, _logger, out IPEndPoint? remote) ? ServeAsync(socket, remote) : Task.CompletedTask;
 
     private async Task ServeAsync(Socket socket, IPEndPoint remoteEndPoint)
     {
@@ -216,9 +181,5 @@ internal sealed partial class TunnelListener : IAsyncDisposable
 
         [LoggerMessage(EventId = 312, Level = LogLevel.Debug, Message = "tunnel from {Remote} failed during handshake: {Error}")]
         public static partial void HandshakeFailed(ILogger logger, string remote, string error);
-
-        [LoggerMessage(EventId = 314, Level = LogLevel.Warning,
-            Message = "tunnel connection from {Remote} closed before its handshake: {Limit} reached ({Pending} handshakes pending; {Held} more closed since the last report)")]
-        public static partial void Shed(ILogger logger, string remote, string limit, int pending, int held);
     }
 }
