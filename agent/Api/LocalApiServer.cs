@@ -44,7 +44,7 @@ internal sealed partial class LocalApiServer : IAsyncDisposable
         _loop = AcceptLoopAsync(_listener);
     }
 
-    private Task AcceptLoopAsync(Socket listener) => Sockets.AcceptLoop.RunAsync(listener, ServeAsync, acceptFailed: null, _stopping.Token);
+    private Task AcceptLoopAsync(Socket listener) => Sockets.AcceptLoop.RunAsync(listener, ServeAsync, new Sockets.AcceptFailures("api", listener.LocalEndPoint, _logger, metrics: null), _stopping.Token);
 
     private async Task ServeAsync(Socket client)
     {

@@ -11,7 +11,8 @@ namespace NodeMesh.App;
 /// With <c>ca.role: server</c>, this agent also runs the mesh CA service: nodes join with a join token and
 /// then get workload certificates, each only for a workload the registry places on that node.
 /// </summary>
-internal sealed partial class CaService(AgentConfig config, IdentitySetup.Certificates certificates, WorkloadRegistry registry, ILoggerFactory loggers)
+internal sealed partial class CaService(
+    AgentConfig config, IdentitySetup.Certificates certificates, WorkloadRegistry registry, ILoggerFactory loggers, Telemetry.MeshMetrics? metrics = null)
     : IHostedService, IAsyncDisposable
 {
     private readonly System.Diagnostics.Metrics.Meter _meter = new("NodeMesh.Ca");
@@ -42,7 +43,7 @@ internal sealed partial class CaService(AgentConfig config, IdentitySetup.Certif
                 {
                     LeafLifetime = config.Ca.CertificateLifetime,
                     NodeLifetime = config.Ca.NodeCertificateLifetime,
-                }, loggers.CreateLogger<CaServer>());
+                }, loggers.CreateLogger<CaServer>(), metrics);
             System.Diagnostics.Metrics.Counter<long> requests = _meter.CreateCounter<long>(
                 "nodemesh_ca_requests_total", description: "Certificate requests the CA service answered, by kind and result.");
             _server.Decided += d => requests.Add(1, new System.Diagnostics.TagList { { "kind", d.Kind }, { "result", d.Issued ? "issued" : "refused" } });

@@ -279,7 +279,8 @@ internal static class CommandLine
         builder.Services.AddSingleton<TunnelListenerFactory>();
         builder.Services.AddSingleton(new WorkloadStateStore(config.StateDir));
         builder.Services.AddHostedService(sp => new CaService(
-            config, sp.GetRequiredService<IdentitySetup.Certificates>(), sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<ILoggerFactory>()));
+            config, sp.GetRequiredService<IdentitySetup.Certificates>(), sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<ILoggerFactory>(),
+            sp.GetRequiredService<MeshMetrics>()));
         builder.Services.AddHostedService<MeshAgent>();
         builder.Services.AddHostedService(sp => new TrustBundleWatcher(
             sp.GetRequiredService<IdentitySetup.Certificates>().Authority, config.Ca.Dir, sp.GetRequiredService<ILogger<TrustBundleWatcher>>()));

@@ -104,6 +104,7 @@ internal sealed class CaClient
                     EnabledSslProtocols = SslProtocols.Tls13,
                     ClientCertificateContext = clientCertificate,
                     CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+                    CertificateChainPolicy = _verifier.CreateChainPolicy(),
                     AllowTlsResume = false,
                     RemoteCertificateValidationCallback = (_, presented, chain, _) =>
                     {

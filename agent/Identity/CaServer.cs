@@ -6,6 +6,8 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.Extensions.Logging;
 using NodeMesh.Interop;
+using NodeMesh.Sockets;
+using NodeMesh.Telemetry;
 
 namespace NodeMesh.Identity;
 
@@ -21,8 +23,14 @@ internal sealed record CaServerOptions
     /// <summary>Whole budget of one connection: handshake, request, answer.</summary>
     public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>The TLS handshake's share of <see cref="RequestTimeout"/>: a caller that has not finished it by then is cut off.</summary>
+    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
     /// <summary>Connections served at once; more are closed at once (the clients retry with backoff).</summary>
     public int MaxConcurrentRequests { get; init; } = 64;
+
+    /// <summary>Connections served at once from one source address, so one host's idle sockets cannot take every slot.</summary>
+    public int MaxConcurrentRequestsPerAddress { get; init; } = 16;
 }
 
 /// <summary>One decision of the CA, for logs and metrics: what was asked, by whom, and the outcome.</summary>
@@ -49,7 +57,8 @@ internal sealed partial class CaServer : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly string _trustDomain;
     private readonly PeerCertificateVerifier _verifier;
-    private readonly SemaphoreSlim _slots;
+    private readonly PendingConnectionLimit _slots;
+    private readonly MeshMetrics? _metrics;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Lock _serverCertificateLock = new();
     private SslStreamCertificateContext? _serverCertificate;
@@ -63,8 +72,9 @@ internal sealed partial class CaServer : IAsyncDisposable
     /// The CA issues workload identities only to the node they are placed on.
     /// </param>
     public CaServer(IPEndPoint endPoint, string trustDomain, CertificateAuthority ca, JoinTokens tokens, Func<string, SpiffeId, bool> isPlacedOn,
-        CaServerOptions options, ILogger<CaServer> logger)
+        CaServerOptions options, ILogger<CaServer> logger, MeshMetrics? metrics = null)
     {
+        _metrics = metrics;
         _trustDomain = trustDomain;
         _ca = ca;
         _tokens = tokens;
@@ -72,7 +82,7 @@ internal sealed partial class CaServer : IAsyncDisposable
         _options = options;
         _logger = logger;
         _verifier = new PeerCertificateVerifier(trustDomain, () => ca.TrustBundle.Roots);
-        _slots = new SemaphoreSlim(options.MaxConcurrentRequests, options.MaxConcurrentRequests);
+        _slots = new PendingConnectionLimit(options.MaxConcurrentRequests, options.MaxConcurrentRequestsPerAddress);
         _listener = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         SocketOptions.SetReuseAddressOnly(_listener);
         _listener.Bind(endPoint);
@@ -92,30 +102,26 @@ internal sealed partial class CaServer : IAsyncDisposable
     public void Start() => _acceptLoop ??= AcceptLoopAsync();
 
     private Task AcceptLoopAsync() =>
-        Sockets.AcceptLoop.RunAsync(_listener, AdmitAsync, error => Log.AcceptFailed(_logger, error.ToString()), _stopping.Token);
+        AcceptLoop.RunAsync(_listener, AdmitAsync, new AcceptFailures("ca", EndPoint, _logger, _metrics), _stopping.Token);
 
-    /// <summary>Bounded concurrency: a request beyond the limit is turned away at once, not queued.</summary>
-    private Task AdmitAsync(Socket socket)
+    /// <summary>
+    /// Bounded concurrency, overall and per source address: a connection beyond a limit is closed at once, not
+    /// queued (every connection is unauthenticated until its request is read, so none may hold a slot for long).
+    /// </summary>
+    private Task AdmitAsync(Socket socket) =>
+        _slots.TryAdmit(socket, "ca", _metrics, _logger, out IPEndPoint? remote) ? HandleAsync(socket, remote) : Task.CompletedTask;
+
+    private async Task HandleAsync(Socket socket, IPEndPoint remoteEndPoint)
     {
-        if (!_slots.Wait(0))
-        {
-            Log.Busy(_logger, socket.RemoteEndPoint?.ToString() ?? "?");
-            socket.Dispose();
-            return Task.CompletedTask;
-        }
-
-        return HandleAsync(socket);
-    }
-
-    private async Task HandleAsync(Socket socket)
-    {
-        string remote = socket.RemoteEndPoint?.ToString() ?? "?";
+        string remote = remoteEndPoint.ToString();
         var tls = new SslStream(new NetworkStream(socket, ownsSocket: true), leaveInnerStreamOpen: false);
         try
         {
             socket.NoDelay = true;
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
             timeout.CancelAfter(_options.RequestTimeout);
+            using var handshakeTimeout = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token);
+            handshakeTimeout.CancelAfter(_options.HandshakeTimeout);
             SpiffeId? caller = null;
             string? rejection = null;
             try
@@ -127,6 +133,7 @@ internal sealed partial class CaServer : IAsyncDisposable
                     ClientCertificateRequired = true,
                     EnabledSslProtocols = SslProtocols.Tls13,
                     CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+                    CertificateChainPolicy = _verifier.CreateChainPolicy(),
                     // Every request is a full handshake: the caller's whole chain is seen and checked each time.
                     AllowTlsResume = false,
                     RemoteCertificateValidationCallback = (_, presented, chain, _) =>
@@ -145,12 +152,17 @@ internal sealed partial class CaServer : IAsyncDisposable
                         rejection = reason;
                         return false;
                     },
-                }, timeout.Token);
+                }, handshakeTimeout.Token);
             }
             catch (AuthenticationException ex)
             {
                 Record(new CaDecision("handshake", remote, null, null, false, $"client certificate refused: {rejection ?? ex.Message}"));
                 return;
+            }
+            catch (OperationCanceledException) when (!_stopping.IsCancellationRequested)
+            {
+                _metrics?.ConnectionShed("ca", "handshake-timeout");
+                throw;
             }
 
             byte[]? payload = await CaProtocol.ReadAsync(tls, CaProtocol.MaxRequestBytes, timeout.Token);
@@ -184,7 +196,7 @@ internal sealed partial class CaServer : IAsyncDisposable
         finally
         {
             await tls.DisposeAsync();
-            _slots.Release();
+            _slots.Exit(remoteEndPoint.Address);
         }
     }
 
@@ -353,16 +365,10 @@ internal sealed partial class CaServer : IAsyncDisposable
         [LoggerMessage(EventId = 703, Level = LogLevel.Debug, Message = "CA connection from {Remote} failed: {Error}")]
         public static partial void ConnectionFailed(ILogger logger, string remote, string error);
 
-        [LoggerMessage(EventId = 704, Level = LogLevel.Warning, Message = "CA busy: connection from {Remote} closed")]
-        public static partial void Busy(ILogger logger, string remote);
-
         [LoggerMessage(EventId = 705, Level = LogLevel.Error, Message = "CA cannot issue {Identity}: {Error}")]
         public static partial void IssueFailed(ILogger logger, string identity, string error);
 
         [LoggerMessage(EventId = 707, Level = LogLevel.Error, Message = "CA connection from {Remote} failed unexpectedly")]
         public static partial void Unexpected(ILogger logger, string remote, Exception exception);
-
-        [LoggerMessage(EventId = 706, Level = LogLevel.Warning, Message = "CA accept failed: {Error}")]
-        public static partial void AcceptFailed(ILogger logger, string error);
     }
 }

@@ -334,10 +334,7 @@ internal sealed class CertificateAuthority : IDisposable
 
     private static bool ChainsTo(X509Certificate2 certificate, X509Certificate2 root, out string? status)
     {
-        using var chain = new X509Chain();
-        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-        chain.ChainPolicy.CustomTrustStore.Add(root);
-        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        using var chain = new X509Chain { ChainPolicy = MeshChainPolicy.Create([root]) };
         bool ok = chain.Build(certificate);
         status = ok ? null : string.Join(", ", chain.ChainStatus.Select(s => s.Status.ToString()));
         return ok;

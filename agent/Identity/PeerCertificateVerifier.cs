@@ -26,6 +26,13 @@ internal sealed class PeerCertificateVerifier
         _trustBundle = trustBundle;
     }
 
+    /// <summary>
+    /// The chain policy for an SslStream that authenticates a mesh peer (its <c>CertificateChainPolicy</c>): the
+    /// stream builds a chain before it calls the validation callback, and without this policy that build would
+    /// download whatever the peer's certificate points to.
+    /// </summary>
+    public X509ChainPolicy CreateChainPolicy() => MeshChainPolicy.Create(_trustBundle());
+
     public bool TryVerify(X509Certificate? presented, [NotNullWhen(true)] out SpiffeId? identity, [NotNullWhen(false)] out string? reason) =>
         TryVerify(presented, intermediates: [], out identity, out reason);
 
@@ -60,16 +67,13 @@ internal sealed class PeerCertificateVerifier
         }
 
         using var certificate = X509CertificateLoader.LoadCertificate(presented.GetRawCertData());
-        using var chain = new X509Chain();
-        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-        chain.ChainPolicy.CustomTrustStore.AddRange(_trustBundle());
+        using var chain = new X509Chain { ChainPolicy = CreateChainPolicy() };
         chain.ChainPolicy.ExtraStore.AddRange(intermediates);
         foreach (X509Certificate2 remembered in _intermediates.Values)
         {
             chain.ChainPolicy.ExtraStore.Add(remembered);
         }
 
-        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
         chain.ChainPolicy.VerificationTime = DateTime.Now;
         if (!chain.Build(certificate))
         {

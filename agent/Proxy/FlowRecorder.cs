@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net;
+using Microsoft.Extensions.Logging;
 using NodeMesh.Contracts;
 using NodeMesh.Copy;
 using NodeMesh.State;
@@ -8,7 +9,7 @@ using NodeMesh.Telemetry;
 namespace NodeMesh.Proxy;
 
 /// <summary>Builds a flow's record once, when it ends, and hands it to the flow log and the meters.</summary>
-internal sealed class FlowRecorder(FlowLog log, MeshMetrics metrics)
+internal sealed class FlowRecorder(FlowLog log, MeshMetrics metrics, ILoggerFactory loggers)
 {
     private int _active;
 
@@ -18,6 +19,10 @@ internal sealed class FlowRecorder(FlowLog log, MeshMetrics metrics)
     public void Begin() => Interlocked.Increment(ref _active);
 
     public void End() => Interlocked.Decrement(ref _active);
+
+    /// <summary>Where a workload listener's failed accepts are counted and logged.</summary>
+    public Sockets.AcceptFailures AcceptFailures(System.Net.Sockets.Socket listener) =>
+        new("workload", listener.LocalEndPoint, loggers.CreateLogger(typeof(Sockets.AcceptLoop).FullName!), metrics);
 
     public void Record(
         string direction,

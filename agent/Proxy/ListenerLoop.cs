@@ -9,7 +9,7 @@ namespace NodeMesh.Proxy;
 internal static class ListenerLoop
 {
     public static Task RunAsync(Socket listener, FlowRecorder recorder, Func<Socket, Task> handle, CancellationToken stopping) =>
-        Sockets.AcceptLoop.RunAsync(listener, client => TrackAsync(client, recorder, handle), acceptFailed: null, stopping);
+        Sockets.AcceptLoop.RunAsync(listener, client => TrackAsync(client, recorder, handle), recorder.AcceptFailures(listener), stopping);
 
     private static async Task TrackAsync(Socket client, FlowRecorder recorder, Func<Socket, Task> handle)
     {

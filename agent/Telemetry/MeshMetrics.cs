@@ -21,6 +21,8 @@ internal sealed class MeshMetrics : IDisposable
     private readonly Counter<long> _tunnelClosed;
     private readonly Counter<long> _tunnelStreamsRefused;
     private readonly Counter<long> _tunnelDialFailures;
+    private readonly Counter<long> _acceptFailed;
+    private readonly Counter<long> _connectionsShed;
 
     public MeshMetrics()
     {
@@ -32,6 +34,9 @@ internal sealed class MeshMetrics : IDisposable
         _tunnelClosed = _meter.CreateCounter<long>("nodemesh_tunnel_connections_closed_total", description: "Tunnel connections ended, by reason (None is orderly).");
         _tunnelStreamsRefused = _meter.CreateCounter<long>("nodemesh_tunnel_streams_refused_total", description: "Streams a peer opened beyond a limit, by limit.");
         _tunnelDialFailures = _meter.CreateCounter<long>("nodemesh_tunnel_dial_failures_total", description: "Tunnel connections that could not be opened.");
+        _acceptFailed = _meter.CreateCounter<long>("nodemesh_accept_failures_total", description: "Failed accepts (fd or buffer exhaustion, aborted connections), by listener and error.");
+        _connectionsShed = _meter.CreateCounter<long>("nodemesh_connections_shed_total",
+            description: "Connections closed before authentication because a limit was reached or the handshake timed out, by listener and reason.");
     }
 
     public void FlowEnded(FlowRecord record)
@@ -62,6 +67,12 @@ internal sealed class MeshMetrics : IDisposable
     public void TunnelStreamRefused(string limit) => _tunnelStreamsRefused.Add(1, new KeyValuePair<string, object?>("limit", limit));
 
     public void TunnelDialFailed() => _tunnelDialFailures.Add(1);
+
+    /// <param name="listener"><c>workload</c>, <c>tunnel</c>, <c>ca</c> or <c>api</c>.</param>
+    public void AcceptFailed(string listener, string error) => _acceptFailed.Add(1, new TagList { { "listener", listener }, { "error", error } });
+
+    /// <param name="reason"><c>total-limit</c>, <c>address-limit</c> or <c>handshake-timeout</c>.</param>
+    public void ConnectionShed(string listener, string reason) => _connectionsShed.Add(1, new TagList { { "listener", listener }, { "reason", reason } });
 
     public void Dispose() => _meter.Dispose();
 }

@@ -137,6 +137,7 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
                 ApplicationProtocols = [ApplicationProtocol],
                 ClientCertificateContext = certificate,
                 CertificateRevocationCheckMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
+                CertificateChainPolicy = verifier.CreateChainPolicy(),
                 RemoteCertificateValidationCallback = (_, presented, chain, _) =>
                 {
                     // The chain the peer sent carries its intermediates; the verifier still roots it at our bundle.

@@ -8,6 +8,7 @@ using Microsoft.Extensions.Logging;
 using NodeMesh.Identity;
 using NodeMesh.Interop;
 using NodeMesh.Proxy.Inbound;
+using NodeMesh.Sockets;
 using NodeMesh.Telemetry;
 
 namespace NodeMesh.Tunnel;
@@ -18,7 +19,17 @@ namespace NodeMesh.Tunnel;
 /// </summary>
 internal sealed partial class TunnelListener : IAsyncDisposable
 {
-    private static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
+    /// <summary>A peer that has not finished its handshake by then is cut off (a dialling agent gives up sooner).</summary>
+    internal static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Handshakes in progress at once, and from one address. A node dials one connection per (source identity,
+    /// peer) and shares it, so even a burst of new identities on one node stays far below the per-address bound;
+    /// 1,000 idle sockets from one host take 64 slots for 5 s, and everyone else still gets in.
+    /// </summary>
+    internal const int MaxPendingHandshakes = 512;
+
+    internal const int MaxPendingHandshakesPerAddress = 64;
 
     private readonly Socket _listener;
     private readonly ICertificateProvider _certificates;
@@ -30,6 +41,7 @@ internal sealed partial class TunnelListener : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stopping = new();
     private readonly ConcurrentDictionary<TunnelConnection, byte> _connections = new();
+    private readonly PendingConnectionLimit _handshakes = new(MaxPendingHandshakes, MaxPendingHandshakesPerAddress);
     private Task? _acceptLoop;
 
     public TunnelListener(IPEndPoint endPoint, ICertificateProvider certificates, PeerCertificateVerifier verifier, InboundTunnelProxy inbound,
@@ -56,13 +68,18 @@ internal sealed partial class TunnelListener : IAsyncDisposable
     public void Start() => _acceptLoop = AcceptLoopAsync();
 
     private Task AcceptLoopAsync() =>
-        Sockets.AcceptLoop.RunAsync(_listener, HandleAsync, error => Log.AcceptFailed(_logger, error.ToString()), _stopping.Token);
+        AcceptLoop.RunAsync(_listener, HandleAsync, new AcceptFailures("tunnel", EndPoint, _logger, _metrics), _stopping.Token);
 
-    private async Task HandleAsync(Socket socket)
+    /// <summary>Admits a connection to the handshake if the pending-handshake limits allow; closes it at once otherwise.</summary>
+    private Task HandleAsync(Socket socket) =>
+        _handshakes.TryAdmit(socket, "tunnel", _metrics, _logger, out IPEndPoint? remote) ? ServeAsync(socket, remote) : Task.CompletedTask;
+
+    private async Task ServeAsync(Socket socket, IPEndPoint remoteEndPoint)
     {
-        string remote = socket.RemoteEndPoint?.ToString() ?? "?";
+        string remote = remoteEndPoint.ToString();
         SpiffeId? peer = null;
         string? rejection = null;
+        bool pending = true;
         var tls = new SslStream(new NetworkStream(socket, ownsSocket: true), leaveInnerStreamOpen: false);
         try
         {
@@ -70,26 +87,40 @@ internal sealed partial class TunnelListener : IAsyncDisposable
             SocketOptions.SetAbortOnClose(socket);
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
             timeout.CancelAfter(HandshakeTimeout);
-            SslStreamCertificateContext serverCertificate = await _certificates.GetNodeCertificateAsync(timeout.Token);
-            await tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions
+            try
             {
-                ServerCertificateContext = serverCertificate,
-                ClientCertificateRequired = true,
-                EnabledSslProtocols = TunnelConnection.Protocols,
-                ApplicationProtocols = [TunnelConnection.ApplicationProtocol],
-                CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
-                RemoteCertificateValidationCallback = (_, presented, chain, _) =>
+                SslStreamCertificateContext serverCertificate = await _certificates.GetNodeCertificateAsync(timeout.Token);
+                await tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions
                 {
-                    if (_verifier.TryVerify(presented, chain, out SpiffeId? id, out string? reason))
+                    ServerCertificateContext = serverCertificate,
+                    ClientCertificateRequired = true,
+                    EnabledSslProtocols = TunnelConnection.Protocols,
+                    ApplicationProtocols = [TunnelConnection.ApplicationProtocol],
+                    CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+                    CertificateChainPolicy = _verifier.CreateChainPolicy(),
+                    RemoteCertificateValidationCallback = (_, presented, chain, _) =>
                     {
-                        peer = id;
-                        return true;
-                    }
+                        if (_verifier.TryVerify(presented, chain, out SpiffeId? id, out string? reason))
+                        {
+                            peer = id;
+                            return true;
+                        }
 
-                    rejection = reason;
-                    return false;
-                },
-            }, timeout.Token);
+                        rejection = reason;
+                        return false;
+                    },
+                }, timeout.Token);
+            }
+            catch (OperationCanceledException) when (!_stopping.IsCancellationRequested)
+            {
+                _metrics.ConnectionShed("tunnel", "handshake-timeout");
+                throw;
+            }
+            finally
+            {
+                pending = false;
+                _handshakes.Exit(remoteEndPoint.Address);
+            }
 
             if (tls.NegotiatedApplicationProtocol != TunnelConnection.ApplicationProtocol)
             {
@@ -116,10 +147,18 @@ internal sealed partial class TunnelListener : IAsyncDisposable
             Log.Rejected(_logger, remote, rejection ?? ex.Message);
             await tls.DisposeAsync();
         }
-        catch (Exception ex) when (ex is IOException or OperationCanceledException or SocketException or ObjectDisposedException or CertificateUnavailableException)
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or SocketException or ObjectDisposedException or CertificateUnavailableException
+            or InteropException)
         {
             Log.HandshakeFailed(_logger, remote, ex.Message);
             await tls.DisposeAsync();
+        }
+        finally
+        {
+            if (pending)
+            {
+                _handshakes.Exit(remoteEndPoint.Address);
+            }
         }
     }
 
@@ -154,8 +193,5 @@ internal sealed partial class TunnelListener : IAsyncDisposable
 
         [LoggerMessage(EventId = 312, Level = LogLevel.Debug, Message = "tunnel from {Remote} failed during handshake: {Error}")]
         public static partial void HandshakeFailed(ILogger logger, string remote, string error);
-
-        [LoggerMessage(EventId = 313, Level = LogLevel.Warning, Message = "tunnel accept failed: {Error}")]
-        public static partial void AcceptFailed(ILogger logger, string error);
     }
 }

@@ -1,4 +1,5 @@
 using System.Net;
+using NodeMesh.Config;
 using NodeMesh.State;
 
 namespace NodeMesh.Proxy.Outbound;
@@ -21,8 +22,19 @@ internal abstract record OutboundPlan
 
     public sealed record Refuse(string Reason) : OutboundPlan;
 
-    public static OutboundPlan Decide(RegistrySnapshot registry, Workload source, IPEndPoint originalDestination, string thisNode)
+    public static OutboundPlan Decide(RegistrySnapshot registry, Workload source, IPEndPoint originalDestination, string thisNode) =>
+        Decide(registry, source, originalDestination, thisNode, AgentEndpoints.None, acceptedOn: null);
+
+    /// <param name="agent">The agent's own ports and addresses: a flow to one of them is refused.</param>
+    /// <param name="acceptedOn">The local endpoint of the accepted socket (the listener the workload reached).</param>
+    public static OutboundPlan Decide(RegistrySnapshot registry, Workload source, IPEndPoint originalDestination, string thisNode, AgentEndpoints agent,
+        IPEndPoint? acceptedOn)
     {
+        if (IsSelf(registry, source, originalDestination, agent, acceptedOn) is { } loop)
+        {
+            return new Refuse(loop);
+        }
+
         Workload? destination = registry.FindByIp(originalDestination.Address);
         if (destination is null)
         {
@@ -42,5 +54,62 @@ internal abstract record OutboundPlan
         }
 
         return new ViaTunnel(source, destination, peer);
+    }
+
+    /// <summary>
+    /// Why a destination would bring the flow back to an agent (the one that accepted it or another), or null.
+    /// Connecting to it would be captured or accepted again, in a chain, until ports and fds run out: loopback and
+    /// unspecified addresses (reached only by connecting there directly, never through capture), the listener's
+    /// own endpoint, and an agent port on any address of the mesh (this node, its peers, a workload).
+    /// </summary>
+    internal static string? IsSelf(RegistrySnapshot registry, Workload source, IPEndPoint destination, AgentEndpoints agent, IPEndPoint? acceptedOn)
+    {
+        IPAddress address = destination.Address.IsIPv4MappedToIPv6 ? destination.Address.MapToIPv4() : destination.Address;
+        if (IPAddress.IsLoopback(address) || address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any))
+        {
+            return $"{destination} is on this host's loopback; a captured connection there would reach the agent again";
+        }
+
+        if (acceptedOn is not null && Normalize(acceptedOn).Equals(new IPEndPoint(address, destination.Port)))
+        {
+            return $"{destination} is the agent's own listener";
+        }
+
+        if (agent.Ports.Contains(destination.Port)
+            && (agent.Addresses.Contains(address) || address.Equals(source.Ip) || registry.FindByIp(address) is not null
+                || registry.PeerNodes.Values.Any(peer => peer.Address.Equals(address))))
+        {
+            return $"{destination} is an agent port ({destination.Port}) of a mesh address, not a service";
+        }
+
+        return null;
+    }
+
+    private static IPEndPoint Normalize(IPEndPoint endPoint) =>
+        endPoint.Address.IsIPv4MappedToIPv6 ? new IPEndPoint(endPoint.Address.MapToIPv4(), endPoint.Port) : endPoint;
+}
+
+/// <summary>The ports the agent listens on and the addresses it owns, as the outbound plan needs them.</summary>
+internal sealed record AgentEndpoints(IReadOnlySet<int> Ports, IReadOnlySet<IPAddress> Addresses)
+{
+    public static readonly AgentEndpoints None = new(new HashSet<int>(), new HashSet<IPAddress>());
+
+    /// <summary>Outbound, inbound plaintext and tunnel ports, the CA service's (role server); this node's address and the CA's.</summary>
+    public static AgentEndpoints From(AgentConfig config)
+    {
+        var ports = new HashSet<int> { config.Ports.Outbound, config.Ports.InboundPlaintext, config.Ports.Tunnel };
+        var addresses = new HashSet<IPAddress>();
+        if (IPAddress.TryParse(config.Node.Address, out IPAddress? node))
+        {
+            addresses.Add(node);
+        }
+
+        if (config.Ca.Role == "server" && IPEndPoint.TryParse(config.Ca.Listen, out IPEndPoint? ca))
+        {
+            ports.Add(ca.Port);
+            addresses.Add(ca.Address);
+        }
+
+        return new AgentEndpoints(ports, addresses);
     }
 }

@@ -24,6 +24,8 @@ internal sealed partial class OutboundProxy(
     WorkloadRegistry registry, TunnelPool pool, FlowRecorder recorder, Authorizer authorizer, ConnectionManager connections, AgentConfig config,
     ILogger<OutboundProxy> logger)
 {
+    private readonly AgentEndpoints _agent = AgentEndpoints.From(config);
+
     public Task RunAsync(WorkloadCapture capture) =>
         ListenerLoop.RunAsync(capture.OutboundListener, recorder, client => HandleAsync(capture, client), capture.Stopping);
 
@@ -32,11 +34,13 @@ internal sealed partial class OutboundProxy(
         long started = Stopwatch.GetTimestamp();
         IPEndPoint source;
         IPEndPoint destination;
+        IPEndPoint acceptedOn;
         try
         {
             client.NoDelay = true;
             SocketOptions.SetAbortOnClose(client);
             source = (IPEndPoint)client.RemoteEndPoint!;
+            acceptedOn = (IPEndPoint)client.LocalEndPoint!;
             destination = SocketOptions.GetOriginalDestination(client);
         }
         catch (Exception ex) when (ex is SocketException or InteropException or ObjectDisposedException)
@@ -46,7 +50,7 @@ internal sealed partial class OutboundProxy(
             return;
         }
 
-        OutboundPlan plan = OutboundPlan.Decide(registry.Current, capture.Workload, destination, config.Node.Name);
+        OutboundPlan plan = OutboundPlan.Decide(registry.Current, capture.Workload, destination, config.Node.Name, _agent, acceptedOn);
         try
         {
             switch (plan)

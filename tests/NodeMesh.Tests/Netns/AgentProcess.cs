@@ -38,6 +38,9 @@ internal sealed class AgentSetup
 
     /// <summary>PATH for the agent (default: the test's own), e.g. a directory without a tool the agent needs.</summary>
     public string? SearchPath { get; set; }
+
+    /// <summary>RLIMIT_NOFILE (soft and hard) the agent runs with (<c>prlimit --nofile=N:N</c>); null: inherited.</summary>
+    public int? FileLimit { get; set; }
 }
 
 /// <summary>
@@ -53,11 +56,13 @@ internal sealed partial class AgentProcess : IAsyncDisposable
     private readonly Lock _outputGate = new();
     private readonly string? _searchPath;
     private Process? _process;
+    private readonly int? _fileLimit;
     private int _runs;
 
-    private AgentProcess(Node node, string directory, AgentConfig config, IReadOnlyList<Pod> localPods, string? searchPath)
+    private AgentProcess(Node node, string directory, AgentConfig config, IReadOnlyList<Pod> localPods, string? searchPath, int? fileLimit)
     {
         _searchPath = searchPath;
+        _fileLimit = fileLimit;
         Node = node;
         Directory = directory;
         Config = config;
@@ -82,6 +87,22 @@ internal sealed partial class AgentProcess : IAsyncDisposable
     public IReadOnlyList<Pod> LocalPods { get; }
 
     public int? Pid => _process?.Id;
+
+    /// <summary>File descriptors the running agent holds now (/proc/PID/fd).</summary>
+    public int OpenFileDescriptors => System.IO.Directory.GetFileSystemEntries($"/proc/{RunningPid}/fd").Length;
+
+    /// <summary>User plus system CPU time the agent has used, in clock ticks (/proc/PID/stat fields 14 and 15).</summary>
+    public long CpuTicks
+    {
+        get
+        {
+            string stat = File.ReadAllText($"/proc/{RunningPid}/stat");
+            string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture);
+        }
+    }
+
+    private int RunningPid => _process is { HasExited: false } running ? running.Id : throw new InvalidOperationException(Explain("the agent is not running"));
 
     public bool IsRunning => _process is { HasExited: false };
 
@@ -123,7 +144,7 @@ internal sealed partial class AgentProcess : IAsyncDisposable
             RemoteWorkloads = remote.Select(p => new RemoteWorkloadConfig { Name = p.Name, Ip = p.Ip.ToString(), Identity = p.Identity, Node = p.Node.Name }).ToList(),
         };
         setup.Customize?.Invoke(config);
-        var agent = new AgentProcess(node, directory, config, local, setup.SearchPath);
+        var agent = new AgentProcess(node, directory, config, local, setup.SearchPath, setup.FileLimit);
         File.WriteAllText(agent.ConfigPath, JsonSerializer.Serialize(config, ConfigJsonContext.Default.AgentConfig));
         return agent;
     }
@@ -153,14 +174,21 @@ internal sealed partial class AgentProcess : IAsyncDisposable
 
         _runs++;
         AppendOutput($"--- {Node.Name} agent, run {_runs}: nodemesh run --config {ConfigPath} ---");
-        var start = new ProcessStartInfo("ip")
+        // prlimit sets the limit and execs, like `ip netns exec`: the process started is still the agent.
+        string[] command = ["ip", "netns", "exec", Node.Namespace, TestPaths.NodeMesh, "run", "--config", ConfigPath];
+        if (_fileLimit is int limit)
+        {
+            command = ["prlimit", $"--nofile={limit}:{limit}", .. command];
+        }
+
+        var start = new ProcessStartInfo(command[0])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
-        foreach (string arg in new[] { "netns", "exec", Node.Namespace, TestPaths.NodeMesh, "run", "--config", ConfigPath })
+        foreach (string arg in command[1..])
         {
             start.ArgumentList.Add(arg);
         }

@@ -59,4 +59,65 @@ public class OutboundPlanTests
         Assert.Null(next.Without("api").FindByIp(IPAddress.Parse("10.240.1.10")));
         Assert.Equal(Api, Registry.FindByIp(IPAddress.Parse("10.240.1.3")));
     }
+
+    private static readonly AgentEndpoints Agent = new(new HashSet<int> { 15001, 15006, 15008, 15012 }, new HashSet<IPAddress> { IPAddress.Parse("10.231.0.1") });
+
+    private static readonly IPEndPoint OutboundListener = IPEndPoint.Parse("127.0.0.1:15001");
+
+    [Theory]
+    [InlineData("127.0.0.1:15001")]
+    [InlineData("127.0.0.1:8080")]
+    [InlineData("127.1.2.3:80")]
+    [InlineData("[::1]:15001")]
+    [InlineData("[::ffff:127.0.0.1]:15001")]
+    [InlineData("0.0.0.0:15001")]
+    [InlineData("[::]:80")]
+    public void LoopbackOrUnspecifiedDestination_IsRefused_NeverPassedThrough(string destination)
+    {
+        var plan = Assert.IsType<OutboundPlan.Refuse>(OutboundPlan.Decide(Registry, Web, IPEndPoint.Parse(destination), "node1", Agent, OutboundListener));
+        Assert.Contains("loopback", plan.Reason, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("10.240.1.2:15001")] // the source's own pod IP
+    [InlineData("10.240.1.2:15006")]
+    [InlineData("10.240.1.3:15008")] // another workload on this node
+    [InlineData("10.240.2.2:15006")] // a workload on another node
+    [InlineData("10.231.0.1:15008")] // this node's tunnel listener
+    [InlineData("10.231.0.1:15012")] // this node's CA service
+    [InlineData("10.231.0.2:15008")] // a peer agent
+    public void AgentPortOfAMeshAddress_IsRefused(string destination)
+    {
+        var plan = Assert.IsType<OutboundPlan.Refuse>(OutboundPlan.Decide(Registry, Web, IPEndPoint.Parse(destination), "node1", Agent, OutboundListener));
+        Assert.Contains("agent port", plan.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void TheAcceptedSocketsOwnEndpoint_IsRefused_OnAnyAddress()
+    {
+        IPEndPoint listener = IPEndPoint.Parse("10.240.1.2:4000");
+        var plan = Assert.IsType<OutboundPlan.Refuse>(OutboundPlan.Decide(Registry, Web, listener, "node1", Agent, listener));
+        Assert.Contains("own listener", plan.Reason, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("93.184.216.34:15001")] // a port number that is the agent's, on a host outside the mesh
+    [InlineData("10.231.0.1:22")]       // this node, another port
+    [InlineData("10.240.2.2:5432")]
+    public void OrdinaryDestinations_AreStillPlanned(string destination) =>
+        Assert.IsNotType<OutboundPlan.Refuse>(OutboundPlan.Decide(Registry, Web, IPEndPoint.Parse(destination), "node1", Agent, OutboundListener));
+
+    [Fact]
+    public void AgentEndpoints_FromConfig_HoldTheConfiguredPortsAndAddresses()
+    {
+        var config = new NodeMesh.Config.AgentConfig
+        {
+            Node = new NodeMesh.Config.NodeConfig { Name = "node1", Address = "10.231.0.1" },
+            Ports = new NodeMesh.Config.PortsConfig { Outbound = 16001, InboundPlaintext = 16006, Tunnel = 16008 },
+            Ca = new NodeMesh.Config.CaConfig { Role = "server", Listen = "10.231.0.9:16012" },
+        };
+        AgentEndpoints endpoints = AgentEndpoints.From(config);
+        Assert.Equal([16001, 16006, 16008, 16012], endpoints.Ports.Order());
+        Assert.Equal(["10.231.0.1", "10.231.0.9"], endpoints.Addresses.Select(a => a.ToString()).Order());
+    }
 }

@@ -28,6 +28,30 @@ public sealed class PeerCertificateVerifierTests : IDisposable
     }
 
     [Fact]
+    public async Task UntrustedCertificateWithFetchUrls_IsRefused_WithoutFetchingThem()
+    {
+        await using var trap = new Identity.FetchTrap();
+        using X509Certificate2 untrusted = Identity.UntrustedCertificates.WithFetchUrls("spiffe://cluster.local/ns/shop/sa/web", trap.Url);
+
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        Assert.False(_verifier.TryVerify(untrusted, out _, out string? reason));
+        Assert.Contains("does not chain", reason, StringComparison.Ordinal);
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(1), $"verifying took {watch.Elapsed.TotalMilliseconds:0} ms");
+        await Task.Delay(100);
+        Assert.Equal(0, trap.Connections);
+    }
+
+    [Fact]
+    public void ChainPolicy_ForSslStreams_TrustsTheBundleOnly_AndNeverDownloads()
+    {
+        X509ChainPolicy policy = _verifier.CreateChainPolicy();
+        Assert.Equal(X509ChainTrustMode.CustomRootTrust, policy.TrustMode);
+        Assert.True(policy.DisableCertificateDownloads);
+        Assert.Equal(X509RevocationMode.NoCheck, policy.RevocationMode);
+        Assert.Equal(_ca.Root.Thumbprint, Assert.Single(policy.CustomTrustStore).Thumbprint);
+    }
+
+    [Fact]
     public void CertificateFromAnotherCa_IsRefused()
     {
         string other = _dir + "-other";

@@ -1,0 +1,65 @@
+using System.Net.Sockets;
+using NodeMesh.Tests.Netns;
+using Xunit.Abstractions;
+
+namespace NodeMesh.Tests.Integration;
+
+/// <summary>
+/// An agent that runs out of file descriptors keeps its listeners: accepts that fail (EMFILE) are retried with a
+/// backoff, without spinning, and connections are accepted again once descriptors are free.
+/// </summary>
+[Collection(NetnsCollection.Name)]
+public sealed class AcceptExhaustionTests(ITestOutputHelper output)
+{
+    /// <summary>Enough for the agent to start with one workload (it holds about 60) and a few dozen flows more.</summary>
+    private const int FileLimit = 160;
+
+    [Fact]
+    public async Task OutOfFileDescriptors_ListenersBackOffWithoutSpinning_AndAcceptAgainAfterwards()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 1, podsPerNode: 1, output);
+        AgentProcess agent = await mesh.StartAgentAsync(mesh.Node(1), setup => setup.FileLimit = FileLimit);
+        Pod pod = mesh.Pod(1, 1);
+        TcpTestServer echo = await mesh.Ext.StartTcpServerAsync(9000, ServerMode.Echo);
+        output.WriteLine($"agent holds {agent.OpenFileDescriptors} fds of {FileLimit} at the start");
+
+        // Passthrough flows hold two fds each; open them in bursts until the agent has no fd left.
+        var held = new List<Socket>();
+        for (int burst = 0; burst < 20 && agent.OpenFileDescriptors < FileLimit - 1; burst++)
+        {
+            Socket[] opened = await Task.WhenAll(Enumerable.Range(0, 20).Select(_ => pod.ConnectAsync(echo.EndPoint)));
+            held.AddRange(opened);
+            await Task.Delay(200);
+        }
+
+        Assert.True(agent.OpenFileDescriptors >= FileLimit - 1, agent.Explain($"{held.Count} connections did not exhaust the agent's {FileLimit} fds"));
+
+        // The tunnel listener has a connection waiting too, so its loop meets EMFILE as well.
+        using Socket waiting = await mesh.Ext.ConnectAsync(mesh.Node(1).EndPoint(15008));
+        long before = agent.CpuTicks;
+        await Task.Delay(TimeSpan.FromSeconds(1.5));
+        long used = agent.CpuTicks - before;
+        Assert.True(used < 40, agent.Explain($"the exhausted agent used {used} clock ticks of CPU in 1.5 s: its accept loops spin"));
+        Assert.True(agent.IsRunning, agent.Explain("the agent died of fd exhaustion"));
+
+        foreach (Socket socket in held)
+        {
+            socket.Dispose();
+        }
+
+        // Descriptors are back: the same listener accepts and carries new flows again (the backoff is at most 1 s).
+        ProbeResult? probe = null;
+        for (int attempt = 0; attempt < 5; attempt++)
+        {
+            probe = await pod.ProbeAsync(echo.EndPoint, "after exhaustion", TimeSpan.FromSeconds(3));
+            if (probe.Outcome == ProbeOutcome.Answered)
+            {
+                break;
+            }
+        }
+
+        Assert.True(probe is { Outcome: ProbeOutcome.Answered, Answer: "after exhaustion" }, agent.Explain($"after the fds were freed: {probe}"));
+        Assert.True(agent.Output.Contains("accept failed", StringComparison.Ordinal) && agent.Output.Contains("accepting again", StringComparison.Ordinal),
+            agent.Explain("the failed accepts and the recovery must be logged"));
+    }
+}
