@@ -159,6 +159,8 @@ internal static class CommandLine
             throw new ConfigException(path, [$"ca.dir: no CA in {config.Ca.Dir}; create one with 'nodemesh ca init --dir {config.Ca.Dir} --trust-domain {config.TrustDomain}'"]);
         }
 
+        // First of all: a second agent with this state directory stops here, before it touches anything.
+        using StateDirectory stateDirectory = StateDirectory.Lock(config.StateDir, config.Node.Name);
         var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings { Args = [] });
         builder.Logging.AddSimpleConsole(o =>
         {
@@ -197,6 +199,7 @@ internal static class CommandLine
         builder.Services.AddSingleton<InboundPlaintextProxy>();
         builder.Services.AddSingleton<TunnelListenerFactory>();
         builder.Services.AddSingleton(new WorkloadStateStore(config.StateDir));
+        builder.Services.AddSingleton(stateDirectory);
         builder.Services.AddHostedService(sp => new CaService(
             config, sp.GetRequiredService<IdentitySetup.Certificates>(), sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<ILoggerFactory>()));
         builder.Services.AddHostedService<MeshAgent>();

@@ -1,43 +1,89 @@
 using System.Diagnostics;
+using NodeMesh.Interop;
 
 namespace NodeMesh.Capture;
 
 /// <summary>
 /// Applies <see cref="CaptureRules"/> inside a namespace by running iptables-restore and ip through
-/// <c>nsenter --net=PATH</c>. Arguments are fixed strings and validated paths; workload metadata never
-/// reaches a command line, and rule text goes through stdin.
+/// <c>nsenter --net=/proc/AGENT-PID/fd/N</c>, where N is the namespace handle the agent already holds
+/// (<see cref="NamespaceThread.Handle"/>), never the registration path: a path such as <c>/proc/PID/ns/net</c>
+/// may name another namespace by the time the command runs, the held fd cannot. (Forking the commands from the
+/// namespace thread itself would work too, but .NET starts helper threads, such as the one reaping children,
+/// from whichever thread first needs them; one born in a workload's namespace would stay there.)
+/// Arguments are fixed strings; workload metadata never reaches a command line, and rule text goes through stdin.
+/// Rules carry their owner (<see cref="RuleOwner"/>): another running agent's rules are never rewritten or removed.
 /// </summary>
 internal static class RuleInstaller
 {
     private static readonly TimeSpan CommandTimeout = TimeSpan.FromSeconds(20);
 
-    public static async Task InstallAsync(string netns, CapturePorts ports, CancellationToken cancellationToken)
+    public static async Task InstallAsync(NamespaceThread ns, CapturePorts ports, RuleOwner owner, CancellationToken cancellationToken)
     {
-        string existing = await RunAsync(netns, "iptables-save", [], stdin: null, cancellationToken);
-        await RunAsync(netns, "iptables-restore", ["--noflush", "--wait"], CaptureRules.Install(ports, existing), cancellationToken);
-        await RunAsync(netns, "ip", ["rule", "del", "fwmark", $"0x{CaptureRules.ReturnMark:x}/0x{CaptureRules.MarkMask:x}", "pref",
+        string existing = await RunAsync(ns, "iptables-save", [], stdin: null, cancellationToken);
+        RuleOwner? found = RuleOwner.Find(existing);
+        if (owner.Claim(found, RuleOwner.IsRunningAgent) == RuleClaim.OtherRunningAgent)
+        {
+            throw new CaptureException($"{ns.NetnsPath} is already captured by another agent (node {found!.Node}, pid {found.Pid}, " +
+                $"instance {found.InstanceId}); only one agent may capture a namespace: stop the other agent or remove the workload from it");
+        }
+
+        await RunAsync(ns, "iptables-restore", ["--noflush", "--wait"], CaptureRules.Install(ports, existing, owner), cancellationToken);
+        await RunAsync(ns, "ip", ["rule", "del", "fwmark", $"0x{CaptureRules.ReturnMark:x}/0x{CaptureRules.MarkMask:x}", "pref",
             CaptureRules.RulePriority.ToString(System.Globalization.CultureInfo.InvariantCulture), "lookup",
             CaptureRules.RouteTable.ToString(System.Globalization.CultureInfo.InvariantCulture)], stdin: null, cancellationToken, allowFailure: true);
-        await RunAsync(netns, "ip", ["-batch", "-"], CaptureRules.RoutingInstall(), cancellationToken);
+        await RunAsync(ns, "ip", ["-batch", "-"], CaptureRules.RoutingInstall(), cancellationToken);
     }
 
-    public static async Task RemoveAsync(string netns, CancellationToken cancellationToken)
+    /// <summary>Removes this agent's rules; false (nothing touched) if the rules belong to another running agent.</summary>
+    public static async Task<bool> RemoveAsync(NamespaceThread ns, RuleOwner owner, CancellationToken cancellationToken)
     {
-        string existing = await RunAsync(netns, "iptables-save", [], stdin: null, cancellationToken);
+        string existing = await RunAsync(ns, "iptables-save", [], stdin: null, cancellationToken);
+        if (owner.Claim(RuleOwner.Find(existing), RuleOwner.IsRunningAgent) == RuleClaim.OtherRunningAgent)
+        {
+            return false;
+        }
+
         string plan = CaptureRules.Remove(existing);
         if (plan.Length > 0)
         {
-            await RunAsync(netns, "iptables-restore", ["--noflush", "--wait"], plan, cancellationToken);
+            await RunAsync(ns, "iptables-restore", ["--noflush", "--wait"], plan, cancellationToken);
         }
 
-        await RunAsync(netns, "ip", ["-force", "-batch", "-"], CaptureRules.RoutingRuleDelete() + CaptureRules.RoutingRouteFlush(), cancellationToken, allowFailure: true);
+        await RunAsync(ns, "ip", ["-force", "-batch", "-"], CaptureRules.RoutingRuleDelete() + CaptureRules.RoutingRouteFlush(), cancellationToken, allowFailure: true);
+        return true;
     }
 
-    /// <summary>The namespace's iptables-save output (tests and diagnostics).</summary>
+    /// <summary>The iptables-save output of the namespace at a path (tests and diagnostics).</summary>
     public static Task<string> SaveAsync(string netns, CancellationToken cancellationToken) =>
-        RunAsync(netns, "iptables-save", [], stdin: null, cancellationToken);
+        RunInAsync(netns, netns, "iptables-save", [], stdin: null, allowFailure: false, cancellationToken);
 
-    private static async Task<string> RunAsync(string netns, string command, string[] args, string? stdin, CancellationToken cancellationToken, bool allowFailure = false)
+    private static async Task<string> RunAsync(NamespaceThread ns, string command, string[] args, string? stdin, CancellationToken cancellationToken, bool allowFailure = false)
+    {
+        // Held for the whole command, so the fd number nsenter opens cannot be closed and reused meanwhile.
+        bool added = false;
+        try
+        {
+            ns.Handle.DangerousAddRef(ref added);
+        }
+        catch (ObjectDisposedException)
+        {
+            throw new CaptureException($"the namespace {ns.NetnsPath} is no longer held (the workload is being removed)");
+        }
+
+        try
+        {
+            return await RunInAsync(NetworkNamespace.HeldPath(ns.Handle), ns.NetnsPath, command, args, stdin, allowFailure, cancellationToken);
+        }
+        finally
+        {
+            if (added)
+            {
+                ns.Handle.DangerousRelease();
+            }
+        }
+    }
+
+    private static async Task<string> RunInAsync(string heldPath, string netns, string command, string[] args, string? stdin, bool allowFailure, CancellationToken cancellationToken)
     {
         var start = new ProcessStartInfo("nsenter")
         {
@@ -46,7 +92,7 @@ internal static class RuleInstaller
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        start.ArgumentList.Add("--net=" + netns);
+        start.ArgumentList.Add("--net=" + heldPath);
         start.ArgumentList.Add("--");
         start.ArgumentList.Add(command);
         foreach (string arg in args)

@@ -18,6 +18,8 @@ internal sealed class MeshMetrics : IDisposable
     private readonly Counter<long> _received;
     private readonly Counter<long> _refused;
     private readonly Counter<long> _tunnelRejected;
+    private readonly Counter<long> _apiRefused;
+    private long _apiRefusedCount;
 
     public MeshMetrics()
     {
@@ -26,6 +28,7 @@ internal sealed class MeshMetrics : IDisposable
         _received = _meter.CreateCounter<long>("nodemesh_tcp_received_bytes_total", unit: "By", description: "Bytes from the destination to the client.");
         _refused = _meter.CreateCounter<long>("nodemesh_flows_refused_total", description: "Flows refused, by reason.");
         _tunnelRejected = _meter.CreateCounter<long>("nodemesh_tunnel_handshakes_rejected_total", description: "Tunnel connections whose peer certificate was refused.");
+        _apiRefused = _meter.CreateCounter<long>("nodemesh_api_callers_refused_total", description: "Local API connections refused: the caller is not root or in api.group.");
     }
 
     public void FlowEnded(FlowRecord record)
@@ -50,6 +53,15 @@ internal sealed class MeshMetrics : IDisposable
     }
 
     public void TunnelRejected() => _tunnelRejected.Add(1);
+
+    public void ApiCallerRefused()
+    {
+        _apiRefused.Add(1);
+        Interlocked.Increment(ref _apiRefusedCount);
+    }
+
+    /// <summary>Local API callers refused since start (shown by <c>status</c>).</summary>
+    public long ApiCallersRefused => Interlocked.Read(ref _apiRefusedCount);
 
     public void Dispose() => _meter.Dispose();
 }
