@@ -63,6 +63,30 @@ internal static unsafe partial class FileLock
         return handle;
     }
 
+    /// <summary>
+    /// What the holder wrote into a lock file (its pid), read without taking a lock: .NET's FileStream takes a
+    /// shared flock on open and would fail on a file held exclusively. Null if it cannot be read.
+    /// </summary>
+    public static string? ReadHolder(string path)
+    {
+        byte[] name = Encoding.UTF8.GetBytes(path + "\0");
+        byte* buffer = stackalloc byte[32];
+        int fd;
+        fixed (byte* p = name)
+        {
+            fd = LibC.open(p, O_RDONLY | O_CLOEXEC, 0);
+        }
+
+        if (fd < 0)
+        {
+            return null;
+        }
+
+        using var handle = new SafeFileDescriptor(fd);
+        long read = LibC.pread(fd, buffer, 32, 0);
+        return read > 0 ? Encoding.ASCII.GetString(buffer, (int)read) : null;
+    }
+
     // Tmds.LibC has no flock.
     [LibraryImport("libc", EntryPoint = "flock", SetLastError = true)]
     private static partial int Flock(int fd, int operation);

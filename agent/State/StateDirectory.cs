@@ -49,15 +49,8 @@ internal sealed class StateDirectory : IDisposable
 
     private static string HolderPid(string lockPath)
     {
-        try
-        {
-            string text = File.ReadAllText(lockPath).Trim();
-            return text.Length is > 0 and <= 10 && text.All(char.IsAsciiDigit) ? text : "unknown";
-        }
-        catch (IOException)
-        {
-            return "unknown";
-        }
+        string? text = FileLock.ReadHolder(lockPath)?.Trim();
+        return text is { Length: > 0 and <= 10 } && text.All(char.IsAsciiDigit) ? text : "unknown";
     }
 
     /// <summary>16 hex digits, made once per state directory (only the lock holder gets here, so no race).</summary>
