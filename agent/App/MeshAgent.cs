@@ -312,8 +312,16 @@ internal sealed partial class MeshAgent(
             }
 
             // Rules first, while the namespace handle is still held: they are removed from that namespace, not the path's.
-            bool removed = await RuleInstaller.RemoveAsync(capture.Thread, stateDirectory.Owner, cancellationToken);
-            await capture.DisposeAsync();
+            bool removed;
+            try
+            {
+                removed = await RuleInstaller.RemoveAsync(capture.Thread, stateDirectory.Owner, cancellationToken);
+            }
+            finally
+            {
+                await capture.DisposeAsync();
+            }
+
             if (!removed)
             {
                 Log.RulesOfAnotherAgent(logger, name!, capture.Thread.NetnsPath);
