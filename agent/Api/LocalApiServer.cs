@@ -7,8 +7,10 @@ using NodeMesh.Contracts;
 namespace NodeMesh.Api;
 
 /// <summary>
-/// The agent's local API on a Unix socket (mode 0600, root only): one JSON request per connection, one JSON
-/// response. The CNI shim and the <c>nodemesh workload</c> commands speak it.
+/// The agent's local API on a Unix socket: one JSON request per connection, one JSON response. The CNI shim and
+/// the <c>nodemesh workload</c> commands speak it. Only root and members of <c>api.group</c> may use it: the
+/// socket's mode (0600, or 0660 with that group) keeps others out, and each caller's credentials are checked
+/// again with SO_PEERCRED, so a loosened mode or a descriptor passed to another process does not let them in.
 /// </summary>
 internal sealed partial class LocalApiServer : IAsyncDisposable
 {
@@ -18,30 +20,88 @@ internal sealed partial class LocalApiServer : IAsyncDisposable
     private readonly string _path;
     private readonly Func<ApiRequest, CancellationToken, Task<ApiResponse>> _handler;
     private readonly ILogger _logger;
+    private readonly ApiAccess _access;
+    private readonly Telemetry.MeshMetrics _metrics;
     private readonly CancellationTokenSource _stopping = new();
     private Socket? _listener;
     private Task? _loop;
 
-    public LocalApiServer(string path, Func<ApiRequest, CancellationToken, Task<ApiResponse>> handler, ILogger<LocalApiServer> logger)
+    public LocalApiServer(string path, ApiAccess access, Func<ApiRequest, CancellationToken, Task<ApiResponse>> handler, Telemetry.MeshMetrics metrics,
+        ILogger<LocalApiServer> logger)
     {
         _path = path;
+        _access = access;
         _handler = handler;
+        _metrics = metrics;
         _logger = logger;
     }
 
+    /// <summary>
+    /// Binds the socket in a private directory (0700) of the same file system, gives it its mode and group there,
+    /// and only then renames it into place: it is never reachable with the wrong mode. (A restrictive umask around
+    /// bind would do the same, but umask is per process and would also apply to files other threads create meanwhile.)
+    /// The rename also replaces a stale socket atomically; a socket another agent still serves is not replaced.
+    /// </summary>
     public void Start()
     {
-        Directory.CreateDirectory(Path.GetDirectoryName(_path)!);
-        if (File.Exists(_path))
+        string directory = Path.GetDirectoryName(_path)!;
+        Directory.CreateDirectory(directory);
+        if (File.Exists(_path) && IsServed(_path))
         {
-            File.Delete(_path);
+            throw new IOException($"another agent is serving the local API on {_path} (apiSocket); give this agent its own apiSocket");
         }
 
-        _listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        _listener.Bind(new UnixDomainSocketEndPoint(_path));
-        File.SetUnixFileMode(_path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-        _listener.Listen(64);
+        string staging = Path.Combine(directory, $".{Path.GetFileName(_path)}.{Environment.ProcessId}");
+        if (Directory.Exists(staging))
+        {
+            Directory.Delete(staging, recursive: true);
+        }
+
+        Directory.CreateDirectory(staging, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            string bound = Path.Combine(staging, "agent.sock");
+            listener.Bind(new UnixDomainSocketEndPoint(bound));
+            if (_access.Gid is uint gid)
+            {
+                Interop.FileOwnership.SetGroup(bound, gid);
+                File.SetUnixFileMode(bound, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite);
+            }
+            else
+            {
+                File.SetUnixFileMode(bound, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            }
+
+            listener.Listen(64);
+            File.Move(bound, _path, overwrite: true);
+        }
+        catch
+        {
+            listener.Dispose();
+            throw;
+        }
+        finally
+        {
+            Directory.Delete(staging, recursive: true);
+        }
+
+        _listener = listener;
         _loop = AcceptLoopAsync(_listener);
+    }
+
+    private static bool IsServed(string path)
+    {
+        using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            probe.Connect(new UnixDomainSocketEndPoint(path));
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
     }
 
     private Task AcceptLoopAsync(Socket listener) => Sockets.AcceptLoop.RunAsync(listener, ServeAsync, new Sockets.AcceptFailures("api", listener.LocalEndPoint, _logger, metrics: null), _stopping.Token);
@@ -55,7 +115,17 @@ internal sealed partial class LocalApiServer : IAsyncDisposable
             ApiResponse response;
             try
             {
+                string? refusal = _access.Refusal(Interop.PeerCredentials.Of(client));
                 byte[] request = await ReadRequestAsync(client, timeout.Token);
+                if (refusal is not null)
+                {
+                    // Read first, so the caller gets the reply rather than a reset for its unread request.
+                    _metrics.ApiCallerRefused();
+                    Log.CallerRefused(_logger, refusal);
+                    await ReplyAsync(client, new ApiResponse { Ok = false, Error = refusal }, timeout.Token);
+                    return;
+                }
+
                 ApiRequest? parsed = JsonSerializer.Deserialize(request, ApiJsonContext.Default.ApiRequest);
                 response = parsed is null
                     ? new ApiResponse { Ok = false, Error = "request is empty" }
@@ -75,16 +145,21 @@ internal sealed partial class LocalApiServer : IAsyncDisposable
                 return;
             }
 
-            byte[] bytes = JsonSerializer.SerializeToUtf8Bytes(response, ApiJsonContext.Default.ApiResponse);
-            try
-            {
-                await client.SendAsync(bytes, SocketFlags.None, timeout.Token);
-                client.Shutdown(SocketShutdown.Send);
-            }
-            catch (Exception ex) when (ex is OperationCanceledException or SocketException)
-            {
-                Log.ClientFailed(_logger, ex.Message);
-            }
+            await ReplyAsync(client, response, timeout.Token);
+        }
+    }
+
+    private async Task ReplyAsync(Socket client, ApiResponse response, CancellationToken cancellationToken)
+    {
+        byte[] bytes = JsonSerializer.SerializeToUtf8Bytes(response, ApiJsonContext.Default.ApiResponse);
+        try
+        {
+            await client.SendAsync(bytes, SocketFlags.None, cancellationToken);
+            client.Shutdown(SocketShutdown.Send);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or SocketException)
+        {
+            Log.ClientFailed(_logger, ex.Message);
         }
     }
 
@@ -158,5 +233,8 @@ internal sealed partial class LocalApiServer : IAsyncDisposable
 
         [LoggerMessage(EventId = 501, Level = LogLevel.Error, Message = "local API request {Command} failed unexpectedly; answered with the error")]
         public static partial void HandlerFailed(ILogger logger, string command, Exception exception);
+
+        [LoggerMessage(EventId = 503, Level = LogLevel.Warning, Message = "local API caller refused: {Reason}")]
+        public static partial void CallerRefused(ILogger logger, string reason);
     }
 }

@@ -232,6 +232,8 @@ internal static class CommandLine
         PrepareDirectory(config.StateDir, "stateDir");
         PrepareDirectory(Path.GetDirectoryName(Path.GetFullPath(config.ApiSocket))!, "apiSocket");
 
+        // Then, before anything else: a second agent with this state directory stops here, before it touches anything.
+        using StateDirectory stateDirectory = StateDirectory.Lock(config.StateDir, config.Node.Name);
         var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings { Args = [] });
         builder.Logging.AddSimpleConsole(o =>
         {
@@ -278,6 +280,7 @@ internal static class CommandLine
         builder.Services.AddSingleton<InboundPlaintextProxy>();
         builder.Services.AddSingleton<TunnelListenerFactory>();
         builder.Services.AddSingleton(new WorkloadStateStore(config.StateDir));
+        builder.Services.AddSingleton(stateDirectory);
         builder.Services.AddHostedService(sp => new CaService(
             config, sp.GetRequiredService<IdentitySetup.Certificates>(), sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<ILoggerFactory>(),
             sp.GetRequiredService<MeshMetrics>()));

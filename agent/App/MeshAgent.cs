@@ -8,6 +8,7 @@ using NodeMesh.Capture;
 using NodeMesh.Config;
 using NodeMesh.Contracts;
 using NodeMesh.Identity;
+using NodeMesh.Interop;
 using NodeMesh.Proxy;
 using NodeMesh.Proxy.Inbound;
 using NodeMesh.Proxy.Outbound;
@@ -35,6 +36,8 @@ internal sealed partial class MeshAgent(
     PolicyStore policies,
     AuthzMetrics authzMetrics,
     WorkloadStateStore stateStore,
+    StateDirectory stateDirectory,
+    MeshMetrics metrics,
     ILoggerFactory loggerFactory,
     ILogger<MeshAgent> logger) : IHostedService, IDisposable
 {
@@ -43,6 +46,7 @@ internal sealed partial class MeshAgent(
     private readonly List<Task> _loops = [];
     private TunnelListener? _tunnel;
     private LocalApiServer? _api;
+    private NamespaceId _ownNamespace;
 
     private CapturePorts Ports => new(config.Ports.Outbound, config.Ports.InboundPlaintext);
 
@@ -50,6 +54,7 @@ internal sealed partial class MeshAgent(
     {
         Log.Transports(logger, "mTLS 1.3 over TCP", QuicConnection.IsSupported ? "available" : "unavailable (libmsquic not found); using mTLS over TCP");
 
+        _ownNamespace = NetworkNamespace.Identify("/proc/self/ns/net");
         policies.Replace(PolicyCompiler.Compile(config.Policies, config.TrustDomain, []));
         var peers = config.Nodes.ToDictionary(n => n.Name, n => new IPEndPoint(IPAddress.Parse(n.Address), config.Ports.Tunnel), StringComparer.Ordinal);
         var remote = config.RemoteWorkloads.Select(w => new Workload(w.Name, IPAddress.Parse(w.Ip), SpiffeId.Parse(w.Identity), w.Node, null));
@@ -99,8 +104,7 @@ internal sealed partial class MeshAgent(
 
             try
             {
-                await CaptureAsync(saved with { Source = "api" }, cancellationToken);
-                _apiWorkloads[saved.Name] = saved with { Source = "api" };
+                _apiWorkloads[saved.Name] = await CaptureAsync(saved with { Source = "api" }, cancellationToken);
             }
             catch (Exception ex) when (ex is CaptureException or IOException or InvalidOperationException)
             {
@@ -110,8 +114,26 @@ internal sealed partial class MeshAgent(
         }
 
         await stateStore.SaveAsync(_apiWorkloads.Values);
-        _api = new LocalApiServer(config.ApiSocket, HandleApiAsync, loggerFactory.CreateLogger<LocalApiServer>());
-        _api.Start();
+        ApiAccess access;
+        try
+        {
+            access = ApiAccess.ForGroup(config.Api.Group);
+        }
+        catch (Exception ex) when (ex is IOException or InvalidDataException or UnauthorizedAccessException)
+        {
+            throw new StartupException($"cannot use api.group '{config.Api.Group}': {ex.Message}", ex);
+        }
+
+        _api = new LocalApiServer(config.ApiSocket, access, HandleApiAsync, metrics, loggerFactory.CreateLogger<LocalApiServer>());
+        try
+        {
+            _api.Start();
+        }
+        catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
+        {
+            throw new StartupException($"cannot serve the local API on {config.ApiSocket} (apiSocket): {ex.Message}", ex);
+        }
+
         Log.Ready(logger, config.Node.Name, registry.Captures.Count, config.ApiSocket);
     }
 
@@ -154,7 +176,8 @@ internal sealed partial class MeshAgent(
         await Task.WhenAll(_loops).WaitAsync(TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
     }
 
-    private async Task CaptureAsync(WorkloadInfo info, CancellationToken cancellationToken)
+    /// <summary>Captures the workload; returns its registration with the identity of the namespace captured.</summary>
+    private async Task<WorkloadInfo> CaptureAsync(WorkloadInfo info, CancellationToken cancellationToken)
     {
         PeerMode mode = ConfigLoader.ParseMode(info.Mode);
         var workload = new Workload(info.Name, IPAddress.Parse(info.Ip), SpiffeId.Parse(info.Identity), config.Node.Name, info.Netns)
@@ -162,12 +185,22 @@ internal sealed partial class MeshAgent(
             Mode = mode,
             Labels = info.Labels ?? new Dictionary<string, string>(),
         };
-        WorkloadCapture capture = await WorkloadCapture.StartAsync(workload, Ports, cancellationToken);
+        NamespaceId? expected = info.NetnsInode is ulong inode && info.NetnsDevice is ulong device ? new NamespaceId(device, inode) : null;
+        WorkloadCapture capture = await WorkloadCapture.StartAsync(workload, Ports, stateDirectory.Owner,
+            found =>
+            {
+                if (WorkloadNamespace.Refusal(info.Name, info.Netns, found, expected, _ownNamespace) is { } refusal)
+                {
+                    throw new CaptureException(refusal);
+                }
+            },
+            cancellationToken);
         registry.Add(capture);
         _loops.Add(outbound.RunAsync(capture));
         _loops.Add(inboundPlaintext.RunAsync(capture));
         Log.Captured(logger, workload.Name, workload.Ip.ToString(), workload.Identity.Uri, info.Netns);
         Log.Ipv6(logger, workload.Name, capture.Ipv6 == Ipv6Plan.Refuse ? "refused on every interface but lo (no IPv6 mesh address)" : "off in the namespace: nothing to refuse");
+        return info with { NetnsInode = capture.Thread.Id.Inode, NetnsDevice = capture.Thread.Id.Device };
     }
 
     private async Task<ApiResponse> HandleApiAsync(ApiRequest request, CancellationToken cancellationToken)
@@ -195,6 +228,7 @@ internal sealed partial class MeshAgent(
                         FlowsRefused = flowLog.Refused,
                         FlowsDenied = authzMetrics.Denied,
                         FlowsDryRunDenied = authzMetrics.DryRunDenied,
+                        ApiCallersRefused = metrics.ApiCallersRefused,
                         Policies = policies.Current.Policies.Count,
                         Transports = QuicConnection.IsSupported ? ["mtls-tcp", "quic"] : ["mtls-tcp"],
                         ManagedHeapBytes = GC.GetGCMemoryInfo().HeapSizeBytes,
@@ -256,10 +290,10 @@ internal sealed partial class MeshAgent(
                 return new ApiResponse { Ok = false, Error = string.Join("; ", errors) };
             }
 
-            WorkloadInfo stored = info with { Source = "api" };
+            WorkloadInfo stored;
             try
             {
-                await CaptureAsync(stored, cancellationToken);
+                stored = await CaptureAsync(info with { Source = "api" }, cancellationToken);
             }
             catch (Exception ex) when (ex is CaptureException or IOException or InvalidOperationException or TimeoutException)
             {
@@ -292,8 +326,22 @@ internal sealed partial class MeshAgent(
                 return new ApiResponse { Ok = false, Error = $"no local workload named '{Contracts.Printable.Of(name ?? "")}'" };
             }
 
-            await capture.DisposeAsync();
-            await RuleInstaller.RemoveAsync(capture.Workload.Netns!, cancellationToken);
+            // Rules first, while the namespace handle is still held: they are removed from that namespace, not the path's.
+            bool removed;
+            try
+            {
+                removed = await RuleInstaller.RemoveAsync(capture.Thread, stateDirectory.Owner, cancellationToken);
+            }
+            finally
+            {
+                await capture.DisposeAsync();
+            }
+
+            if (!removed)
+            {
+                Log.RulesOfAnotherAgent(logger, name!, capture.Thread.NetnsPath);
+            }
+
             _apiWorkloads.Remove(name!);
             await stateStore.SaveAsync(_apiWorkloads.Values);
             Log.Removed(logger, name!);
@@ -330,6 +378,9 @@ internal sealed partial class MeshAgent(
 
         [LoggerMessage(EventId = 6, Level = LogLevel.Warning, Message = "saved workload {Name} not restored: {Error}")]
         public static partial void RestoreFailed(ILogger logger, string name, string error);
+
+        [LoggerMessage(EventId = 8, Level = LogLevel.Warning, Message = "workload {Name} removed, but the rules in {Netns} belong to another running agent and were left alone")]
+        public static partial void RulesOfAnotherAgent(ILogger logger, string name, string netns);
 
         [LoggerMessage(EventId = 7, Level = LogLevel.Information, Message = "stopped; {Active} flows still open were closed")]
         public static partial void Stopped(ILogger logger, int active);

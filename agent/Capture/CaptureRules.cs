@@ -49,7 +49,7 @@ internal static class CaptureRules
     /// is the namespace's <c>iptables-save</c> output: jumps already present are not added twice, so
     /// applying the plan again (an agent restart) changes nothing.
     /// </summary>
-    public static string Install(CapturePorts ports, string existingRules)
+    public static string Install(CapturePorts ports, string existingRules, RuleOwner? owner = null)
     {
         var mark = Hex(AgentMark, MarkMask);
         var ret = Hex(ReturnMark, MarkMask);
@@ -70,6 +70,12 @@ internal static class CaptureRules
         sb.Append("*nat\n");
         sb.Append(CultureInfo.InvariantCulture, $":{NatChain} - [0:0]\n");
         AppendJumpIfMissing(sb, existingRules, "nat", "OUTPUT", NatChain);
+        if (owner is not null)
+        {
+            // A rule with no target: it only records which agent owns this namespace's rules.
+            sb.Append(CultureInfo.InvariantCulture, $"-A {NatChain} -m comment --comment {owner.Comment}\n");
+        }
+
         sb.Append(CultureInfo.InvariantCulture, $"-A {NatChain} -p tcp -m mark --mark {ret} -j ACCEPT\n");
         sb.Append(CultureInfo.InvariantCulture, $"-A {NatChain} ! -d 127.0.0.1/32 -o lo -j ACCEPT\n");
         sb.Append(CultureInfo.InvariantCulture, $"-A {NatChain} ! -d 127.0.0.1/32 -p tcp -m mark ! --mark {mark} -j REDIRECT --to-ports {ports.Outbound}\n");

@@ -17,18 +17,50 @@ internal sealed class NamespaceThread : IDisposable
     private readonly Thread _thread;
     private readonly TaskCompletionSource _entered = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private NamespaceThread(string netnsPath)
+    private NamespaceThread(string netnsPath, SafeFileDescriptor handle, NamespaceId id)
     {
         NetnsPath = netnsPath;
+        Handle = handle;
+        Id = id;
         _thread = new Thread(Run) { IsBackground = true, Name = "netns " + Path.GetFileName(netnsPath) };
     }
 
+    /// <summary>The path the namespace was registered with (for messages; never opened again).</summary>
     public string NetnsPath { get; }
 
+    /// <summary>
+    /// The namespace itself, opened once when the thread starts. Everything done in the namespace afterwards
+    /// (sockets, rules) goes through this handle, so it stays the same namespace whatever the path comes to name.
+    /// Closed by the thread when it stops.
+    /// </summary>
+    public SafeFileDescriptor Handle { get; }
+
+    /// <summary>Device and inode of the held namespace.</summary>
+    public NamespaceId Id { get; }
+
     /// <summary>Starts a thread and moves it into the namespace; fails if the namespace cannot be entered.</summary>
-    public static async Task<NamespaceThread> StartAsync(string netnsPath)
+    public static Task<NamespaceThread> StartAsync(string netnsPath) => StartAsync(netnsPath, check: null);
+
+    /// <summary>
+    /// Opens the namespace, lets <paramref name="check"/> refuse it by its identity (it throws), then starts the
+    /// thread in it. The identity checked is the one of the handle kept, not of a second look at the path.
+    /// </summary>
+    public static async Task<NamespaceThread> StartAsync(string netnsPath, Action<NamespaceId>? check)
     {
-        var thread = new NamespaceThread(netnsPath);
+        SafeFileDescriptor handle = NetworkNamespace.Open(netnsPath);
+        NamespaceThread thread;
+        try
+        {
+            NamespaceId id = NetworkNamespace.Identify(handle, netnsPath);
+            check?.Invoke(id);
+            thread = new NamespaceThread(netnsPath, handle, id);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+
         thread._thread.Start();
         try
         {
@@ -70,14 +102,14 @@ internal sealed class NamespaceThread : IDisposable
     private void Run()
     {
         SafeFileDescriptor home;
-        SafeFileDescriptor target;
+        SafeFileDescriptor target = Handle;
         try
         {
             home = NetworkNamespace.OpenCurrent();
-            target = NetworkNamespace.Open(NetnsPath);
         }
         catch (Exception ex)
         {
+            target.Dispose();
             _entered.SetException(ex);
             return;
         }

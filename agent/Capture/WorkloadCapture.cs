@@ -43,9 +43,11 @@ internal sealed class WorkloadCapture : IAsyncDisposable
 
     /// <summary>Enters the namespace, opens the listeners there, then installs the rules (listeners first, so
     /// there is never a moment where rules redirect to nothing while the agent is up).</summary>
-    public static async Task<WorkloadCapture> StartAsync(Workload workload, CapturePorts ports, CancellationToken cancellationToken)
+    /// <param name="checkNamespace">Refuses the namespace by its identity (throws), before anything is created in it.</param>
+    public static async Task<WorkloadCapture> StartAsync(Workload workload, CapturePorts ports, RuleOwner owner, Action<NamespaceId> checkNamespace,
+        CancellationToken cancellationToken)
     {
-        NamespaceThread thread = await NamespaceThread.StartAsync(workload.Netns!);
+        NamespaceThread thread = await NamespaceThread.StartAsync(workload.Netns!, checkNamespace);
         Socket? outbound = null;
         Socket? inbound = null;
         try
@@ -55,7 +57,7 @@ internal sealed class WorkloadCapture : IAsyncDisposable
                 Listen(new IPEndPoint(IPAddress.Loopback, ports.Outbound), transparent: false),
                 Listen(new IPEndPoint(IPAddress.Any, ports.InboundPlaintext), transparent: true),
                 ReadDisableIpv6()));
-            Ipv6Plan ipv6 = await RuleInstaller.InstallAsync(workload.Netns!, ports, Ipv6Rules.IsEnabled(disableIpv6), cancellationToken);
+            Ipv6Plan ipv6 = await RuleInstaller.InstallAsync(thread, ports, owner, Ipv6Rules.IsEnabled(disableIpv6), cancellationToken);
             return new WorkloadCapture(workload, thread, outbound, inbound, ipv6);
         }
         catch

@@ -13,6 +13,7 @@ internal sealed record AgentConfig
     public CertificatesConfig Certificates { get; set; } = new();
     public string StateDir { get; set; } = "/var/lib/nodemesh";
     public string ApiSocket { get; set; } = "/run/nodemesh/agent.sock";
+    public ApiConfig Api { get; set; } = new();
     public PortsConfig Ports { get; set; } = new();
     public TunnelConfig Tunnel { get; set; } = new();
     public int DrainSeconds { get; set; } = 5;
@@ -74,6 +75,13 @@ internal sealed record CertificatesConfig
     public string Dir { get; set; } = "";
 
     public int PollSeconds { get; set; } = 5;
+}
+
+/// <summary>Who may use the local API socket besides root.</summary>
+internal sealed record ApiConfig
+{
+    /// <summary>A group (name or number) whose members may use the local API; empty: root only.</summary>
+    public string Group { get; set; } = "";
 }
 
 internal sealed record PortsConfig

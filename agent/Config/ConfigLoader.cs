@@ -58,7 +58,7 @@ internal static class ConfigLoader
         foreach ((string name, object? section) in new (string, object?)[]
         {
             ("node", c.Node), ("ca", c.Ca), ("certificates", c.Certificates), ("ports", c.Ports), ("tunnel", c.Tunnel), ("trustDomain", c.TrustDomain),
-            ("stateDir", c.StateDir), ("apiSocket", c.ApiSocket), ("workloads", c.Workloads), ("nodes", c.Nodes), ("remoteWorkloads", c.RemoteWorkloads),
+            ("stateDir", c.StateDir), ("apiSocket", c.ApiSocket), ("api", c.Api), ("workloads", c.Workloads), ("nodes", c.Nodes), ("remoteWorkloads", c.RemoteWorkloads),
         })
         {
             if (section is null)
@@ -115,6 +115,10 @@ internal static class ConfigLoader
 
         RequireAbsolutePath(errors, "stateDir", c.StateDir);
         RequireAbsolutePath(errors, "apiSocket", c.ApiSocket);
+        if (!Api.ApiAccess.IsGroupName(c.Api.Group))
+        {
+            errors.Add($"api.group: '{Contracts.Printable.Of(c.Api.Group ?? "null")}' must be empty (root only), a group name (a-z, 0-9, '_', '-', up to 32) or a group id");
+        }
         RequirePort(errors, "ports.outbound", c.Ports.Outbound);
         RequirePort(errors, "ports.inboundPlaintext", c.Ports.InboundPlaintext);
         RequirePort(errors, "ports.tunnel", c.Ports.Tunnel);
@@ -328,6 +332,10 @@ internal static class ConfigLoader
         if (!IsIPv4(ip))
         {
             yield return $"ip: '{SpiffeId.Printable(ip ?? "null")}' is not an IPv4 address";
+        }
+        else if (State.WorkloadAddress.Refusal(IPAddress.Parse(ip!)) is { } refusal)
+        {
+            yield return $"ip: {ip} {refusal}; a workload needs a unicast address of its own";
         }
 
         if (!SpiffeId.TryParse(identity, out SpiffeId? id, out string? error))

@@ -98,6 +98,7 @@ internal sealed partial class ConfigReloader(
         if (a.Ports != b.Ports) yield return "ports";
         if (a.Tunnel != b.Tunnel) yield return "tunnel";
         if (a.StateDir != b.StateDir || a.ApiSocket != b.ApiSocket) yield return "stateDir/apiSocket";
+        if (a.Api != b.Api) yield return "api";
         if (!a.Nodes.SequenceEqual(b.Nodes)) yield return "nodes";
         if (!a.RemoteWorkloads.SequenceEqual(b.RemoteWorkloads)) yield return "remoteWorkloads";
         if (!a.Workloads.Select(w => (w.Name, w.Ip, w.Identity, w.Netns)).SequenceEqual(b.Workloads.Select(w => (w.Name, w.Ip, w.Identity, w.Netns))))

@@ -29,6 +29,9 @@ public sealed record AgentStatus
     public long FlowsRefused { get; init; }
     public long FlowsDenied { get; init; }
     public long FlowsDryRunDenied { get; init; }
+
+    /// <summary>Local API callers refused because they are not root or in api.group.</summary>
+    public long ApiCallersRefused { get; init; }
     public int Policies { get; init; }
     public IReadOnlyList<string> Transports { get; init; } = [];
     public long ManagedHeapBytes { get; init; }

@@ -13,6 +13,14 @@ public sealed record WorkloadInfo
 
     public IReadOnlyDictionary<string, string>? Labels { get; init; }
 
+    /// <summary>
+    /// Inode and device of the network namespace when it was registered, recorded by the agent: a saved path that
+    /// later names another namespace is refused. A client may set them to have the agent check its namespace.
+    /// </summary>
+    public ulong? NetnsInode { get; init; }
+
+    public ulong? NetnsDevice { get; init; }
+
     /// <summary>Where the registration came from: "config" or "api". Set by the agent.</summary>
     public string? Source { get; init; }
 }

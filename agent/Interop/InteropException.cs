@@ -30,6 +30,7 @@ internal sealed class InteropException : IOException
         13 => "EACCES: permission denied",
         22 => "EINVAL: invalid argument",
         92 => "ENOPROTOOPT: protocol not available",
+        11 => "EAGAIN: resource temporarily unavailable",
         95 => "EOPNOTSUPP: operation not supported",
         _ => "see errno(3)",
     };

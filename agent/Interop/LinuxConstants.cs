@@ -23,4 +23,12 @@ internal static class LinuxConstants
     public const int AF_INET = 2;
     public const int IPPROTO_TCP = 6;
     public const int TCP_USER_TIMEOUT = 18;
+    public const int O_RDWR = 2;
+    public const int O_CREAT = 0x40;
+    public const int LOCK_EX = 2;
+    public const int LOCK_NB = 4;
+    public const int EWOULDBLOCK = 11;
+    public const int SO_PEERCRED = 17;
+    public const int SO_PEERGROUPS = 59;
+    public const int ERANGE = 34;
 }

@@ -40,6 +40,54 @@ internal static unsafe class NetworkNamespace
         }
     }
 
+    /// <summary>
+    /// What a namespace handle names: the device and inode of its nsfs file (fstat). Two paths name the same
+    /// namespace exactly when these are equal, so a saved path can be checked before it is trusted again.
+    /// </summary>
+    public static NamespaceId Identify(SafeFileDescriptor ns, string description)
+    {
+        bool added = false;
+        ns.DangerousAddRef(ref added);
+        try
+        {
+            stat buffer;
+            int rc;
+            do
+            {
+                rc = LibC.fstat(ns.Fd, &buffer);
+            }
+            while (rc != 0 && LibC.errno == EINTR);
+            if (rc != 0)
+            {
+                throw new InteropException("fstat", LibC.errno, description);
+            }
+
+            return new NamespaceId((ulong)buffer.st_dev, (ulong)buffer.st_ino);
+        }
+        finally
+        {
+            if (added)
+            {
+                ns.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>The identity of the namespace at <paramref name="path"/> (opened and closed again).</summary>
+    public static NamespaceId Identify(string path)
+    {
+        using SafeFileDescriptor ns = Open(path);
+        return Identify(ns, path);
+    }
+
+    /// <summary>
+    /// A path that names exactly the namespace this process holds open in <paramref name="ns"/>
+    /// (<c>/proc/PID/fd/N</c>, a link to the fd's own file), for a child such as <c>nsenter --net=</c>. Unlike the
+    /// registration path it cannot come to name another namespace while the handle is held.
+    /// </summary>
+    public static string HeldPath(SafeFileDescriptor ns) =>
+        string.Create(System.Globalization.CultureInfo.InvariantCulture, $"/proc/{Environment.ProcessId}/fd/{ns.Fd}");
+
     /// <summary>Moves the calling thread into the namespace held by <paramref name="ns"/>.</summary>
     public static void Enter(SafeFileDescriptor ns, string description)
     {
@@ -60,4 +108,10 @@ internal static unsafe class NetworkNamespace
             }
         }
     }
+}
+
+/// <summary>A network namespace's identity: the device and inode of its nsfs file.</summary>
+internal readonly record struct NamespaceId(ulong Device, ulong Inode)
+{
+    public override string ToString() => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"inode {Inode} (device {Device})");
 }

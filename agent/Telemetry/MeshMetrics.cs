@@ -23,6 +23,8 @@ internal sealed class MeshMetrics : IDisposable
     private readonly Counter<long> _tunnelDialFailures;
     private readonly Counter<long> _acceptFailed;
     private readonly Counter<long> _connectionsShed;
+    private readonly Counter<long> _apiRefused;
+    private long _apiRefusedCount;
 
     public MeshMetrics()
     {
@@ -37,6 +39,7 @@ internal sealed class MeshMetrics : IDisposable
         _acceptFailed = _meter.CreateCounter<long>("nodemesh_accept_failures_total", description: "Failed accepts (fd or buffer exhaustion, aborted connections), by listener and error.");
         _connectionsShed = _meter.CreateCounter<long>("nodemesh_connections_shed_total",
             description: "Connections closed before authentication because a limit was reached or the handshake timed out, by listener and reason.");
+        _apiRefused = _meter.CreateCounter<long>("nodemesh_api_callers_refused_total", description: "Local API connections refused: the caller is not root or in api.group.");
     }
 
     public void FlowEnded(FlowRecord record)
@@ -73,6 +76,15 @@ internal sealed class MeshMetrics : IDisposable
 
     /// <param name="reason"><c>total-limit</c>, <c>address-limit</c> or <c>handshake-timeout</c>.</param>
     public void ConnectionShed(string listener, string reason) => _connectionsShed.Add(1, new TagList { { "listener", listener }, { "reason", reason } });
+
+    public void ApiCallerRefused()
+    {
+        _apiRefused.Add(1);
+        Interlocked.Increment(ref _apiRefusedCount);
+    }
+
+    /// <summary>Local API callers refused since start (shown by <c>status</c>).</summary>
+    public long ApiCallersRefused => Interlocked.Read(ref _apiRefusedCount);
 
     public void Dispose() => _meter.Dispose();
 }

@@ -132,7 +132,7 @@ internal sealed partial class TunnelListener : IAsyncDisposable
             Log.Accepted(_logger, remote, peer!.Uri);
             try
             {
-                await _inbound.ServeAsync(connection, _stopping.Token);
+                await _inbound.ServeAsync(connection, (socket.RemoteEndPoint as IPEndPoint)?.Address, _stopping.Token);
                 await connection.Completion.WaitAsync(_stopping.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             }
             finally

@@ -21,7 +21,8 @@ internal sealed partial class InboundTunnelProxy(
 {
     private static readonly IPEndPoint Unknown = new(IPAddress.Any, 0);
 
-    public async Task ServeAsync(TunnelConnection connection, CancellationToken cancellationToken)
+    /// <param name="peerAddress">The address the tunnel connection comes from: it says which node sent the flows.</param>
+    public async Task ServeAsync(TunnelConnection connection, IPAddress? peerAddress, CancellationToken cancellationToken)
     {
         while (!cancellationToken.IsCancellationRequested)
         {
@@ -31,16 +32,16 @@ internal sealed partial class InboundTunnelProxy(
                 return;
             }
 
-            _ = HandleFlowAsync(connection, flow, cancellationToken);
+            _ = HandleFlowAsync(connection, peerAddress, flow, cancellationToken);
         }
     }
 
-    private async Task HandleFlowAsync(TunnelConnection connection, TunnelStream flow, CancellationToken cancellationToken)
+    private async Task HandleFlowAsync(TunnelConnection connection, IPAddress? peerAddress, TunnelStream flow, CancellationToken cancellationToken)
     {
         recorder.Begin();
         try
         {
-            await HandleFlowCoreAsync(connection, flow, cancellationToken);
+            await HandleFlowCoreAsync(connection, peerAddress, flow, cancellationToken);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
@@ -55,7 +56,7 @@ internal sealed partial class InboundTunnelProxy(
         }
     }
 
-    private async Task HandleFlowCoreAsync(TunnelConnection connection, TunnelStream flow, CancellationToken cancellationToken)
+    private async Task HandleFlowCoreAsync(TunnelConnection connection, IPAddress? peerAddress, TunnelStream flow, CancellationToken cancellationToken)
     {
         long started = Stopwatch.GetTimestamp();
         string peer = connection.PeerIdentity.Uri;
@@ -68,9 +69,10 @@ internal sealed partial class InboundTunnelProxy(
             return;
         }
 
-        Workload? sourceWorkload = registry.Current.FindByIp(header.Source.Address);
+        RegistrySnapshot snapshot = registry.Current;
+        Workload? sourceWorkload = snapshot.FindByIp(header.Source.Address);
         WorkloadCapture? target = registry.FindCapture(header.Destination.Address);
-        string? refusal = CheckFlow(header, connection, sourceWorkload, target);
+        string? refusal = CheckFlow(header, connection, SendingNode(snapshot, peerAddress), sourceWorkload, target);
         if (refusal is not null)
         {
             Log.Refused(logger, header.Source.ToString(), peer, header.Destination.ToString(), refusal);
@@ -137,10 +139,34 @@ internal sealed partial class InboundTunnelProxy(
     }
 
     /// <summary>The checks a flow must pass before anything is connected. Returns null when it may proceed.</summary>
-    internal string? CheckFlow(FlowHeader header, TunnelConnection connection, Workload? sourceWorkload, WorkloadCapture? target) =>
-        Check(header, connection.PeerIdentity, sourceWorkload, target?.Workload, config.Ports);
+    internal string? CheckFlow(FlowHeader header, TunnelConnection connection, string? sendingNode, Workload? sourceWorkload, WorkloadCapture? target) =>
+        Check(header, connection.PeerIdentity, sendingNode, sourceWorkload, target?.Workload, config.Ports);
 
-    internal static string? Check(FlowHeader header, Identity.SpiffeId caller, Workload? sourceWorkload, Workload? target, PortsConfig ports)
+    /// <summary>
+    /// The peer node whose address the tunnel connection comes from, or null if it is none of them. (Agents dial
+    /// from their node address; a tunnel from anywhere else cannot vouch for any workload's source address.)
+    /// </summary>
+    internal static string? SendingNode(RegistrySnapshot snapshot, IPAddress? peerAddress)
+    {
+        if (peerAddress is null)
+        {
+            return null;
+        }
+
+        IPAddress address = peerAddress.IsIPv4MappedToIPv6 ? peerAddress.MapToIPv4() : peerAddress;
+        foreach ((string node, IPEndPoint endPoint) in snapshot.PeerNodes)
+        {
+            if (endPoint.Address.Equals(address))
+            {
+                return node;
+            }
+        }
+
+        return null;
+    }
+
+    /// <param name="sendingNode">The peer node the tunnel comes from (<see cref="SendingNode"/>), null if unknown.</param>
+    internal static string? Check(FlowHeader header, Identity.SpiffeId caller, string? sendingNode, Workload? sourceWorkload, Workload? target, PortsConfig ports)
     {
         if (target is null || !target.IsLocal)
         {
@@ -162,6 +188,15 @@ internal sealed partial class InboundTunnelProxy(
         if (sourceWorkload.Identity != caller)
         {
             return $"source {header.Source.Address} belongs to {sourceWorkload.Identity}, but the caller is {caller}";
+        }
+
+        // The identity alone is not enough: replicas of one identity run on several nodes, and a node may speak
+        // only for its own workloads.
+        if (sourceWorkload.Node != sendingNode)
+        {
+            return sendingNode is null
+                ? $"source {header.Source.Address} is a workload of node {sourceWorkload.Node}, but the tunnel does not come from any known node's address"
+                : $"source {header.Source.Address} is a workload of node {sourceWorkload.Node}, but the tunnel comes from node {sendingNode}";
         }
 
         return null;

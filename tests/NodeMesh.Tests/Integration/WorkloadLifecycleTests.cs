@@ -81,6 +81,7 @@ public sealed class WorkloadLifecycleTests(ITestOutputHelper output)
         { "netns that does not exist", "n1p2", "{ip}", "{identity}", "/var/run/netns/nodemesh-test-missing", "netns:" },
         { "relative netns path", "n1p2", "{ip}", "{identity}", "var/run/netns/x", "netns:" },
         { "netns path with ..", "n1p2", "{ip}", "{identity}", "/var/run/netns/../netns/x", "netns:" },
+        { "loopback ip", "n1p2", "127.0.0.1", "{identity}", "{pod}", "ip:" },
         { "ip of a registered workload", "n1p2", "10.240.1.2", "{identity}", "{pod}", "ip:" },
         { "name of a registered workload", "n1p1", "{ip}", "{identity}", "{pod}", "name:" },
     };

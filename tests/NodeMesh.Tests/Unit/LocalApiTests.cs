@@ -17,9 +17,10 @@ public sealed class LocalApiTests : IDisposable
     public async Task HandlerThatThrows_IsAnsweredWithTheError_AndTheServerKeepsServing()
     {
         int calls = 0;
-        await using var server = new LocalApiServer(SocketPath, (request, _) => Interlocked.Increment(ref calls) == 1
+        using var metrics = new NodeMesh.Telemetry.MeshMetrics();
+        await using var server = new LocalApiServer(SocketPath, ApiAccess.RootOnly, (request, _) => Interlocked.Increment(ref calls) == 1
             ? throw new System.Net.Sockets.SocketException((int)SocketError.AddressAlreadyInUse)
-            : Task.FromResult(new ApiResponse { Ok = true }), NullLogger<LocalApiServer>.Instance);
+            : Task.FromResult(new ApiResponse { Ok = true }), metrics, NullLogger<LocalApiServer>.Instance);
         server.Start();
 
         ApiResponse failed = await LocalApiClient.SendAsync(SocketPath, new ApiRequest { Command = "workload-add" }, CancellationToken.None);
