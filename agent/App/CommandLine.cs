@@ -260,6 +260,7 @@ internal static class CommandLine
         {
             KeepaliveInterval = TimeSpan.FromSeconds(config.Tunnel.KeepaliveIntervalSeconds),
             KeepaliveTimeout = TimeSpan.FromSeconds(config.Tunnel.KeepaliveTimeoutSeconds),
+            LocalAddress = System.Net.IPAddress.Parse(config.Node.Address),
             Logger = sp.GetRequiredService<ILogger<TunnelConnection>>(),
             Metrics = sp.GetRequiredService<MeshMetrics>(),
         });

@@ -124,6 +124,11 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
         {
             SocketOptions.SetMark(socket, CaptureRules.AgentMark);
             SocketOptions.SetAbortOnClose(socket);
+            if (options?.LocalAddress is IPAddress local)
+            {
+                socket.Bind(new IPEndPoint(local, 0));
+            }
+
             using var timeoutSource = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeoutSource.CancelAfter(timeout);
             await socket.ConnectAsync(peer, timeoutSource.Token);
@@ -135,6 +140,7 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
                 TargetHost = peer.Address.ToString(),
                 EnabledSslProtocols = Protocols,
                 ApplicationProtocols = [ApplicationProtocol],
+                CipherSuitesPolicy = TunnelCipherSuites.Policy,
                 ClientCertificateContext = certificate,
                 CertificateRevocationCheckMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
                 CertificateChainPolicy = verifier.CreateChainPolicy(),

@@ -96,6 +96,7 @@ internal sealed partial class TunnelListener : IAsyncDisposable
                     ClientCertificateRequired = true,
                     EnabledSslProtocols = TunnelConnection.Protocols,
                     ApplicationProtocols = [TunnelConnection.ApplicationProtocol],
+                    CipherSuitesPolicy = TunnelCipherSuites.Policy,
                     CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
                     CertificateChainPolicy = _verifier.CreateChainPolicy(),
                     RemoteCertificateValidationCallback = (_, presented, chain, _) =>

@@ -31,6 +31,12 @@ internal sealed record TunnelOptions
     /// <summary>Concurrent accepted streams per caller identity, over all of that identity's connections.</summary>
     public IdentityStreamQuota Quota { get; init; } = new(16_384);
 
+    /// <summary>
+    /// The address dialled connections leave from (the node's <c>node.address</c>): the receiving agent knows the
+    /// sending node by it, so on a multi-homed host the kernel must not pick another. Null: the kernel chooses.
+    /// </summary>
+    public System.Net.IPAddress? LocalAddress { get; init; }
+
     public ILogger Logger { get; init; } = NullLogger.Instance;
 
     public MeshMetrics? Metrics { get; init; }

@@ -16,8 +16,9 @@ internal delegate Task<TunnelConnection> TunnelDialer(SpiffeId source, string no
 /// new connection is dialled only when all are full, never more than maxConnectionsPerPeer per key (beyond
 /// that, flows share the least loaded one, up to the peer's stream limit, and are refused past it). At most
 /// one dial per key is in flight: every flow waiting for it gets its connection or its failure, and a failed
-/// dial keeps the key in a short, growing backoff in which flows fail at once (a black-holed node costs one
-/// connect timeout, not one per flow). Each flow waits at most the connect timeout in all. Idle connections
+/// dial that took long (a black-holed node) keeps the key in a short, growing backoff in which flows fail at
+/// once, so such a node costs one connect timeout, not one per flow; a dial refused at once (a restarting agent)
+/// is only coalesced for a moment, so flows reach the peer as soon as it listens again. Each flow waits at most the connect timeout in all. Idle connections
 /// are claimed by the reaper only while no flow holds them (see <see cref="TunnelConnection.TryClaimIdle"/>),
 /// so a reservation and the reaper never both win; connections going away (GOAWAY) take no new flows and are
 /// released when their last flow ends. Flows go to the least loaded connection with room, and while every
@@ -28,6 +29,7 @@ internal sealed partial class TunnelPool : IAsyncDisposable
 {
     private static readonly TimeSpan FirstBackoff = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan LastBackoff = TimeSpan.FromSeconds(8);
+    private static readonly TimeSpan FastFailureBackoff = TimeSpan.FromMilliseconds(100);
 
     private readonly ConcurrentDictionary<PoolKey, Entry> _entries = new();
     private readonly TunnelDialer _dialer;
@@ -144,6 +146,7 @@ internal sealed partial class TunnelPool : IAsyncDisposable
     private async Task<TunnelConnection> DialAsync(Entry entry, PoolKey key, IPEndPoint peer)
     {
         await Task.Yield();
+        long started = Environment.TickCount64;
         try
         {
             TunnelConnection dialled = await _dialer(key.Source, key.Node, peer, _disposing.Token);
@@ -163,7 +166,8 @@ internal sealed partial class TunnelPool : IAsyncDisposable
             TimeSpan backoff;
             lock (entry.Gate)
             {
-                backoff = entry.Failed(ex.Message);
+                bool slow = Environment.TickCount64 - started >= Math.Min(1000, _config.ConnectTimeoutSeconds * 500L) || ex is OperationCanceledException;
+                backoff = entry.Failed(ex.Message, slow);
                 entry.Dialing = null;
             }
 
@@ -277,11 +281,13 @@ internal sealed partial class TunnelPool : IAsyncDisposable
             return _failures > 0 && Environment.TickCount64 < _retryAfterTicks;
         }
 
-        public TimeSpan Failed(string reason)
+        public TimeSpan Failed(string reason, bool slow)
         {
             _failures++;
             _lastFailure = reason;
-            double ms = Math.Min(LastBackoff.TotalMilliseconds, FirstBackoff.TotalMilliseconds * Math.Pow(2, Math.Min(_failures - 1, 10)));
+            double ms = slow
+                ? Math.Min(LastBackoff.TotalMilliseconds, FirstBackoff.TotalMilliseconds * Math.Pow(2, Math.Min(_failures - 1, 10)))
+                : FastFailureBackoff.TotalMilliseconds;
             _retryAfterTicks = Environment.TickCount64 + (long)ms;
             return TimeSpan.FromMilliseconds(ms);
         }

@@ -220,11 +220,7 @@ public sealed class MeshCaTests(ITestOutputHelper output)
         Assert.True(stolen.Outcome is ProbeOutcome.Reset or ProbeOutcome.Refused, mesh.Explain($"flow under a borrowed identity: {stolen}"));
         // The flow fails as soon as node3 has no certificate; the CA's refusal of node3's request may come a moment later.
         string refusal = $"CA refused certificate for {victim.Identity} from node node3";
-        for (int waited = 0; waited < 100 && !ca.Output.Contains(refusal, StringComparison.Ordinal); waited++)
-        {
-            await Task.Delay(100);
-        }
-
+        await ca.WaitForOutputAsync(refusal);
         Assert.Contains(refusal, ca.Output, StringComparison.Ordinal);
     }
 

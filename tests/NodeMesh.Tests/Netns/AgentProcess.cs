@@ -150,6 +150,23 @@ internal sealed partial class AgentProcess : IAsyncDisposable
     }
 
     /// <summary>Rewrites the configuration file (the agent reloads policies, modes and labels by itself).</summary>
+    /// <summary>Waits until the agent's output contains <paramref name="text"/> (log lines reach the test a moment after they are written).</summary>
+    public async Task<bool> WaitForOutputAsync(string text, TimeSpan? timeout = null)
+    {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        while (!Output.Contains(text, StringComparison.Ordinal))
+        {
+            if (watch.Elapsed > (timeout ?? TimeSpan.FromSeconds(10)))
+            {
+                return false;
+            }
+
+            await Task.Delay(100);
+        }
+
+        return true;
+    }
+
     public void RewriteConfig(Action<AgentConfig> change)
     {
         change(Config);

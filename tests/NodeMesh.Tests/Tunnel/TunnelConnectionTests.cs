@@ -22,6 +22,7 @@ public sealed class TunnelConnectionTests : IAsyncLifetime
     private Socket _listener = null!;
     private TunnelConnection _client = null!;
     private TunnelConnection _server = null!;
+    private SslStream _serverTls = null!;
     private readonly SpiffeId _web = SpiffeId.Parse("spiffe://cluster.local/ns/shop/sa/web");
 
     public async Task InitializeAsync()
@@ -55,8 +56,10 @@ public sealed class TunnelConnectionTests : IAsyncLifetime
             ClientCertificateRequired = true,
             EnabledSslProtocols = SslProtocols.Tls13,
             ApplicationProtocols = [TunnelConnection.ApplicationProtocol],
+            CipherSuitesPolicy = TunnelCipherSuites.Policy,
             RemoteCertificateValidationCallback = (_, cert, _, _) => _verifier.TryVerify(cert, out peer, out _),
         });
+        _serverTls = tls;
         return TunnelConnection.Accepted(socket, tls, MeshIdentities.Node("cluster.local", "node1"), peer!);
     }
 
@@ -71,6 +74,14 @@ public sealed class TunnelConnectionTests : IAsyncLifetime
         Assert.Equal(_web, _server.PeerIdentity);
         Assert.Equal(Header(80), received.Header);
         Assert.Equal(sent.Id, received.Id);
+    }
+
+    [Fact]
+    public void Tunnel_NegotiatesAes128Gcm_WhereTheCpuHasAesInstructions_ElseChaCha20()
+    {
+        TlsCipherSuite expected = TunnelCipherSuites.HasAesInstructions ? TlsCipherSuite.TLS_AES_128_GCM_SHA256 : TlsCipherSuite.TLS_CHACHA20_POLY1305_SHA256;
+        Assert.Equal(expected, _serverTls.NegotiatedCipherSuite);
+        Assert.Equal(TunnelConnection.ApplicationProtocol, _serverTls.NegotiatedApplicationProtocol);
     }
 
     [Fact]

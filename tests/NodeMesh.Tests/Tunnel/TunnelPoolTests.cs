@@ -95,12 +95,27 @@ public sealed class TunnelPoolTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ADialRefusedAtOnce_IsCoalescedOnlyForAMoment_SoARestartedPeerIsReachedAtOnce()
+    {
+        bool listening = false;
+        TunnelDialer working = Working(TimeSpan.Zero);
+        TunnelPool pool = Pool((source, node, peer, ct) =>
+            Volatile.Read(ref listening) ? working(source, node, peer, ct) : throw new SocketException((int)SocketError.ConnectionRefused));
+        Assert.IsType<SocketException>(await FailureOf(pool));
+        Volatile.Write(ref listening, true);
+        await Task.Delay(150);
+        Assert.Null(await FailureOf(pool));
+    }
+
+    [Fact]
     public async Task FiftyFlows_WaitingForOneDial_AllGetTheSameConnection()
     {
         TunnelPool pool = Pool(Working(TimeSpan.FromMilliseconds(200)));
         TunnelLease[] leases = await Task.WhenAll(Enumerable.Range(0, 50).Select(_ => pool.AcquireAsync(Web, "node2", Peer, default).AsTask()));
-        Assert.Equal(1, _dials);
+
+        // Every waiter got the one dial's connection (a companion may be dialled afterwards to spread later flows).
         Assert.Single(leases.Select(l => l.Connection).Distinct());
+        Assert.InRange(_dials, 1, Math.Min(Environment.ProcessorCount, 8));
         Assert.Equal(50, leases[0].Connection.ActiveFlows);
         foreach (TunnelLease lease in leases)
         {
