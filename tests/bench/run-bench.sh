@@ -8,10 +8,13 @@
 # Load: iperf3 1 and 8 streams, wrk keep-alive (req/s, p50, p99) and wrk with
 # "Connection: close" (new connections per second) against nginx in n2p1; for the proxies also
 # CPU seconds per GB moved (over the iperf runs) and peak RSS (VmHWM) idle and after the load.
+# Then the tunnel protocol microbench (tests/NodeMesh.Bench, needs the .NET SDK): the agent's own
+# tunnel protocol against Nerdbank.Streams' MultiplexingStream, in one process over loopback TLS 1.3
+# at equal 1 MiB stream windows (1 and 8 streams, 64-byte round trips, memory), reported apart.
 #
 # Usage: tests/bench/run-bench.sh [--nodemesh PATH] [--quick] [--out FILE] [--haproxy-threads N]
 #   --nodemesh PATH       agent binary (default: artifacts/bin/nodemesh; column is n/a if missing)
-#   --quick               3 s per measurement instead of 10 s
+#   --quick               3 s per measurement instead of 10 s (microbench: 3 runs of 2 s, not 5 of 5 s)
 #   --out FILE            also write the results as a markdown table to FILE
 #   --haproxy-threads N   set haproxy's nbthread (default: haproxy's own default, one per CPU)
 set -euo pipefail
@@ -389,6 +392,34 @@ scenario_haproxy() {
     for i in 1 2; do kill -0 "${pids[i - 1]}" 2>/dev/null || die "haproxy node$i died during the run"; done
 }
 
+# --- tunnel protocol microbench ---
+
+# run_microbench: builds and runs tests/NodeMesh.Bench on this host's loopback (no namespaces);
+# its report goes to MICROBENCH_TEXT, its markdown to $WORK/microbench.md.
+run_microbench() {
+    local dir=$WORK/microbench
+    local -a args=(--markdown "$WORK/microbench.md")
+    ((QUICK)) && args+=(--quick)
+    MICROBENCH_TEXT=""
+    log "=== tunnel protocol microbench ==="
+    if ! command -v dotnet >/dev/null 2>&1; then
+        MICROBENCH_STATUS="n/a: the .NET SDK (dotnet) is not on PATH"
+        log "microbench: $MICROBENCH_STATUS"
+        return 0
+    fi
+    if ! dotnet build "$REPO_DIR/tests/NodeMesh.Bench/NodeMesh.Bench.csproj" -c Release -o "$dir" -nologo -v quiet \
+        >"$WORK/microbench-build.log" 2>&1; then
+        MICROBENCH_STATUS="failed: the build failed: $(tail -5 "$WORK/microbench-build.log")"
+    elif ! MICROBENCH_TEXT=$(dotnet "$dir/NodeMesh.Bench.dll" "${args[@]}"); then
+        MICROBENCH_STATUS="failed (see the messages above)"
+    else
+        MICROBENCH_STATUS=ok
+        return 0
+    fi
+    log "microbench: $MICROBENCH_STATUS"
+    FAILED+=(microbench)
+}
+
 # run_scenario NAME: the scenario in a subshell (errexit works there) with its own cleanup;
 # a failed scenario is recorded and the others still run. The subshell runs in the background
 # and is waited for, so that Ctrl-C / SIGTERM reach this script's trap at once (bash defers
@@ -497,6 +528,9 @@ print_report() {
     } | awk -F'|' '{ printf "%-45s %10s %10s %10s %17s %16s\n", $1, $2, $3, $4, $5, $6 }'
     echo
     notes | sed 's/^/  /'
+    echo
+    echo "Tunnel protocol microbench (in process, loopback TLS; ratios within this run are what counts):"
+    if [[ "$MICROBENCH_STATUS" == ok ]]; then echo "$MICROBENCH_TEXT"; else echo "  $MICROBENCH_STATUS"; fi
     if [[ -n "$OUT" ]]; then
         {
             echo "# NodeMesh benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
@@ -506,6 +540,10 @@ print_report() {
             echo "$rows" | awk -F'|' '{ printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6 }'
             echo
             notes | sed 's/^/- /'
+            echo
+            echo "## Tunnel protocol microbench"
+            echo
+            if [[ "$MICROBENCH_STATUS" == ok ]]; then cat "$WORK/microbench.md"; else echo "$MICROBENCH_STATUS"; fi
         } >"$OUT"
         echo
         echo "markdown written to $OUT"
@@ -534,6 +572,7 @@ main() {
         record nodemesh status "n/a: binary missing"
     fi
     run_scenario haproxy
+    run_microbench
 
     load_results
     print_report
