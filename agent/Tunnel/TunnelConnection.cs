@@ -54,6 +54,7 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
     private int _closing;
     private int _draining;
     private int _peerWentAway;
+    private int _wentAway;
     private long _sendWindow;
     private TaskCompletionSource? _sendWindowWaiter;
     private long _receiveAllowance;
@@ -286,6 +287,7 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
     /// </summary>
     public async Task GoAwayAsync(TimeSpan drain, string reason)
     {
+        Volatile.Write(ref _wentAway, 1);
         if (Interlocked.Exchange(ref _draining, 1) == 0)
         {
             SendGoAway(TunnelError.None, reason);
@@ -574,13 +576,23 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
             return;
         }
 
+        bool whole = false;
         try
         {
             await _transport.ReadExactlyAsync(target, _closed.Token);
+            whole = true;
         }
         finally
         {
-            await stream!.CommitReceiveAsync(frame.Length);
+            // A frame the transport cut short is never delivered: its missing bytes would be whatever the buffer held.
+            if (whole)
+            {
+                await stream!.CommitReceiveAsync(frame.Length);
+            }
+            else
+            {
+                stream!.AbandonReceive();
+            }
         }
     }
 
@@ -758,6 +770,9 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
             TunnelProtocolException protocol => protocol.Code,
             OperationCanceledException or ObjectDisposedException => TunnelError.None,
 
+            // After a GOAWAY either way, the peer's closing the connection is the orderly end that was announced.
+            EndOfStreamException when Volatile.Read(ref _peerWentAway) != 0 || Volatile.Read(ref _wentAway) != 0 => TunnelError.None,
+
             // TCP_USER_TIMEOUT is the keepalive timeout: sent data went unacknowledged that long.
             IOException { InnerException: SocketException { SocketErrorCode: SocketError.TimedOut } } => TunnelError.KeepaliveTimeout,
             _ => TunnelError.Internal,
@@ -800,6 +815,12 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
         if (sendGoAway && code != TunnelError.None)
         {
             SendGoAway(code, reason.Message);
+        }
+
+        // An end this side decided on (drained, idle, the peer gone away, a protocol error) first sends what is
+        // queued: the last stream's final DATA and FIN, the GOAWAY. A failed transport or a dispose has nothing to send.
+        if (sendGoAway || reason is TunnelProtocolException)
+        {
             _ = TearDownAfterFlushAsync(reason);
         }
         else

@@ -273,6 +273,19 @@ internal sealed class TunnelStream
         }
     }
 
+    /// <summary>The reserved bytes never arrived whole (the connection failed mid-frame): nothing of them is delivered.</summary>
+    internal void AbandonReceive()
+    {
+        lock (_gate)
+        {
+            _receiving = false;
+            if (_failure is not null)
+            {
+                _received.Writer.Complete(_failure);
+            }
+        }
+    }
+
     /// <summary>Whether the next <paramref name="length"/> bytes may go straight to the sink (see <see cref="AttachSink"/>).</summary>
     internal bool TryBeginDirect(int length, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Socket? sink)
     {
