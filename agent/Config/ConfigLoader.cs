@@ -33,7 +33,8 @@ internal static class ConfigLoader
         catch (JsonException ex)
         {
             // The serializer names the JSON path and position; keep that, drop the type names.
-            string where = ex.Path is null ? "" : $"{ex.Path.TrimStart('$').TrimStart('.')}: ";
+            string path = ex.Path?.TrimStart('$').TrimStart('.') ?? "";
+            string where = path.Length == 0 ? "" : $"{path}: ";
             string position = ex.LineNumber is long line ? $" (line {line + 1}, column {ex.BytePositionInLine + 1})" : "";
             throw new ConfigException(source, [$"{where}{Simplify(ex.Message)}{position}"]);
         }
@@ -433,13 +434,31 @@ internal static class ConfigLoader
     private static string Simplify(string message)
     {
         // "The JSON property 'x' could not be mapped to any .NET member contained in type 'T'." -> operator words.
-        System.Text.RegularExpressions.Match unknown = System.Text.RegularExpressions.Regex.Match(message, "^The JSON property '(?<name>[^']*)' could not be mapped");
+        System.Text.RegularExpressions.Match unknown = System.Text.RegularExpressions.Regex.Match(message, "^The JSON property '(?<name>.*)' could not be mapped to any .NET member", System.Text.RegularExpressions.RegexOptions.Singleline);
         if (unknown.Success)
         {
-            return $"unknown field '{unknown.Groups["name"].Value}'";
+            // The name is the file's, anything at all: quotes included (hence greedy), control characters not printed.
+            return $"unknown field '{Contracts.Printable.Of(unknown.Groups["name"].Value)}'";
+        }
+
+        // "The JSON value could not be converted to System.Int32." -> what the field takes, not the .NET type.
+        System.Text.RegularExpressions.Match converted = System.Text.RegularExpressions.Regex.Match(message, "^The JSON value could not be converted to (?<type>[^ ]+)\\.");
+        if (converted.Success)
+        {
+            return "expected " + ExpectedKind(converted.Groups["type"].Value);
         }
 
         int pathAt = message.IndexOf(" Path:", StringComparison.Ordinal);
         return pathAt > 0 ? message[..pathAt] : message;
     }
+
+    private static string ExpectedKind(string type) => type switch
+    {
+        "System.Int32" or "System.Int64" => "a number",
+        "System.String" => "a string",
+        "System.Boolean" => "true or false",
+        _ when type.Contains("Dictionary", StringComparison.Ordinal) => "an object",
+        _ when type.Contains("List", StringComparison.Ordinal) => "a list",
+        _ => "an object",
+    };
 }

@@ -97,25 +97,27 @@ internal sealed class JoinTokens
             return false;
         }
 
-        ttl = text[^1] switch
+        long unitSeconds = text[^1] switch
         {
-            's' => TimeSpan.FromSeconds(value),
-            'm' => TimeSpan.FromMinutes(value),
-            'h' => TimeSpan.FromHours(value),
-            'd' => TimeSpan.FromDays(value),
-            _ => TimeSpan.Zero,
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => 0,
         };
-        if (ttl == TimeSpan.Zero)
+        if (unitSeconds == 0)
         {
             return false;
         }
 
-        if (ttl > MaxTtl)
+        // Compared before converting: 11 digits of hours or days overflow a TimeSpan.
+        if (value > (long)MaxTtl.TotalSeconds / unitSeconds)
         {
             error = $"{SpiffeId.Printable(text)} is longer than the longest join-token lifetime, {MaxTtl.TotalDays} days";
             return false;
         }
 
+        ttl = TimeSpan.FromSeconds(value * unitSeconds);
         error = null;
         return true;
     }
