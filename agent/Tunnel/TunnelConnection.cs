@@ -686,7 +686,9 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
     {
         uint lastStream = BinaryPrimitives.ReadUInt32BigEndian(payload);
         var code = (TunnelError)BinaryPrimitives.ReadUInt32BigEndian(payload[4..]);
-        string reason = Encoding.UTF8.GetString(payload[8..]);
+
+        // The peer's words go into this agent's log: no control characters, bounded.
+        string reason = NodeMesh.Contracts.Printable.Of(Encoding.UTF8.GetString(payload[8..]));
         Interlocked.Exchange(ref _draining, 1);
         Interlocked.Exchange(ref _peerWentAway, 1);
         if (code == TunnelError.None)
