@@ -55,8 +55,7 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
     private int _draining;
     private int _peerWentAway;
     private int _wentAway;
-    private long _sendWindow;
-    private TaskCompletionSource? _sendWindowWaiter;
+    private readonly SendCredit _sendWindow;
     private long _receiveAllowance;
     private long _receiveUnacknowledged;
 
@@ -68,7 +67,8 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
         _options = options;
         _logger = options.Logger;
         _nextStreamId = dialler ? 1 : 2;
-        _sendWindow = _receiveAllowance = options.ConnectionWindow;
+        _sendWindow = new SendCredit(options.ConnectionWindow);
+        _receiveAllowance = options.ConnectionWindow;
         LocalIdentity = localIdentity;
         PeerIdentity = peerIdentity;
         _idleSinceTicks = _lastReceivedTicks = Environment.TickCount64;
@@ -321,46 +321,10 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
     internal void SendControl(FrameType type, uint streamId) => _writer.WriteControl(type, streamId, ReadOnlySpan<byte>.Empty);
 
     /// <summary>Takes up to <paramref name="wanted"/> bytes of the connection's send window, waiting while it is empty.</summary>
-    internal async ValueTask<int> TakeSendWindowAsync(int wanted, CancellationToken cancellationToken)
-    {
-        while (true)
-        {
-            Task wait;
-            lock (_creditGate)
-            {
-                if (_closed.IsCancellationRequested)
-                {
-                    throw new IOException($"tunnel connection to {PeerIdentity} lost: {CloseReason}");
-                }
+    internal ValueTask<int> TakeSendWindowAsync(int wanted, CancellationToken cancellationToken) => _sendWindow.TakeAsync(wanted, cancellationToken);
 
-                if (_sendWindow > 0)
-                {
-                    int granted = (int)Math.Min(wanted, _sendWindow);
-                    _sendWindow -= granted;
-                    return granted;
-                }
-
-                _sendWindowWaiter ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                wait = _sendWindowWaiter.Task;
-            }
-
-            await wait.WaitAsync(cancellationToken);
-        }
-    }
-
-    /// <summary>Grows the send window: by the peer's WINDOW, or by what a cancelled writer took and never queued.</summary>
-    internal void ReturnSendWindow(int count)
-    {
-        TaskCompletionSource? waiter;
-        lock (_creditGate)
-        {
-            _sendWindow += count;
-            waiter = _sendWindowWaiter;
-            _sendWindowWaiter = null;
-        }
-
-        waiter?.TrySetResult();
-    }
+    /// <summary>Gives back send window a cancelled writer took and never queued.</summary>
+    internal void ReturnSendWindow(int count) => _sendWindow.Return(count);
 
     /// <summary>Bytes of received data have left this side (delivered onward or dropped): the peer may send as many again.</summary>
     internal void ReturnReceiveWindow(int count)
@@ -481,7 +445,7 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
 
                 if (frame.StreamId == 0)
                 {
-                    AddSendWindow(increment);
+                    _sendWindow.Grant(increment, "connection window");
                 }
                 else
                 {
@@ -672,16 +636,6 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
         }
     }
 
-    private void AddSendWindow(uint increment)
-    {
-        if (Interlocked.Read(ref _sendWindow) + increment > int.MaxValue)
-        {
-            throw new TunnelProtocolException(TunnelError.FlowControl, $"connection window grown past 2^31-1 by {increment}");
-        }
-
-        ReturnSendWindow((int)increment);
-    }
-
     private void ReceiveGoAway(ReadOnlySpan<byte> payload)
     {
         uint lastStream = BinaryPrimitives.ReadUInt32BigEndian(payload);
@@ -808,11 +762,8 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
             // Never handed to a handler: release its place in the limits here.
             unserved.HandlerDone();
         }
-        lock (_creditGate)
-        {
-            _sendWindowWaiter?.TrySetResult();
-            _sendWindowWaiter = null;
-        }
+
+        _sendWindow.Fail(new IOException($"tunnel connection to {PeerIdentity} lost: {CloseReason}", reason));
 
         if (sendGoAway && code != TunnelError.None)
         {

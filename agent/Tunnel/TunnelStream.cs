@@ -19,10 +19,9 @@ internal sealed class TunnelStream
     private readonly TunnelConnection _connection;
     private readonly Pipe _received;
     private readonly Lock _gate = new();
-    private long _sendCredit = InitialWindow;
+    private readonly SendCredit _sendCredit = new(InitialWindow);
     private long _receiveAllowance = InitialWindow;
     private int _unacknowledged;
-    private TaskCompletionSource? _creditWaiter;
     private Exception? _failure;
     private int _finSent;
     private int _resetSent;
@@ -125,7 +124,7 @@ internal sealed class TunnelStream
     {
         while (!data.IsEmpty)
         {
-            int chunk = await TakeCreditAsync(Math.Min(data.Length, FrameHeader.MaxPayload), cancellationToken);
+            int chunk = await _sendCredit.TakeAsync(Math.Min(data.Length, FrameHeader.MaxPayload), cancellationToken);
             int granted;
             try
             {
@@ -133,13 +132,13 @@ internal sealed class TunnelStream
             }
             catch
             {
-                AddCredit((uint)chunk);
+                _sendCredit.Return(chunk);
                 throw;
             }
 
             if (granted < chunk)
             {
-                AddCredit((uint)(chunk - granted));
+                _sendCredit.Return(chunk - granted);
             }
 
             try
@@ -150,7 +149,7 @@ internal sealed class TunnelStream
             {
                 // Nothing of it was queued: the credit taken for it is still this side's to use.
                 _connection.ReturnSendWindow(granted);
-                AddCredit((uint)granted);
+                _sendCredit.Return(granted);
                 throw;
             }
 
@@ -349,23 +348,7 @@ internal sealed class TunnelStream
         }
     }
 
-    internal void AddCredit(uint increment)
-    {
-        TaskCompletionSource? waiter;
-        lock (_gate)
-        {
-            if (_sendCredit + increment > int.MaxValue)
-            {
-                throw new TunnelProtocolException(TunnelError.FlowControl, $"stream {Id} credit grown past 2^31-1 by {increment}");
-            }
-
-            _sendCredit += increment;
-            waiter = _creditWaiter;
-            _creditWaiter = null;
-        }
-
-        waiter?.TrySetResult();
-    }
+    internal void AddCredit(uint increment) => _sendCredit.Grant(increment, $"stream {Id} credit");
 
     internal void RemoteFinished()
     {
@@ -384,7 +367,6 @@ internal sealed class TunnelStream
     /// <summary>Fails both directions (peer reset or connection lost). Returns false if already failed.</summary>
     internal bool Fail(Exception reason)
     {
-        TaskCompletionSource? waiter;
         long held;
         lock (_gate)
         {
@@ -396,8 +378,6 @@ internal sealed class TunnelStream
             _failure = reason;
             held = _windowHeld;
             _windowHeld = 0;
-            waiter = _creditWaiter;
-            _creditWaiter = null;
 
             // The pipe's writer belongs to the read loop while it fills a reservation; it completes it then.
             if (!_receiving)
@@ -419,34 +399,7 @@ internal sealed class TunnelStream
             _connection.ReturnReceiveWindow((int)held);
         }
 
-        waiter?.TrySetException(reason);
+        _sendCredit.Fail(reason);
         return true;
-    }
-
-    private async ValueTask<int> TakeCreditAsync(int wanted, CancellationToken cancellationToken)
-    {
-        while (true)
-        {
-            Task wait;
-            lock (_gate)
-            {
-                if (_failure is not null)
-                {
-                    throw new IOException(_failure.Message, _failure);
-                }
-
-                if (_sendCredit > 0)
-                {
-                    int granted = (int)Math.Min(wanted, _sendCredit);
-                    _sendCredit -= granted;
-                    return granted;
-                }
-
-                _creditWaiter ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                wait = _creditWaiter.Task;
-            }
-
-            await wait.WaitAsync(cancellationToken);
-        }
     }
 }
