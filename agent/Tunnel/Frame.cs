@@ -61,6 +61,12 @@ internal readonly record struct FrameHeader(FrameType Type, uint StreamId, int L
     public static bool TryRead(ReadOnlySpan<byte> source, out FrameHeader header, out string? error)
     {
         header = default;
+        if (source.Length < Size)
+        {
+            error = $"frame header cut short at {source.Length} of {Size} bytes";
+            return false;
+        }
+
         var type = (FrameType)source[0];
         if (type is < FrameType.Open or > FrameType.GoAway)
         {

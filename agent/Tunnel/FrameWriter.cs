@@ -6,13 +6,18 @@ namespace NodeMesh.Tunnel;
 
 /// <summary>
 /// The one writer of a tunnel connection. Frames are appended whole, under a lock, to a pooled batch buffer;
-/// a single loop writes whatever has been queued in one go per wake-up (one TLS write, far fewer records and
+/// whoever holds the writer role writes everything queued in one go (one TLS write, far fewer records and
 /// system calls than a write per frame), double-buffered so senders fill the next batch while one is written.
-/// Invariants: nothing but this loop touches the transport for writing, and no caller's cancellation reaches it
-/// (a cancelled TLS write corrupts the stream for every flow); a sender's cancellation only ends its own wait
-/// for room. Data waits while the queue holds <see cref="DataQueueLimit"/> bytes; control frames never wait but
-/// are capped at <see cref="ControlQueueLimit"/> queued at once: past that the peer is not reading what it asks
-/// for (pongs, windows, resets) and the connection fails.
+/// A DATA sender that finds the transport idle takes the role itself and writes inline: no thread hop in the
+/// common case. If that write does not complete at once (the socket's buffer is full) or fails, the pending
+/// write is handed to the writer loop and the sender goes on; the loop also writes whatever was queued
+/// meanwhile, and control frames, which are batched by the loop only.
+/// Invariants: one holder of the role at a time and only the holder touches the transport for writing; no
+/// caller's cancellation reaches it (a cancelled TLS write corrupts the stream for every flow) and no caller
+/// waits for the transport; a sender's cancellation only ends its own wait for room. Data waits while the
+/// queue holds <see cref="DataQueueLimit"/> bytes; control frames never wait but are capped at
+/// <see cref="ControlQueueLimit"/> queued at once: past that the peer is not reading what it asks for (pongs,
+/// windows, resets) and the connection fails.
 /// </summary>
 internal sealed class FrameWriter
 {
@@ -30,11 +35,20 @@ internal sealed class FrameWriter
     private Sequence<byte> _spare = NewBatch();
     private long _queuedData;
     private int _queuedControl;
-    private bool _signalled;
-    private bool _writing;
+
+    // Someone (an inline sender or the loop) holds the writer role: only it writes to the transport.
+    private bool _holding;
+
+    // The role has been handed to the loop (or the writer failed): the loop runs instead of sleeping.
+    private bool _loopRuns;
+
+    // An inline write that did not complete at once, for the loop to finish.
+    private Task? _handoff;
     private Exception? _failure;
     private TaskCompletionSource? _roomWaiter;
     private TaskCompletionSource? _idleWaiter;
+    private long _batchesWritten;
+    private long _inlineWrites;
 
     /// <param name="failed">Called once, from the writer loop, when the transport fails or the control cap is hit.</param>
     public FrameWriter(Stream transport, Action<Exception> failed)
@@ -48,37 +62,56 @@ internal sealed class FrameWriter
     public Task Completion { get; }
 
     /// <summary>Batches (transport writes of everything queued) since start, for tests and the admin view.</summary>
-    public long BatchesWritten { get; private set; }
+    public long BatchesWritten => Interlocked.Read(ref _batchesWritten);
 
-    /// <summary>Queues a DATA frame, waiting first while the queue is full. The payload is copied.</summary>
+    /// <summary>Of <see cref="BatchesWritten"/>, those a sender wrote itself, without waking the loop.</summary>
+    public long InlineWrites => Interlocked.Read(ref _inlineWrites);
+
+    /// <summary>Queues a DATA frame, waiting first while the queue is full, and writes it at once if the transport is idle. The payload is copied.</summary>
     public async ValueTask WriteDataAsync(uint streamId, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
     {
         while (true)
         {
-            Task room;
+            Task? room = null;
+            Sequence<byte>? batch = null;
+            TaskCompletionSource? released = null;
             lock (_gate)
             {
                 ThrowIfFailed();
-                if (_queuedData < DataQueueLimit)
+                if (_queuedData >= DataQueueLimit)
                 {
-                    Span<byte> target = _queued.GetSpan(FrameHeader.Size + payload.Length);
-                    new FrameHeader(FrameType.Data, streamId, payload.Length).Write(target);
-                    payload.Span.CopyTo(target[FrameHeader.Size..]);
-                    _queued.Advance(FrameHeader.Size + payload.Length);
-                    _queuedData += payload.Length;
-                    SignalLocked();
-                    return;
+                    _roomWaiter ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    room = _roomWaiter.Task;
                 }
-
-                _roomWaiter ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                room = _roomWaiter.Task;
+                else
+                {
+                    AppendLocked(FrameType.Data, streamId, payload.Span);
+                    _queuedData += payload.Length;
+                    if (!_holding)
+                    {
+                        _holding = true;
+                        batch = TakeBatchLocked(out released);
+                    }
+                }
             }
 
-            await room.WaitAsync(cancellationToken).ConfigureAwait(false);
+            if (room is not null)
+            {
+                await room.WaitAsync(cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+
+            released?.TrySetResult();
+            if (batch is not null)
+            {
+                WriteInline(batch);
+            }
+
+            return;
         }
     }
 
-    /// <summary>Queues a frame with a small payload (OPEN, WINDOW, FIN, RESET, PING, PONG, GOAWAY) without waiting.</summary>
+    /// <summary>Queues a frame with a small payload (OPEN, WINDOW, FIN, RESET, PING, PONG, GOAWAY) without waiting; the loop writes it.</summary>
     /// <exception cref="IOException">The writer has failed or stopped.</exception>
     public void WriteControl(FrameType type, uint streamId, ReadOnlySpan<byte> payload)
     {
@@ -94,11 +127,13 @@ internal sealed class FrameWriter
             }
             else
             {
-                Span<byte> target = _queued.GetSpan(FrameHeader.Size + payload.Length);
-                new FrameHeader(type, streamId, payload.Length).Write(target);
-                payload.CopyTo(target[FrameHeader.Size..]);
-                _queued.Advance(FrameHeader.Size + payload.Length);
-                SignalLocked();
+                AppendLocked(type, streamId, payload);
+                if (!_holding)
+                {
+                    _holding = true;
+                    WakeLoopLocked();
+                }
+
                 return;
             }
         }
@@ -120,7 +155,7 @@ internal sealed class FrameWriter
     {
         lock (_gate)
         {
-            if (_failure is not null || (!_writing && _queued.Length == 0))
+            if (_failure is not null || (!_holding && _queued.Length == 0))
             {
                 return Task.CompletedTask;
             }
@@ -133,13 +168,103 @@ internal sealed class FrameWriter
     /// <summary>Stops the writer: queued frames not yet written are dropped, waiting senders fail.</summary>
     public void Stop(Exception reason) => Fail(reason);
 
-    private void SignalLocked()
+    private void AppendLocked(FrameType type, uint streamId, ReadOnlySpan<byte> payload)
     {
-        if (!_signalled)
+        Span<byte> target = _queued.GetSpan(FrameHeader.Size + payload.Length);
+        new FrameHeader(type, streamId, payload.Length).Write(target);
+        payload.CopyTo(target[FrameHeader.Size..]);
+        _queued.Advance(FrameHeader.Size + payload.Length);
+    }
+
+    /// <summary>The holder takes what is queued; senders fill the other buffer meanwhile (it was reset after its last write).</summary>
+    private Sequence<byte> TakeBatchLocked(out TaskCompletionSource? room)
+    {
+        Sequence<byte> batch = _queued;
+        _queued = _spare;
+        _spare = batch;
+        _queuedData = 0;
+        _queuedControl = 0;
+        room = _roomWaiter;
+        _roomWaiter = null;
+        return batch;
+    }
+
+    private void WakeLoopLocked()
+    {
+        _loopRuns = true;
+        _sleeping?.TrySetResult();
+        _sleeping = null;
+    }
+
+    /// <summary>A sender holding the role writes its batch; what does not complete at once goes to the loop.</summary>
+    private void WriteInline(Sequence<byte> batch)
+    {
+        ValueTask write;
+        try
         {
-            _signalled = true;
-            _sleeping?.TrySetResult();
-            _sleeping = null;
+            write = WriteBatchAsync(batch);
+        }
+        catch (Exception ex) when (ex is IOException or ObjectDisposedException or NotSupportedException or InvalidOperationException)
+        {
+            write = ValueTask.FromException(ex);
+        }
+
+        TaskCompletionSource? idle = null;
+        lock (_gate)
+        {
+            if (!write.IsCompletedSuccessfully)
+            {
+                // The loop finishes the write (or reports its failure); the sender does not wait for the transport.
+                _handoff = write.AsTask();
+                if (_failure is not null)
+                {
+                    // The loop has stopped: nobody else will look at the outcome.
+                    _handoff.ContinueWith(static t => _ = t.Exception, CancellationToken.None,
+                        TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                    _handoff = null;
+                }
+
+                WakeLoopLocked();
+                return;
+            }
+
+            // Consumes the result (a pooled source behind the task goes back to its pool).
+            write.GetAwaiter().GetResult();
+            _batchesWritten++;
+            _inlineWrites++;
+            batch.Reset();
+            if (_failure is not null)
+            {
+                return;
+            }
+
+            if (_queued.Length > 0)
+            {
+                // Frames queued while this one was written: the loop takes them, this sender goes on.
+                WakeLoopLocked();
+            }
+            else
+            {
+                _holding = false;
+                idle = _idleWaiter;
+                _idleWaiter = null;
+            }
+        }
+
+        idle?.TrySetResult();
+    }
+
+    private ValueTask WriteBatchAsync(Sequence<byte> batch)
+    {
+        ReadOnlySequence<byte> bytes = batch.AsReadOnlySequence;
+        return bytes.IsSingleSegment ? _transport.WriteAsync(bytes.First, CancellationToken.None) : WriteSegmentsAsync(bytes);
+    }
+
+    private async ValueTask WriteSegmentsAsync(ReadOnlySequence<byte> bytes)
+    {
+        foreach (ReadOnlyMemory<byte> segment in bytes)
+        {
+            await _transport.WriteAsync(segment, CancellationToken.None).ConfigureAwait(false);
         }
     }
 
@@ -165,7 +290,7 @@ internal sealed class FrameWriter
                         return;
                     }
 
-                    if (_signalled)
+                    if (_loopRuns)
                     {
                         wake = Task.CompletedTask;
                     }
@@ -177,6 +302,27 @@ internal sealed class FrameWriter
                 }
 
                 await wake.ConfigureAwait(false);
+
+                // The loop holds the role from here until it finds the queue empty.
+                Task? handoff;
+                lock (_gate)
+                {
+                    if (_failure is not null)
+                    {
+                        return;
+                    }
+
+                    handoff = _handoff;
+                    _handoff = null;
+                }
+
+                if (handoff is not null)
+                {
+                    await handoff.ConfigureAwait(false);
+                    Interlocked.Increment(ref _batchesWritten);
+                    _spare.Reset();
+                }
+
                 while (true)
                 {
                     Sequence<byte>? batch = null;
@@ -191,22 +337,15 @@ internal sealed class FrameWriter
 
                         if (_queued.Length == 0)
                         {
-                            // Nothing left: sleep until the next frame signals again.
-                            _signalled = false;
-                            _writing = false;
+                            // Nothing left: give up the role and sleep until it is handed back.
+                            _holding = false;
+                            _loopRuns = false;
                             idle = _idleWaiter;
                             _idleWaiter = null;
                         }
                         else
                         {
-                            batch = _queued;
-                            _queued = _spare;
-                            _spare = batch;
-                            _queuedData = 0;
-                            _queuedControl = 0;
-                            room = _roomWaiter;
-                            _roomWaiter = null;
-                            _writing = true;
+                            batch = TakeBatchLocked(out room);
                         }
                     }
 
@@ -217,12 +356,8 @@ internal sealed class FrameWriter
                     }
 
                     room?.TrySetResult();
-                    foreach (ReadOnlyMemory<byte> segment in batch.AsReadOnlySequence)
-                    {
-                        await _transport.WriteAsync(segment, CancellationToken.None).ConfigureAwait(false);
-                    }
-
-                    BatchesWritten++;
+                    await WriteBatchAsync(batch).ConfigureAwait(false);
+                    Interlocked.Increment(ref _batchesWritten);
                     batch.Reset();
                 }
             }
@@ -237,7 +372,6 @@ internal sealed class FrameWriter
     {
         TaskCompletionSource? room;
         TaskCompletionSource? idle;
-        TaskCompletionSource? sleeping;
         bool first;
         lock (_gate)
         {
@@ -245,12 +379,10 @@ internal sealed class FrameWriter
             _failure ??= reason;
             room = _roomWaiter;
             idle = _idleWaiter;
-            sleeping = _sleeping;
-            _roomWaiter = _idleWaiter = _sleeping = null;
-            _signalled = true;
+            _roomWaiter = _idleWaiter = null;
+            WakeLoopLocked();
         }
 
-        sleeping?.TrySetResult();
         room?.TrySetException(new IOException(reason.Message, reason));
         idle?.TrySetResult();
         if (first)

@@ -17,6 +17,7 @@
 #   --quick               3 s per measurement instead of 10 s (microbench: 3 runs of 2 s, not 5 of 5 s)
 #   --out FILE            also write the results as a markdown table to FILE
 #   --haproxy-threads N   set haproxy's nbthread (default: haproxy's own default, one per CPU)
+#   --only LIST           run only these of direct,nodemesh,haproxy,microbench (comma-separated)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,6 +32,7 @@ NODEMESH=$REPO_DIR/artifacts/bin/nodemesh
 QUICK=0
 OUT=""
 HAPROXY_THREADS=""
+ONLY="direct,nodemesh,haproxy,microbench"
 
 # Fixed by the topology (2 nodes x 1 pod).
 SERVER_IP=10.240.2.2
@@ -71,6 +73,12 @@ parse_args() {
         --haproxy-threads)
             HAPROXY_THREADS=${2:?--haproxy-threads needs a number}
             [[ "$HAPROXY_THREADS" =~ ^[1-9][0-9]*$ ]] || die "--haproxy-threads: not a number"
+            shift 2
+            ;;
+        --only)
+            ONLY=${2:?--only needs a list}
+            [[ "$ONLY" =~ ^(direct|nodemesh|haproxy|microbench)(,(direct|nodemesh|haproxy|microbench))*$ ]] ||
+                die "--only: a comma-separated list of direct, nodemesh, haproxy, microbench"
             shift 2
             ;;
         -h | --help)
@@ -550,6 +558,8 @@ print_report() {
     fi
 }
 
+wanted() { [[ ",$ONLY," == *",$1,"* ]]; }
+
 main() {
     parse_args "$@"
     check_tools
@@ -561,8 +571,11 @@ main() {
     procs_traps on_exit
     log "work dir $WORK, namespaces $PREFIX-*"
 
-    run_scenario direct
-    if [[ -x "$NODEMESH" ]]; then
+    if wanted direct; then run_scenario direct; else record direct status "not run"; fi
+    if ! wanted nodemesh; then
+        NODEMESH_NOTE="not run (--only $ONLY)"
+        record nodemesh status "not run"
+    elif [[ -x "$NODEMESH" ]]; then
         NODEMESH=$(cd "$(dirname "$NODEMESH")" && pwd)/$(basename "$NODEMESH")
         NODEMESH_NOTE="$NODEMESH; pods captured by the agents' iptables rules, same client commands as direct."
         run_scenario nodemesh
@@ -571,8 +584,8 @@ main() {
         log "nodemesh: n/a: binary missing ($NODEMESH)"
         record nodemesh status "n/a: binary missing"
     fi
-    run_scenario haproxy
-    run_microbench
+    if wanted haproxy; then run_scenario haproxy; else record haproxy status "not run"; fi
+    if wanted microbench; then run_microbench; else MICROBENCH_STATUS="not run (--only $ONLY)"; fi
 
     load_results
     print_report
