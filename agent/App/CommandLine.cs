@@ -376,10 +376,10 @@ internal static class CommandLine
             return 0;
         }
 
-        Console.WriteLine($"{"NAME",-16} {"IP",-15} {"SOURCE",-7} {"IDENTITY",-50} NETNS");
+        Console.WriteLine($"{"NAME",-16} {"IP",-15} {"SOURCE",-7} {"IDENTITY",-50} {"NETNS",-30} CERTIFICATE");
         foreach (WorkloadInfo w in workloads)
         {
-            Console.WriteLine($"{w.Name,-16} {w.Ip,-15} {w.Source,-7} {w.Identity,-50} {w.Netns}");
+            Console.WriteLine($"{w.Name,-16} {w.Ip,-15} {w.Source,-7} {w.Identity,-50} {w.Netns,-30} {w.Certificate}");
         }
 
         return 0;
@@ -420,9 +420,15 @@ internal static class CommandLine
         }
 
         Console.WriteLine($"node {status.Node}, nodemesh {status.Version}; transports: {string.Join(", ", status.Transports)}; " +
-            $"tunnel connections: {status.TunnelConnections} open, {status.TunnelConnectionsOpened} dialled; flows refused: {status.FlowsRefused}; " +
+            $"tunnel connections: {status.TunnelConnections} open, {status.TunnelConnectionsOpened} dialled; flows: {status.ActiveFlows} active, {status.FlowsRefused} refused; " +
             $"policies: {status.Policies}, denied: {status.FlowsDenied}, dry-run denied: {status.FlowsDryRunDenied}; " +
             $"memory: {status.ResidentBytes / 1048576.0:F1} MiB resident, managed heap {status.ManagedHeapBytes / 1048576.0:F1} MiB ({status.ManagedCommittedBytes / 1048576.0:F1} MiB committed)");
+        foreach (CertificateInfo certificate in status.Certificates)
+        {
+            Console.WriteLine(certificate.NotAfter is { } notAfter && notAfter > DateTimeOffset.UtcNow
+                ? $"certificate {certificate.Identity}: valid until {notAfter:u}"
+                : $"certificate {certificate.Identity}: unavailable{(certificate.Error is null ? "" : ": " + certificate.Error)}");
+        }
         return 0;
     }
 

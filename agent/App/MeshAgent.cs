@@ -31,7 +31,7 @@ internal sealed partial class MeshAgent(
     TunnelListenerFactory listenerFactory,
     OutboundProxy outbound,
     InboundPlaintextProxy inboundPlaintext,
-    FlowRecorder recorder,
+    ConnectionManager connections,
     FlowLog flowLog,
     PolicyStore policies,
     AuthzMetrics authzMetrics,
@@ -154,14 +154,11 @@ internal sealed partial class MeshAgent(
         // Peers stop opening streams to this agent (and this agent's pool opens none) while the flows in progress drain.
         TimeSpan drain = TimeSpan.FromSeconds(config.DrainSeconds);
         Task goingAway = Task.WhenAll(_tunnel?.GoAwayAsync(drain, "agent shutting down") ?? Task.CompletedTask, pool.GoAwayAsync(drain, "agent shutting down"));
-        DateTime deadline = DateTime.UtcNow.AddSeconds(config.DrainSeconds);
-        while (recorder.Active > 0 && DateTime.UtcNow < deadline && !cancellationToken.IsCancellationRequested)
-        {
-            await Task.Delay(100, CancellationToken.None);
-        }
+        // Woken by the last flow's end, not by polling.
+        await connections.WhenEmptyAsync().WaitAsync(drain, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
 
         await goingAway.WaitAsync(TimeSpan.FromSeconds(1), CancellationToken.None).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-        Log.Stopped(logger, recorder.Active);
+        Log.Stopped(logger, connections.Count);
         foreach (WorkloadCapture capture in registry.Captures)
         {
             await capture.DisposeAsync();
@@ -196,6 +193,9 @@ internal sealed partial class MeshAgent(
             },
             cancellationToken);
         registry.Add(capture);
+
+        // Fetched now, not at the first flow: the first connection does not wait for the CA, and a failure shows in `status` at once.
+        _ = PrefetchCertificateAsync(workload);
         _loops.Add(outbound.RunAsync(capture));
         _loops.Add(inboundPlaintext.RunAsync(capture));
         Log.Captured(logger, workload.Name, workload.Ip.ToString(), workload.Identity.Uri, info.Netns);
@@ -225,6 +225,7 @@ internal sealed partial class MeshAgent(
                         Version = AgentVersion.Current,
                         TunnelConnections = pool.ConnectionCount + (_tunnel?.ConnectionCount ?? 0),
                         TunnelConnectionsOpened = pool.ConnectionsOpened,
+                        ActiveFlows = connections.Count,
                         FlowsRefused = flowLog.Refused,
                         FlowsDenied = authzMetrics.Denied,
                         FlowsDryRunDenied = authzMetrics.DryRunDenied,
@@ -234,6 +235,7 @@ internal sealed partial class MeshAgent(
                         ManagedHeapBytes = GC.GetGCMemoryInfo().HeapSizeBytes,
                         ManagedCommittedBytes = GC.GetGCMemoryInfo().TotalCommittedBytes,
                         ResidentBytes = Environment.WorkingSet,
+                        Certificates = CertificateInfos(),
                     },
                 };
             default:
@@ -241,8 +243,46 @@ internal sealed partial class MeshAgent(
         }
     }
 
-    private List<WorkloadInfo> ListWorkloads() =>
-        registry.Current.Workloads.Where(w => w.IsLocal).OrderBy(w => w.Name, StringComparer.Ordinal).Select(w => new WorkloadInfo
+    private async Task PrefetchCertificateAsync(Workload workload)
+    {
+        try
+        {
+            await certificates.GetWorkloadCertificateAsync(workload.Identity, CancellationToken.None);
+        }
+        catch (Exception ex) when (ex is CertificateUnavailableException or ObjectDisposedException or IOException)
+        {
+            // Its flows are refused until one is had (fail closed); the provider keeps trying and `status` says why.
+            Log.CertificateNotReady(logger, workload.Name, workload.Identity.Uri, ex.Message);
+        }
+    }
+
+    private Dictionary<SpiffeId, CertificateStatus> CertificatesByIdentity()
+    {
+        var byIdentity = new Dictionary<SpiffeId, CertificateStatus>();
+        foreach (CertificateStatus status in certificates.Status())
+        {
+            byIdentity[status.Identity] = status;
+        }
+
+        return byIdentity;
+    }
+
+    private static string DescribeCertificate(CertificateStatus? status, DateTimeOffset now) => status switch
+    {
+        { NotAfter: { } notAfter } when notAfter > now => $"valid until {notAfter:u}",
+        { LastError: { } error } => "unavailable: " + error,
+        { NotAfter: { } expired } => $"expired at {expired:u}",
+        _ => "pending",
+    };
+
+    private List<CertificateInfo> CertificateInfos() =>
+        [.. certificates.Status().OrderBy(s => s.Identity.Uri, StringComparer.Ordinal).Select(s => new CertificateInfo { Identity = s.Identity.Uri, NotAfter = s.NotAfter, Error = s.LastError })];
+
+    private List<WorkloadInfo> ListWorkloads()
+    {
+        Dictionary<SpiffeId, CertificateStatus> held = CertificatesByIdentity();
+        DateTimeOffset now = DateTimeOffset.UtcNow;
+        return registry.Current.Workloads.Where(w => w.IsLocal).OrderBy(w => w.Name, StringComparer.Ordinal).Select(w => new WorkloadInfo
         {
             Name = w.Name,
             Ip = w.Ip.ToString(),
@@ -251,7 +291,9 @@ internal sealed partial class MeshAgent(
             Mode = w.Mode == PeerMode.Strict ? "STRICT" : "PERMISSIVE",
             Labels = w.Labels,
             Source = _apiWorkloads.ContainsKey(w.Name) ? "api" : "config",
+            Certificate = DescribeCertificate(held.GetValueOrDefault(w.Identity), now),
         }).ToList();
+    }
 
     private async Task<ApiResponse> AddAsync(WorkloadInfo? info, CancellationToken cancellationToken)
     {
@@ -344,6 +386,14 @@ internal sealed partial class MeshAgent(
 
             _apiWorkloads.Remove(name!);
             await stateStore.SaveAsync(_apiWorkloads.Values);
+
+            // Replicas share an identity: its certificate goes with the last local workload that has it.
+            SpiffeId identity = capture.Workload.Identity;
+            if (!registry.Current.Workloads.Any(w => w.IsLocal && w.Identity == identity))
+            {
+                certificates.Forget(identity);
+            }
+
             Log.Removed(logger, name!);
             return new ApiResponse { Ok = true, Workloads = ListWorkloads() };
         }
@@ -384,6 +434,9 @@ internal sealed partial class MeshAgent(
 
         [LoggerMessage(EventId = 7, Level = LogLevel.Information, Message = "stopped; {Active} flows still open were closed")]
         public static partial void Stopped(ILogger logger, int active);
+
+        [LoggerMessage(EventId = 9, Level = LogLevel.Warning, Message = "workload {Name}: no certificate for {Identity} yet ({Error}); its flows are refused until there is one")]
+        public static partial void CertificateNotReady(ILogger logger, string name, string identity, string error);
 
         [LoggerMessage(EventId = 20, Level = LogLevel.Information, Message = "workload {Name}: IPv6 TCP {Ipv6}")]
         public static partial void Ipv6(ILogger logger, string name, string ipv6);

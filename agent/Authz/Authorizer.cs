@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using NodeMesh.State;
 
 namespace NodeMesh.Authz;
 
@@ -8,9 +9,26 @@ namespace NodeMesh.Authz;
 /// </summary>
 internal sealed partial class Authorizer(PolicyStore policies, AuthzMetrics metrics, ILogger<Authorizer> logger)
 {
+    /// <summary>The policy name denials by STRICT mode are counted under.</summary>
+    public const string StrictMode = "strict-mode";
+
+    /// <summary>
+    /// The decision alone, without logging: plaintext (no caller identity) to a STRICT workload is refused
+    /// whatever the policies say; everything else is up to <paramref name="policies"/>.
+    /// </summary>
+    public static AuthzDecision Decide(PolicySet policies, in AuthzRequest request)
+    {
+        if (request.SourceIdentity is null && request.Destination.Mode == PeerMode.Strict)
+        {
+            return new AuthzDecision(false, $"plaintext refused: {request.Destination.Name} is STRICT (mesh traffic only)", StrictMode, null, null);
+        }
+
+        return policies.Evaluate(request);
+    }
+
     public AuthzDecision Authorize(in AuthzRequest request, string path)
     {
-        AuthzDecision decision = policies.Current.Evaluate(request);
+        AuthzDecision decision = Decide(policies.Current, request);
         string caller = request.SourceIdentity?.Uri ?? $"unauthenticated {request.SourceAddress}";
         if (!decision.Allowed)
         {

@@ -15,5 +15,5 @@ internal sealed record AuthzDecision(bool Allowed, string Reason, string? Policy
 {
     public static AuthzDecision AllowedByDefault(string? dryRun) => new(true, "no ALLOW policy selects the workload", null, null, dryRun);
 
-    public string Describe() => Policy is null ? Reason : $"{Reason} (policy {Policy}, rule {Rule})";
+    public string Describe() => Policy is null || Rule is null ? Reason : $"{Reason} (policy {Policy}, rule {Rule})";
 }

@@ -102,7 +102,14 @@ internal sealed record TunnelConfig
     /// <summary>A connection with no flows for this long is closed.</summary>
     public int IdleTimeoutSeconds { get; set; } = 60;
 
+    /// <summary>
+    /// The one bound on setting a flow up: dialling and handshaking a tunnel, the peer agent's answer, and the
+    /// connect into the destination workload (on either node) or to a passthrough destination.
+    /// </summary>
     public int ConnectTimeoutSeconds { get; set; } = 5;
+
+    [System.Text.Json.Serialization.JsonIgnore]
+    public TimeSpan ConnectTimeout => TimeSpan.FromSeconds(ConnectTimeoutSeconds);
 
     /// <summary>A PING goes to a peer that has been silent this long.</summary>
     public int KeepaliveIntervalSeconds { get; set; } = 5;

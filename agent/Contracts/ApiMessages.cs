@@ -26,6 +26,8 @@ public sealed record AgentStatus
     public string Version { get; init; } = "";
     public int TunnelConnections { get; init; }
     public long TunnelConnectionsOpened { get; init; }
+    /// <summary>Flows open now, on every path (being set up, carried, or ending).</summary>
+    public int ActiveFlows { get; init; }
     public long FlowsRefused { get; init; }
     public long FlowsDenied { get; init; }
     public long FlowsDryRunDenied { get; init; }
@@ -37,6 +39,21 @@ public sealed record AgentStatus
     public long ManagedHeapBytes { get; init; }
     public long ManagedCommittedBytes { get; init; }
     public long ResidentBytes { get; init; }
+
+    /// <summary>Every certificate the agent holds or seeks: the node's and one per local workload identity.</summary>
+    public IReadOnlyList<CertificateInfo> Certificates { get; init; } = [];
+}
+
+/// <summary>One identity's certificate as the agent holds it.</summary>
+public sealed record CertificateInfo
+{
+    public string Identity { get; init; } = "";
+
+    /// <summary>When the certificate being served expires; null if there is none.</summary>
+    public DateTimeOffset? NotAfter { get; init; }
+
+    /// <summary>Why the last attempt to get one failed; null after a success.</summary>
+    public string? Error { get; init; }
 }
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]

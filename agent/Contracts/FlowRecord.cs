@@ -15,6 +15,7 @@ public sealed record FlowRecord
     public long BytesSent { get; init; }
     public long BytesReceived { get; init; }
     public double DurationMs { get; init; }
+    public FlowOutcome Outcome { get; init; }
     public required string Result { get; init; }
     public DateTimeOffset Ended { get; init; }
 }

@@ -23,4 +23,10 @@ public sealed record WorkloadInfo
 
     /// <summary>Where the registration came from: "config" or "api". Set by the agent.</summary>
     public string? Source { get; init; }
+
+    /// <summary>
+    /// The workload identity's certificate, set by the agent: "valid until &lt;time&gt;", "unavailable: &lt;why&gt;"
+    /// (flows of the workload are refused meanwhile), or "pending" while the first one is being fetched.
+    /// </summary>
+    public string? Certificate { get; init; }
 }

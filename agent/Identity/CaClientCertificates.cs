@@ -6,9 +6,6 @@ using Microsoft.Extensions.Logging;
 
 namespace NodeMesh.Identity;
 
-/// <summary>What a provider holds for one identity, for status pages and readiness.</summary>
-internal sealed record CertificateStatus(SpiffeId Identity, DateTimeOffset? NotAfter, string? LastError);
-
 /// <summary>
 /// Certificates from the mesh CA. The node joins with its join token on first use, then renews its node
 /// certificate with itself. With a <see cref="NodeIdentityStore"/>, every node certificate issued is stored, and

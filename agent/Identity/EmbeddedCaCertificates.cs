@@ -43,11 +43,22 @@ internal sealed class EmbeddedCaCertificates : ICertificateProvider, IDisposable
         DateTimeOffset notBefore = certificate.NotBefore.ToUniversalTime();
         DateTimeOffset renewAt = notBefore + ((certificate.NotAfter.ToUniversalTime() - notBefore) / 2);
         var context = SslStreamCertificateContext.Create(certificate, _ca.Chain, offline: true);
-        _issued[identity] = new Issued(context, renewAt);
+        _issued[identity] = new Issued(context, renewAt, certificate.NotAfter.ToUniversalTime());
         return ValueTask.FromResult(context);
     }
 
+    public void Forget(SpiffeId identity)
+    {
+        if (identity != _nodeIdentity)
+        {
+            _issued.TryRemove(identity, out _);
+        }
+    }
+
+    public IReadOnlyList<CertificateStatus> Status() =>
+        [.. _issued.Select(entry => new CertificateStatus(entry.Key, entry.Value.NotAfter, null))];
+
     public void Dispose() => _ca.Dispose();
 
-    private sealed record Issued(SslStreamCertificateContext Context, DateTimeOffset RenewAt);
+    private sealed record Issued(SslStreamCertificateContext Context, DateTimeOffset RenewAt, DateTimeOffset NotAfter);
 }

@@ -113,6 +113,15 @@ internal sealed partial class FileCertificates : ICertificateProvider
     public ValueTask<SslStreamCertificateContext> GetWorkloadCertificateAsync(SpiffeId identity, CancellationToken cancellationToken) =>
         ValueTask.FromResult(Get(DirectoryFor(_dir, identity), identity));
 
+    /// <summary>Stops reading the files of <paramref name="identity"/> (its last workload left the node).</summary>
+    public void Forget(SpiffeId identity)
+    {
+        lock (_reloadLock)
+        {
+            _entries.TryRemove(DirectoryFor(_dir, identity), out _);
+        }
+    }
+
     /// <summary>Every certificate read so far (and the bundle's last error, if any, under the trust domain's name).</summary>
     public IReadOnlyList<CertificateStatus> Status()
     {

@@ -20,4 +20,10 @@ internal interface ICertificateProvider : IDisposable
 
     /// <summary>The certificate this agent's tunnel listener presents.</summary>
     ValueTask<SslStreamCertificateContext> GetNodeCertificateAsync(CancellationToken cancellationToken);
+
+    /// <summary>No workload of <paramref name="identity"/> is left on this node: stop renewing it and drop its key.</summary>
+    void Forget(SpiffeId identity);
+
+    /// <summary>Every certificate held or being sought now (the node's included), for `status`.</summary>
+    IReadOnlyList<CertificateStatus> Status();
 }

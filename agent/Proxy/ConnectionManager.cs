@@ -5,88 +5,100 @@ using NodeMesh.State;
 namespace NodeMesh.Proxy;
 
 /// <summary>
-/// Every live flow that was authorized, with what it was authorized for, so a policy change can close the
-/// flows it now denies. Invariants: a flow registers after its decision and before its first byte, and
-/// unregisters when it ends; closing a flow cancels its copy, which resets both ends.
+/// Every live flow, on every path, from its accept to its end; the one place flows are admitted (authorized)
+/// and recorded. Invariants: a flow is in the table from <see cref="Open"/> until it is disposed; it is admitted
+/// in the table, so a policy reload between the decision and the first byte cannot miss it; a policy change
+/// closes the admitted flows it now denies; the record is written once, when the flow ends; shutdown waits for
+/// the table to empty by signal (<see cref="WhenEmptyAsync"/>).
 /// </summary>
-internal sealed class ConnectionManager
+internal sealed class ConnectionManager(FlowRecorder recorder, Authorizer authorizer)
 {
-    private readonly ConcurrentDictionary<long, LiveFlow> _flows = new();
+    private readonly ConcurrentDictionary<long, Flow> _flows = new();
+    private readonly Lock _emptyGate = new();
+    private TaskCompletionSource? _empty;
     private long _nextId;
 
+    /// <summary>Flows open now (being set up, carried, or ending).</summary>
     public int Count => _flows.Count;
 
-    public Registration Register(AuthzRequest request, CancellationTokenSource abort, string description)
+    /// <summary>Opens a flow, counted from now until it is disposed.</summary>
+    public Flow Open(string direction, string path, CancellationToken stopping)
     {
         long id = Interlocked.Increment(ref _nextId);
-        var flow = new LiveFlow(request, abort, description);
+        var flow = new Flow(this, id, direction, path, stopping);
         _flows[id] = flow;
-        return new Registration(this, id, flow);
+        return flow;
     }
 
-    /// <summary>Re-evaluates every live flow; closes those the policies now deny. Returns what was closed.</summary>
+    /// <summary>
+    /// The authorization decision for <paramref name="flow"/> against the policies in force (and STRICT mode for
+    /// plaintext), logged and counted; the flow is marked denied if it is. The same judgement is made again for
+    /// the flow at every policy change while it lives.
+    /// </summary>
+    public AuthzDecision Admit(Flow flow, AuthzRequest request, string path)
+    {
+        flow.Admitted = request;
+        AuthzDecision decision = authorizer.Authorize(request, path);
+        if (!decision.Allowed)
+        {
+            flow.Deny(decision);
+        }
+
+        return decision;
+    }
+
+    /// <summary>Re-evaluates every admitted live flow; closes those the policies now deny. Returns what was closed.</summary>
     public List<(string Flow, AuthzDecision Decision)> Reevaluate(PolicySet policies, RegistrySnapshot registry)
     {
         var closed = new List<(string, AuthzDecision)>();
-        foreach (LiveFlow flow in _flows.Values)
+        foreach (Flow flow in _flows.Values)
         {
-            // Labels and mode may have changed with the same reload: judge against the workload as it is now.
-            Workload destination = registry.FindByIp(flow.Request.Destination.Ip) ?? flow.Request.Destination;
-            AuthzRequest request = flow.Request with { Destination = destination };
-            AuthzDecision decision = policies.Evaluate(request);
-            bool strictRefusesPlaintext = destination.Mode == PeerMode.Strict && request.SourceIdentity is null;
-            if (!decision.Allowed || strictRefusesPlaintext)
+            if (flow.Admitted is not { } admitted || flow.Outcome is not null)
             {
-                AuthzDecision reason = strictRefusesPlaintext && decision.Allowed
-                    ? new AuthzDecision(false, "plaintext refused: workload is now STRICT", null, null, null)
-                    : decision;
-                if (flow.Close(reason))
-                {
-                    closed.Add((flow.Description, reason));
-                }
+                continue;
+            }
+
+            // Labels and mode may have changed with the same reload: judge against the workload as it is now.
+            Workload destination = registry.FindByIp(admitted.Destination.Ip) ?? admitted.Destination;
+            AuthzDecision decision = Authorizer.Decide(policies, admitted with { Destination = destination });
+            if (!decision.Allowed && flow.CloseBecause(decision))
+            {
+                closed.Add(($"{flow.Source} ({admitted.SourceIdentity?.Uri ?? "plaintext"}) -> {flow.Destination}", decision));
             }
         }
 
         return closed;
     }
 
-    internal sealed class LiveFlow(AuthzRequest request, CancellationTokenSource abort, string description)
+    /// <summary>Completes when no flow is open (at once if none is).</summary>
+    public Task WhenEmptyAsync()
     {
-        private int _closed;
-
-        public AuthzRequest Request { get; } = request;
-
-        public string Description { get; } = description;
-
-        public AuthzDecision? ClosedBecause { get; private set; }
-
-        public bool Close(AuthzDecision decision)
+        lock (_emptyGate)
         {
-            if (Interlocked.Exchange(ref _closed, 1) != 0)
+            if (_flows.IsEmpty)
             {
-                return false;
+                return Task.CompletedTask;
             }
 
-            ClosedBecause = decision;
-            try
-            {
-                abort.Cancel();
-            }
-            catch (ObjectDisposedException)
-            {
-                // The flow ended at the same moment.
-            }
-
-            return true;
+            _empty ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            return _empty.Task;
         }
     }
 
-    /// <summary>A flow's place in the table; disposing it removes the flow.</summary>
-    internal sealed class Registration(ConnectionManager owner, long id, LiveFlow flow) : IDisposable
+    internal void Ended(Flow flow)
     {
-        /// <summary>Why the flow was closed by a policy change, if it was.</summary>
-        public AuthzDecision? ClosedBecause => flow.ClosedBecause;
+        _flows.TryRemove(flow.Id, out _);
+        recorder.Record(flow.ToRecord());
+        TaskCompletionSource? empty = null;
+        lock (_emptyGate)
+        {
+            if (_flows.IsEmpty)
+            {
+                empty = _empty;
+                _empty = null;
+            }
+        }
 
-        public void Dispose() => owner._flows.TryRemove(id, out _);
+        empty?.TrySetResult();
     }
 }

@@ -15,7 +15,7 @@ internal sealed class FlowLog
 
     public void Add(FlowRecord record)
     {
-        if (record.Result.StartsWith("refused", StringComparison.Ordinal))
+        if (record.Outcome is FlowOutcome.Refused or FlowOutcome.Denied)
         {
             Interlocked.Increment(ref _refused);
         }

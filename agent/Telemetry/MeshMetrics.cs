@@ -51,8 +51,13 @@ internal sealed class MeshMetrics : IDisposable
             { "source_workload", record.SourceWorkload ?? "unknown" },
             { "destination_workload", record.DestinationWorkload ?? "unknown" },
         };
-        string result = record.Result.StartsWith("refused", StringComparison.Ordinal) ? "refused"
-            : record.Result.StartsWith("aborted", StringComparison.Ordinal) ? "aborted" : "ok";
+        string result = record.Outcome switch
+        {
+            FlowOutcome.Ok => "ok",
+            FlowOutcome.Refused or FlowOutcome.Denied => "refused",
+            FlowOutcome.Aborted or FlowOutcome.ClosedByPolicy => "aborted",
+            _ => "failed",
+        };
         tags.Add("result", result);
         _opened.Add(1, tags);
         _sent.Add(record.BytesSent, tags);

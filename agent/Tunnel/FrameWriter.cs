@@ -391,5 +391,6 @@ internal sealed class FrameWriter
         }
     }
 
-    private static Sequence<byte> NewBatch() => new(ArrayPool<byte>.Shared) { MinimumSpanLength = FrameHeader.Size + FrameHeader.MaxPayload };
+    // 64 KiB segments: a pump's frame (64 KiB with its header) fills one pooled array exactly instead of half of a 128 KiB one.
+    private static Sequence<byte> NewBatch() => new(ArrayPool<byte>.Shared) { MinimumSpanLength = 64 * 1024 };
 }

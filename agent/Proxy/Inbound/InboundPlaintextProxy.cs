@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
@@ -16,85 +15,54 @@ namespace NodeMesh.Proxy.Inbound;
 /// its original destination intact, and delivered to the workload (PERMISSIVE) with the real client address.
 /// </summary>
 internal sealed partial class InboundPlaintextProxy(
-    WorkloadRegistry registry, FlowRecorder recorder, Authorizer authorizer, AuthzMetrics authorizerMetrics, ConnectionManager connections, AgentConfig config, ILogger<InboundPlaintextProxy> logger)
+    WorkloadRegistry registry, FlowRecorder recorder, ConnectionManager connections, AgentConfig config, ILogger<InboundPlaintextProxy> logger)
 {
     public Task RunAsync(WorkloadCapture capture) =>
-        ListenerLoop.RunAsync(capture.InboundListener, recorder, client => HandleAsync(capture, client), capture.Stopping);
+        ListenerLoop.RunAsync(capture.InboundListener, "inbound", "plaintext", connections, recorder, (flow, client) => HandleAsync(capture, flow, client), capture.Stopping);
 
-    private async Task HandleAsync(WorkloadCapture capture, Socket client)
+    private async Task HandleAsync(WorkloadCapture capture, Flow flow, Socket client)
     {
-        long started = Stopwatch.GetTimestamp();
+        flow.DestinationWorkload = capture.Workload;
         try
         {
             client.NoDelay = true;
             SocketOptions.SetAbortOnClose(client);
             var source = (IPEndPoint)client.RemoteEndPoint!;
             var destination = (IPEndPoint)client.LocalEndPoint!;
+            flow.Source = source;
+            flow.Destination = destination;
             int port = destination.Port;
             if (!destination.Address.Equals(capture.Workload.Ip) || port == config.Ports.Outbound || port == config.Ports.InboundPlaintext || port == config.Ports.Tunnel)
             {
                 string reason = $"{destination} is not a service port of {capture.Workload.Name}";
                 Log.Refused(logger, source.ToString(), destination.ToString(), reason);
-                BidirectionalCopy.Abort(client);
-                recorder.Record("inbound", "plaintext", source, destination, null, capture.Workload, null, encrypted: false, started, default, reason);
+                flow.DestinationWorkload = null;
+                flow.Refuse(reason);
                 return;
             }
 
+            // Judged against the workload as it is now (a reload may have changed its labels or mode); STRICT refuses plaintext here.
             Workload workload = registry.Current.FindByIp(capture.Workload.Ip) ?? capture.Workload;
-            if (workload.Mode == PeerMode.Strict)
+            flow.DestinationWorkload = workload;
+            if (!connections.Admit(flow, new AuthzRequest(workload, port, null, source.Address), "plaintext").Allowed)
             {
-                string reason = $"plaintext refused: {workload.Name} is STRICT (mesh traffic only)";
-                authorizerMetrics.Deny(workload.Name, "strict-mode");
-                Log.Refused(logger, source.ToString(), destination.ToString(), reason);
-                BidirectionalCopy.Abort(client);
-                recorder.Record("inbound", "plaintext", source, destination, null, workload, null, encrypted: false, started, default, reason);
                 return;
             }
 
-            var request = new AuthzRequest(workload, port, null, source.Address);
-
-            // Registered before the decision, so a policy reload in between cannot miss this flow.
-            using var flowStop = CancellationTokenSource.CreateLinkedTokenSource(capture.Stopping);
-            using ConnectionManager.Registration live = connections.Register(request, flowStop, $"{source} (plaintext) -> {destination}");
-            AuthzDecision decision = authorizer.Authorize(request, "plaintext");
-            if (!decision.Allowed)
-            {
-                BidirectionalCopy.Abort(client);
-                recorder.Record("inbound", "plaintext", source, destination, null, workload, null, encrypted: false, started, default, "denied: " + decision.Describe());
-                return;
-            }
-
-            var (upstream, error) = await WorkloadDelivery.ConnectAsync(capture, source, destination, flowStop.Token);
+            var (upstream, error) = await WorkloadDelivery.ConnectAsync(capture, source, destination, config.Tunnel.ConnectTimeout, flow.Stopping);
             if (upstream is null)
             {
-                BidirectionalCopy.Abort(client);
-                recorder.Record("inbound", "plaintext", source, destination, null, capture.Workload, null, encrypted: false, started, default, $"connect failed: {error}");
+                flow.Refuse($"connect failed: {error}");
                 return;
             }
 
-            CopyResult copy = await BidirectionalCopy.RunAsync(client, upstream, flowStop.Token);
-            if (live.ClosedBecause is { } closedBy && copy.Error is not null)
-            {
-                copy = copy with { Error = "closed by a policy change: " + closedBy.Describe() };
-            }
-
-            if (copy.Error is null)
-            {
-                BidirectionalCopy.Close(client);
-                BidirectionalCopy.Close(upstream);
-            }
-            else
-            {
-                BidirectionalCopy.Abort(client);
-                BidirectionalCopy.Abort(upstream);
-            }
-
-            recorder.Record("inbound", "plaintext", source, destination, null, workload, null, encrypted: false, started, copy);
+            flow.Own(upstream);
+            flow.Carried(await BidirectionalCopy.RunAsync(client, upstream, flow.Stopping));
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             Log.Failed(logger, capture.Workload.Name, ex);
-            BidirectionalCopy.Abort(client);
+            flow.Fail(ex.Message);
         }
     }
 

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
@@ -17,125 +16,102 @@ namespace NodeMesh.Proxy.Inbound;
 /// a status byte, then delivers the flow into the destination's namespace.
 /// </summary>
 internal sealed partial class InboundTunnelProxy(
-    WorkloadRegistry registry, FlowRecorder recorder, Authorizer authorizer, ConnectionManager connections, AgentConfig config, ILogger<InboundTunnelProxy> logger)
+    WorkloadRegistry registry, ConnectionManager connections, AgentConfig config, ILogger<InboundTunnelProxy> logger)
 {
-    private static readonly IPEndPoint Unknown = new(IPAddress.Any, 0);
-
     /// <param name="peerAddress">The address the tunnel connection comes from: it says which node sent the flows.</param>
     public async Task ServeAsync(TunnelConnection connection, IPAddress? peerAddress, CancellationToken cancellationToken)
     {
         while (!cancellationToken.IsCancellationRequested)
         {
-            TunnelStream? flow = await connection.AcceptFlowAsync(cancellationToken);
-            if (flow is null)
+            TunnelStream? stream = await connection.AcceptFlowAsync(cancellationToken);
+            if (stream is null)
             {
                 return;
             }
 
-            _ = HandleFlowAsync(connection, peerAddress, flow, cancellationToken);
+            _ = HandleFlowAsync(connection, peerAddress, stream, cancellationToken);
         }
     }
 
-    private async Task HandleFlowAsync(TunnelConnection connection, IPAddress? peerAddress, TunnelStream flow, CancellationToken cancellationToken)
+    private async Task HandleFlowAsync(TunnelConnection connection, IPAddress? peerAddress, TunnelStream stream, CancellationToken cancellationToken)
     {
-        recorder.Begin();
+        // The flow owns the stream: a reset from the caller (or the tunnel's loss) stops it, including a connect
+        // still pending, and its end counts the stream's handler done.
+        await using Flow flow = connections.Open("inbound", "tunnel", cancellationToken);
+        flow.Own(stream);
+        flow.Encrypted = true;
+        flow.SourceIdentity = connection.PeerIdentity.Uri;
         try
         {
-            await HandleFlowCoreAsync(connection, peerAddress, flow, cancellationToken);
+            await HandleFlowCoreAsync(connection, peerAddress, flow, stream);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             // One flow's failure must never take the connection's other flows down.
             Log.Failed(logger, connection.PeerIdentity.Uri, ex);
-            await flow.ResetAsync(TunnelError.Internal);
-        }
-        finally
-        {
-            flow.HandlerDone();
-            recorder.End();
+            flow.Fail(ex.Message);
         }
     }
 
-    private async Task HandleFlowCoreAsync(TunnelConnection connection, IPAddress? peerAddress, TunnelStream flow, CancellationToken cancellationToken)
+    private async Task HandleFlowCoreAsync(TunnelConnection connection, IPAddress? peerAddress, Flow flow, TunnelStream stream)
     {
-        long started = Stopwatch.GetTimestamp();
         string peer = connection.PeerIdentity.Uri;
-        if (flow.Header is not FlowHeader header)
+        if (stream.Header is not FlowHeader header)
         {
-            string error = flow.HeaderError ?? "missing";
+            string error = stream.HeaderError ?? "missing";
             Log.MalformedHeader(logger, peer, error);
-            recorder.Record("inbound", "tunnel", Unknown, Unknown, null, null, peer, encrypted: true, started, default, "malformed flow header: " + error);
-            await AnswerAndCloseAsync(flow, FlowStatus.MalformedHeader);
+            flow.Refuse("malformed flow header: " + error);
+            await AnswerAndCloseAsync(stream, FlowStatus.MalformedHeader);
             return;
         }
 
+        flow.Source = header.Source;
+        flow.Destination = header.Destination;
         RegistrySnapshot snapshot = registry.Current;
         Workload? sourceWorkload = snapshot.FindByIp(header.Source.Address);
         WorkloadCapture? target = registry.FindCapture(header.Destination.Address);
+        flow.SourceWorkload = sourceWorkload;
+        flow.DestinationWorkload = target?.Workload;
         string? refusal = CheckFlow(header, connection, SendingNode(snapshot, peerAddress), sourceWorkload, target);
         if (refusal is not null)
         {
             Log.Refused(logger, header.Source.ToString(), peer, header.Destination.ToString(), refusal);
-            recorder.Record("inbound", "tunnel", header.Source, header.Destination, sourceWorkload, target?.Workload, peer, encrypted: true, started, default, refusal);
-            await AnswerAndCloseAsync(flow, FlowStatus.NotLocalWorkload);
+            flow.Refuse(refusal);
+            await AnswerAndCloseAsync(stream, FlowStatus.NotLocalWorkload);
             return;
         }
 
         // Judge against the workload as it is now (a reload may have changed its labels or mode).
-        Workload destination = registry.Current.FindByIp(header.Destination.Address) ?? target!.Workload;
-        var request = new AuthzRequest(destination, header.Destination.Port, connection.PeerIdentity, header.Source.Address);
-
-        // Registered before the decision, so a policy reload in between cannot miss this flow.
-        // A reset from the caller (or the tunnel's loss) stops the flow too, including a connect still pending.
-        using var flowStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, target!.Stopping, flow.Aborted);
-        using ConnectionManager.Registration live = connections.Register(request, flowStop, $"{header.Source} ({peer}) -> {header.Destination}");
-        AuthzDecision decision = authorizer.Authorize(request, "tunnel");
-        if (!decision.Allowed)
+        flow.StopWith(target!.Stopping);
+        Workload destination = registry.Current.FindByIp(header.Destination.Address) ?? target.Workload;
+        if (!connections.Admit(flow, new AuthzRequest(destination, header.Destination.Port, connection.PeerIdentity, header.Source.Address), "tunnel").Allowed)
         {
-            recorder.Record("inbound", "tunnel", header.Source, header.Destination, sourceWorkload, destination, peer, encrypted: true, started, default, "denied: " + decision.Describe());
-            await AnswerAndCloseAsync(flow, FlowStatus.Denied);
+            flow.DestinationWorkload = destination;
+            await AnswerAndCloseAsync(stream, FlowStatus.Denied);
             return;
         }
 
-        var (socket, socketError) = await WorkloadDelivery.ConnectAsync(target, header.Source, header.Destination, flowStop.Token);
+        var (socket, socketError) = await WorkloadDelivery.ConnectAsync(target, header.Source, header.Destination, config.Tunnel.ConnectTimeout, flow.Stopping);
         if (socket is null)
         {
-            string reason = $"connect to {header.Destination} failed: {socketError}";
-            recorder.Record("inbound", "tunnel", header.Source, header.Destination, sourceWorkload, target.Workload, peer, encrypted: true, started, default, reason);
-            await AnswerAndCloseAsync(flow, socketError == SocketError.ConnectionRefused ? FlowStatus.ConnectRefused : FlowStatus.ConnectFailed);
+            flow.Refuse($"connect to {header.Destination} failed: {socketError}");
+            await AnswerAndCloseAsync(stream, socketError == SocketError.ConnectionRefused ? FlowStatus.ConnectRefused : FlowStatus.ConnectFailed);
             return;
         }
 
-        CopyResult copy;
+        flow.Own(socket);
         try
         {
-            await WriteStatusAsync(flow, FlowStatus.Connected, flowStop.Token);
-            copy = await BidirectionalCopy.RunAsync(socket, flow, flowStop.Token);
+            await WriteStatusAsync(stream, FlowStatus.Connected, flow.Stopping);
         }
         catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException)
         {
-            BidirectionalCopy.Abort(socket);
-            await flow.ResetAsync(TunnelError.Cancelled);
+            flow.Refuse($"the caller's stream ended before the answer: {ex.Message}");
+            await stream.ResetAsync(TunnelError.Cancelled);
             return;
         }
 
-        if (copy.Error is null)
-        {
-            BidirectionalCopy.Close(socket);
-        }
-        else
-        {
-            BidirectionalCopy.Abort(socket);
-        }
-
-        if (live.ClosedBecause is { } closedBy && copy.Error is not null)
-        {
-            copy = copy with { Error = "closed by a policy change: " + closedBy.Describe() };
-        }
-
-        // The pumps' "client" is the workload here: swap so bytes sent are the remote caller's.
-        recorder.Record("inbound", "tunnel", header.Source, header.Destination, sourceWorkload, target.Workload, peer, encrypted: true, started,
-            copy with { BytesFromClient = copy.BytesToClient, BytesToClient = copy.BytesFromClient });
+        flow.Carried(await BidirectionalCopy.RunAsync(socket, stream, flow.Stopping));
     }
 
     /// <summary>The checks a flow must pass before anything is connected. Returns null when it may proceed.</summary>

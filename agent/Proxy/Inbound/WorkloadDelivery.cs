@@ -11,17 +11,16 @@ namespace NodeMesh.Proxy.Inbound;
 /// </summary>
 internal static class WorkloadDelivery
 {
-    private static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
-
+    /// <param name="connectTimeout">tunnel.connectTimeoutSeconds: past it the connect counts as timed out.</param>
     public static async Task<(Socket? Socket, SocketError Error)> ConnectAsync(
-        WorkloadCapture destination, IPEndPoint client, IPEndPoint target, CancellationToken cancellationToken)
+        WorkloadCapture destination, IPEndPoint client, IPEndPoint target, TimeSpan connectTimeout, CancellationToken cancellationToken)
     {
         Socket socket = await destination.CreateSocketAsync(transparent: true);
         try
         {
             socket.Bind(new IPEndPoint(client.Address, 0));
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(ConnectTimeout);
+            timeout.CancelAfter(connectTimeout);
             await socket.ConnectAsync(target, timeout.Token);
             return (socket, SocketError.Success);
         }

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Net;
@@ -21,20 +20,20 @@ namespace NodeMesh.Proxy.Outbound;
 /// planned from the registry snapshot, and is carried through a tunnel, delivered locally, or passed through.
 /// </summary>
 internal sealed partial class OutboundProxy(
-    WorkloadRegistry registry, TunnelPool pool, FlowRecorder recorder, Authorizer authorizer, ConnectionManager connections, AgentConfig config,
+    WorkloadRegistry registry, TunnelPool pool, FlowRecorder recorder, ConnectionManager connections, AgentConfig config,
     ILogger<OutboundProxy> logger)
 {
     private readonly AgentEndpoints _agent = AgentEndpoints.From(config);
 
     public Task RunAsync(WorkloadCapture capture) =>
-        ListenerLoop.RunAsync(capture.OutboundListener, recorder, client => HandleAsync(capture, client), capture.Stopping);
+        ListenerLoop.RunAsync(capture.OutboundListener, "outbound", "local", connections, recorder, (flow, client) => HandleAsync(capture, flow, client), capture.Stopping);
 
-    private async Task HandleAsync(WorkloadCapture capture, Socket client)
+    private async Task HandleAsync(WorkloadCapture capture, Flow flow, Socket client)
     {
-        long started = Stopwatch.GetTimestamp();
         IPEndPoint source;
         IPEndPoint destination;
         IPEndPoint acceptedOn;
+        flow.SourceWorkload = capture.Workload;
         try
         {
             client.NoDelay = true;
@@ -46,26 +45,34 @@ internal sealed partial class OutboundProxy(
         catch (Exception ex) when (ex is SocketException or InteropException or ObjectDisposedException)
         {
             Log.NoOriginalDestination(logger, capture.Workload.Name, ex.Message);
-            BidirectionalCopy.Abort(client);
+            flow.Refuse($"no original destination ({ex.Message})");
             return;
         }
 
+        flow.Source = source;
+        flow.Destination = destination;
         OutboundPlan plan = OutboundPlan.Decide(registry.Current, capture.Workload, destination, config.Node.Name, _agent, acceptedOn);
         try
         {
             switch (plan)
             {
                 case OutboundPlan.ViaTunnel tunnel:
-                    await ViaTunnelAsync(capture, client, source, destination, tunnel, started);
+                    flow.Path = "tunnel";
+                    flow.SourceWorkload = tunnel.Source;
+                    flow.DestinationWorkload = tunnel.Destination;
+                    await ViaTunnelAsync(capture, flow, client, tunnel);
                     break;
                 case OutboundPlan.Local local:
-                    await LocalAsync(capture, client, source, destination, local, started);
+                    flow.SourceWorkload = local.Source;
+                    flow.DestinationWorkload = local.Destination;
+                    await LocalAsync(flow, client, local);
                     break;
                 case OutboundPlan.Passthrough:
-                    await PassthroughAsync(capture, client, source, destination, started);
+                    flow.Path = "passthrough";
+                    await PassthroughAsync(capture, flow, client);
                     break;
                 case OutboundPlan.Refuse refuse:
-                    Refuse(client, source, destination, capture.Workload, null, "local", refuse.Reason, started);
+                    Refuse(flow, refuse.Reason);
                     break;
             }
         }
@@ -73,148 +80,116 @@ internal sealed partial class OutboundProxy(
         {
             // A bug or an unexpected failure in one flow must not take the listener down.
             Log.FlowFailed(logger, source.ToString(), destination.ToString(), ex);
-            BidirectionalCopy.Abort(client);
+            flow.Fail(ex.Message);
         }
     }
 
-    private async Task ViaTunnelAsync(WorkloadCapture capture, Socket client, IPEndPoint source, IPEndPoint destination, OutboundPlan.ViaTunnel plan, long started)
+    private async Task ViaTunnelAsync(WorkloadCapture capture, Flow flow, Socket client, OutboundPlan.ViaTunnel plan)
     {
         TunnelLease lease;
         try
         {
-            lease = await pool.AcquireAsync(plan.Source.Identity, plan.Destination.Node, plan.PeerAgent, capture.Stopping);
+            lease = await pool.AcquireAsync(plan.Source.Identity, plan.Destination.Node, plan.PeerAgent, flow.Stopping);
         }
         catch (Exception ex) when (ex is SocketException or IOException or System.Security.Authentication.AuthenticationException or OperationCanceledException
             or CertificateUnavailableException)
         {
-            Refuse(client, source, destination, plan.Source, plan.Destination, "tunnel", $"no tunnel to node {plan.Destination.Node} ({plan.PeerAgent}): {ex.Message}", started);
+            Refuse(flow, $"no tunnel to node {plan.Destination.Node} ({plan.PeerAgent}): {ex.Message}");
             return;
         }
 
         using (lease)
         {
-            TunnelStream flow;
+            TunnelStream stream;
             FlowStatus status;
             try
             {
-                var header = new FlowHeader(destination, source, Activity.Current?.Id is { Length: FlowHeader.TraceParentLength } id ? id : null);
-                flow = await lease.Connection.OpenFlowAsync(header, capture.Stopping);
+                var header = new FlowHeader(flow.Destination, flow.Source, Activity.Current?.Id is { Length: FlowHeader.TraceParentLength } id ? id : null);
+                stream = flow.Own(await lease.Connection.OpenFlowAsync(header, flow.Stopping));
 
                 // A peer that stops answering (a partition) must not hold the client until keepalive gives up.
-                using var answer = CancellationTokenSource.CreateLinkedTokenSource(capture.Stopping);
-                answer.CancelAfter(TimeSpan.FromSeconds(config.Tunnel.ConnectTimeoutSeconds));
+                using var answer = CancellationTokenSource.CreateLinkedTokenSource(flow.Stopping);
+                answer.CancelAfter(config.Tunnel.ConnectTimeout);
                 try
                 {
-                    status = await ReadStatusAsync(flow, answer.Token);
+                    status = await ReadStatusAsync(stream, answer.Token);
                 }
-                catch (OperationCanceledException) when (!capture.Stopping.IsCancellationRequested)
+                catch (OperationCanceledException) when (!flow.Stopping.IsCancellationRequested)
                 {
-                    await flow.ResetAsync(TunnelError.Cancelled);
-                    throw new IOException($"peer agent did not answer within {config.Tunnel.ConnectTimeoutSeconds} s");
+                    await stream.ResetAsync(TunnelError.Cancelled);
+                    throw new IOException($"peer agent did not answer within {config.Tunnel.ConnectTimeout.TotalSeconds:0.###} s");
                 }
             }
             catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException)
             {
-                Refuse(client, source, destination, plan.Source, plan.Destination, "tunnel", $"tunnel to node {plan.Destination.Node} failed: {ex.Message}", started);
+                Refuse(flow, $"tunnel to node {plan.Destination.Node} failed: {ex.Message}");
                 return;
             }
 
             if (status != FlowStatus.Connected)
             {
-                await flow.ResetAsync(TunnelError.Cancelled);
-                Refuse(client, source, destination, plan.Source, plan.Destination, "tunnel", $"peer agent answered {status}", started);
+                await stream.ResetAsync(TunnelError.Cancelled);
+                Refuse(flow, $"peer agent answered {status}");
                 return;
             }
 
-            CopyResult copy = await BidirectionalCopy.RunAsync(client, flow, capture.Stopping);
-            Finish(client, copy);
-            recorder.Record("outbound", "tunnel", source, destination, plan.Source, plan.Destination, null, encrypted: true, started, copy);
+            flow.Encrypted = true;
+            flow.Carried(await BidirectionalCopy.RunAsync(client, stream, flow.Stopping));
         }
     }
 
-    private async Task LocalAsync(WorkloadCapture capture, Socket client, IPEndPoint source, IPEndPoint destination, OutboundPlan.Local plan, long started)
+    private async Task LocalAsync(Flow flow, Socket client, OutboundPlan.Local plan)
     {
         WorkloadCapture? target = registry.FindCapture(plan.Destination.Ip);
         if (target is null)
         {
-            Refuse(client, source, destination, plan.Source, plan.Destination, "local", $"{plan.Destination.Name} is not captured on this node", started);
+            Refuse(flow, $"{plan.Destination.Name} is not captured on this node");
             return;
         }
 
         // The source address is bound transparently in the destination's namespace and judged by ipBlocks
         // rules, so it must be the source workload's own (a pod could add an alias address).
-        if (!source.Address.Equals(plan.Source.Ip))
+        if (!flow.Source.Address.Equals(plan.Source.Ip))
         {
-            Refuse(client, source, destination, plan.Source, plan.Destination, "local", $"source address {source.Address} is not {plan.Source.Name}'s ({plan.Source.Ip})", started);
+            Refuse(flow, $"source address {flow.Source.Address} is not {plan.Source.Name}'s ({plan.Source.Ip})");
             return;
         }
 
         // Same node, same rules: the destination's policies apply as if the flow had come through a tunnel.
-        var request = new AuthzRequest(registry.Current.FindByIp(plan.Destination.Ip) ?? plan.Destination, destination.Port, plan.Source.Identity, source.Address);
-        using var flowStop = CancellationTokenSource.CreateLinkedTokenSource(capture.Stopping, target.Stopping);
-        using ConnectionManager.Registration live = connections.Register(request, flowStop, $"{source} ({plan.Source.Identity}) -> {destination}");
-        AuthzDecision decision = authorizer.Authorize(request, "local");
-        if (!decision.Allowed)
+        flow.StopWith(target.Stopping);
+        var request = new AuthzRequest(registry.Current.FindByIp(plan.Destination.Ip) ?? plan.Destination, flow.Destination.Port, plan.Source.Identity, flow.Source.Address);
+        if (!connections.Admit(flow, request, "local").Allowed)
         {
-            Refuse(client, source, destination, plan.Source, plan.Destination, "local", "denied: " + decision.Describe(), started);
             return;
         }
 
-        (Socket? upstream, SocketError error) = await WorkloadDelivery.ConnectAsync(target, source, destination, flowStop.Token);
+        (Socket? upstream, SocketError error) = await WorkloadDelivery.ConnectAsync(target, flow.Source, flow.Destination, config.Tunnel.ConnectTimeout, flow.Stopping);
         if (upstream is null)
         {
-            Refuse(client, source, destination, plan.Source, plan.Destination, "local", $"connect to {destination} failed: {error}", started);
+            Refuse(flow, $"connect to {flow.Destination} failed: {error}");
             return;
         }
 
-        CopyResult copy = await CopyAsync(client, upstream, flowStop.Token, CancellationToken.None);
-        if (live.ClosedBecause is { } closedBy && copy.Error is not null)
-        {
-            copy = copy with { Error = "closed by a policy change: " + closedBy.Describe() };
-        }
-
-        recorder.Record("outbound", "local", source, destination, plan.Source, plan.Destination, null, encrypted: false, started, copy);
+        flow.Own(upstream);
+        flow.Carried(await BidirectionalCopy.RunAsync(client, upstream, flow.Stopping));
     }
 
-    private async Task PassthroughAsync(WorkloadCapture capture, Socket client, IPEndPoint source, IPEndPoint destination, long started)
+    private async Task PassthroughAsync(WorkloadCapture capture, Flow flow, Socket client)
     {
-        Socket upstream = await capture.CreateSocketAsync(transparent: false);
+        Socket upstream = flow.Own(await capture.CreateSocketAsync(transparent: false));
         try
         {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(capture.Stopping);
-            timeout.CancelAfter(TimeSpan.FromSeconds(config.Tunnel.ConnectTimeoutSeconds));
-            await upstream.ConnectAsync(destination, timeout.Token);
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(flow.Stopping);
+            timeout.CancelAfter(config.Tunnel.ConnectTimeout);
+            await upstream.ConnectAsync(flow.Destination, timeout.Token);
         }
         catch (Exception ex) when (ex is SocketException or OperationCanceledException)
         {
-            upstream.Dispose();
-            Refuse(client, source, destination, capture.Workload, null, "passthrough", $"connect to {destination} failed: {ex.Message}", started);
+            Refuse(flow, $"connect to {flow.Destination} failed: {ex.Message}");
             return;
         }
 
-        CopyResult copy = await CopyAsync(client, upstream, capture.Stopping, CancellationToken.None);
-        recorder.Record("outbound", "passthrough", source, destination, capture.Workload, null, null, encrypted: false, started, copy);
-    }
-
-    private static async Task<CopyResult> CopyAsync(Socket client, Socket upstream, CancellationToken a, CancellationToken b)
-    {
-        using var both = CancellationTokenSource.CreateLinkedTokenSource(a, b);
-        CopyResult copy = await BidirectionalCopy.RunAsync(client, upstream, both.Token);
-        Finish(client, copy);
-        Finish(upstream, copy);
-        return copy;
-    }
-
-    private static void Finish(Socket socket, CopyResult copy)
-    {
-        if (copy.Error is null)
-        {
-            BidirectionalCopy.Close(socket);
-        }
-        else
-        {
-            BidirectionalCopy.Abort(socket);
-        }
+        flow.Carried(await BidirectionalCopy.RunAsync(client, upstream, flow.Stopping));
     }
 
     /// <summary>Waits for the peer agent's one-byte answer to the flow header.</summary>
@@ -232,11 +207,10 @@ internal sealed partial class OutboundProxy(
         return status;
     }
 
-    private void Refuse(Socket client, IPEndPoint source, IPEndPoint destination, Workload? from, Workload? to, string path, string reason, long started)
+    private void Refuse(Flow flow, string reason)
     {
-        BidirectionalCopy.Abort(client);
-        Log.Refused(logger, source.ToString(), from?.Identity.Uri ?? "-", destination.ToString(), to?.Identity.Uri ?? "-", reason);
-        recorder.Record("outbound", path, source, destination, from, to, null, encrypted: false, started, default, reason);
+        Log.Refused(logger, flow.Source.ToString(), flow.SourceWorkload?.Identity.Uri ?? "-", flow.Destination.ToString(), flow.DestinationWorkload?.Identity.Uri ?? "-", reason);
+        flow.Refuse(reason);
     }
 
     private static partial class Log

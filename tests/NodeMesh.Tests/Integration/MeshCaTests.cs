@@ -225,6 +225,41 @@ public sealed class MeshCaTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task AWorkloadsCertificate_IsSoughtWhenItIsRegistered_AndARefusalShowsInStatus_BeforeAnyFlow()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 3, podsPerNode: 1, output);
+        Pod victim = mesh.Pod(2, 1);
+        await mesh.StartAgentAsync(mesh.Node(1), CaServer(mesh));
+        Action<AgentConfig> join3 = await JoinAsync(mesh, mesh.Node(3), "node3");
+        AgentProcess node3 = await mesh.StartAgentAsync(mesh.Node(3), s => s.Customize = c =>
+        {
+            join3(c);
+            c.Workloads = [c.Workloads[0] with { Identity = victim.Identity }];
+        });
+
+        // No flow has been made: the agent asked for the certificate when the workload was registered.
+        CertificateInfo? held = null;
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        while (watch.Elapsed < TimeSpan.FromSeconds(15))
+        {
+            held = (await node3.StatusAsync()).Certificates.FirstOrDefault(c => c.Identity == victim.Identity);
+            if (held?.Error is not null)
+            {
+                break;
+            }
+
+            await Task.Delay(200);
+        }
+
+        Assert.True(held is { NotAfter: null } && held.Error!.Contains("refused", StringComparison.OrdinalIgnoreCase),
+            node3.Explain($"status for {victim.Identity}: {held}"));
+        WorkloadInfo listed = Assert.Single(await node3.WorkloadListAsync());
+        Assert.StartsWith("unavailable: ", listed.Certificate, StringComparison.Ordinal);
+        Assert.Contains((await node3.StatusAsync()).Certificates, c => c.Identity.Contains("node.node3", StringComparison.Ordinal) && c.NotAfter > DateTimeOffset.UtcNow);
+        Assert.Empty(await node3.FlowsAsync());
+    }
+
+    [Fact]
     public async Task CertificatesRotatingEveryFewSeconds_UnderAContinuousTransfer_LoseNoByte()
     {
         await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 1, output);
