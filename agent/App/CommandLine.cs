@@ -272,7 +272,6 @@ internal static class CommandLine
         builder.Services.AddSingleton(new FlowLog());
         builder.Services.AddSingleton<MeshMetrics>();
         builder.Services.AddSingleton<FlowRecorder>();
-        builder.Services.AddSingleton<PolicyStore>();
         builder.Services.AddSingleton<AuthzMetrics>();
         builder.Services.AddSingleton<Authorizer>();
         builder.Services.AddSingleton<ConnectionManager>();
@@ -289,7 +288,7 @@ internal static class CommandLine
         builder.Services.AddHostedService(sp => new TrustBundleWatcher(
             sp.GetRequiredService<IdentitySetup.Certificates>().Authority, config.Ca.Dir, sp.GetRequiredService<ILogger<TrustBundleWatcher>>()));
         builder.Services.AddHostedService(sp => new ConfigReloader(
-            path, config, sp.GetRequiredService<PolicyStore>(), sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<ConnectionManager>(),
+            path, config, sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<ConnectionManager>(),
             sp.GetRequiredService<AuthzMetrics>(), sp.GetRequiredService<ILogger<ConfigReloader>>()));
 
         using IHost host = builder.Build();

@@ -31,9 +31,9 @@ internal sealed partial class MeshAgent(
     TunnelListenerFactory listenerFactory,
     OutboundProxy outbound,
     InboundPlaintextProxy inboundPlaintext,
+    InboundTunnelProxy inboundTunnel,
     ConnectionManager connections,
     FlowLog flowLog,
-    PolicyStore policies,
     AuthzMetrics authzMetrics,
     WorkloadStateStore stateStore,
     StateDirectory stateDirectory,
@@ -55,10 +55,9 @@ internal sealed partial class MeshAgent(
         Log.Transports(logger, "mTLS 1.3 over TCP", QuicConnection.IsSupported ? "available" : "unavailable (libmsquic not found); using mTLS over TCP");
 
         _ownNamespace = NetworkNamespace.Identify("/proc/self/ns/net");
-        policies.Replace(PolicyCompiler.Compile(config.Policies, config.TrustDomain, []));
         var peers = config.Nodes.ToDictionary(n => n.Name, n => new IPEndPoint(IPAddress.Parse(n.Address), config.Ports.Tunnel), StringComparer.Ordinal);
         var remote = config.RemoteWorkloads.Select(w => new Workload(w.Name, IPAddress.Parse(w.Ip), SpiffeId.Parse(w.Identity), w.Node, null));
-        registry.Reset(new RegistrySnapshot(remote, peers));
+        registry.Reset(new RegistrySnapshot(remote, peers, PolicyCompiler.Compile(config.Policies, config.TrustDomain, [])));
 
         // Fail early if the node identity cannot be issued: without it no tunnel can be accepted.
         try
@@ -72,7 +71,7 @@ internal sealed partial class MeshAgent(
 
         try
         {
-            _tunnel = listenerFactory.Create(new IPEndPoint(IPAddress.Parse(config.Node.Address), config.Ports.Tunnel));
+            _tunnel = listenerFactory.Create(new IPEndPoint(IPAddress.Parse(config.Node.Address), config.Ports.Tunnel), inboundTunnel.ServeAsync);
         }
         catch (System.Net.Sockets.SocketException ex)
         {
@@ -230,7 +229,7 @@ internal sealed partial class MeshAgent(
                         FlowsDenied = authzMetrics.Denied,
                         FlowsDryRunDenied = authzMetrics.DryRunDenied,
                         ApiCallersRefused = metrics.ApiCallersRefused,
-                        Policies = policies.Current.Policies.Count,
+                        Policies = registry.Current.Policies.Policies.Count,
                         Transports = QuicConnection.IsSupported ? ["mtls-tcp", "quic"] : ["mtls-tcp"],
                         ManagedHeapBytes = GC.GetGCMemoryInfo().HeapSizeBytes,
                         ManagedCommittedBytes = GC.GetGCMemoryInfo().TotalCommittedBytes,

@@ -1,6 +1,5 @@
 using System.Collections.Frozen;
 using NodeMesh.Identity;
-using NodeMesh.State;
 
 namespace NodeMesh.Authz;
 
@@ -49,7 +48,7 @@ internal enum PolicyAction
 
 internal sealed record PolicySelector(string? Namespace, FrozenDictionary<string, string>? Labels, FrozenSet<SpiffeId>? Identities)
 {
-    public bool Selects(Workload workload)
+    public bool Selects(IAuthzSubject workload)
     {
         if (Namespace is not null && !string.Equals(workload.Identity.Namespace, Namespace, StringComparison.Ordinal))
         {

@@ -1,5 +1,4 @@
 using Microsoft.Extensions.Logging;
-using NodeMesh.State;
 
 namespace NodeMesh.Authz;
 
@@ -7,7 +6,7 @@ namespace NodeMesh.Authz;
 /// Makes the decision for one connection with the policies in force, and logs and counts denials (both
 /// identities and the rule) and what dry-run policies would have denied.
 /// </summary>
-internal sealed partial class Authorizer(PolicyStore policies, AuthzMetrics metrics, ILogger<Authorizer> logger)
+internal sealed partial class Authorizer(AuthzMetrics metrics, ILogger<Authorizer> logger)
 {
     /// <summary>The policy name denials by STRICT mode are counted under.</summary>
     public const string StrictMode = "strict-mode";
@@ -18,7 +17,7 @@ internal sealed partial class Authorizer(PolicyStore policies, AuthzMetrics metr
     /// </summary>
     public static AuthzDecision Decide(PolicySet policies, in AuthzRequest request)
     {
-        if (request.SourceIdentity is null && request.Destination.Mode == PeerMode.Strict)
+        if (request.SourceIdentity is null && !request.Destination.AcceptsPlaintext)
         {
             return new AuthzDecision(false, $"plaintext refused: {request.Destination.Name} is STRICT (mesh traffic only)", StrictMode, null, null);
         }
@@ -26,9 +25,10 @@ internal sealed partial class Authorizer(PolicyStore policies, AuthzMetrics metr
         return policies.Evaluate(request);
     }
 
-    public AuthzDecision Authorize(in AuthzRequest request, string path)
+    /// <summary>Decides with <paramref name="policies"/> (those of the snapshot the destination was found in), logging and counting.</summary>
+    public AuthzDecision Authorize(PolicySet policies, in AuthzRequest request, string path)
     {
-        AuthzDecision decision = Decide(policies.Current, request);
+        AuthzDecision decision = Decide(policies, request);
         string caller = request.SourceIdentity?.Uri ?? $"unauthenticated {request.SourceAddress}";
         if (!decision.Allowed)
         {

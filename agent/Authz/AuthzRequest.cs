@@ -1,11 +1,10 @@
 using System.Net;
 using NodeMesh.Identity;
-using NodeMesh.State;
 
 namespace NodeMesh.Authz;
 
 /// <summary>What a policy decision is about: who calls (identity, if authenticated, and address), and where.</summary>
-internal readonly record struct AuthzRequest(Workload Destination, int DestinationPort, SpiffeId? SourceIdentity, IPAddress SourceAddress);
+internal readonly record struct AuthzRequest(IAuthzSubject Destination, int DestinationPort, SpiffeId? SourceIdentity, IPAddress SourceAddress);
 
 /// <summary>
 /// The outcome of evaluating the policies for one connection, with the policy and rule that decided it.

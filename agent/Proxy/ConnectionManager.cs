@@ -35,10 +35,11 @@ internal sealed class ConnectionManager(FlowRecorder recorder, Authorizer author
     /// plaintext), logged and counted; the flow is marked denied if it is. The same judgement is made again for
     /// the flow at every policy change while it lives.
     /// </summary>
-    public AuthzDecision Admit(Flow flow, AuthzRequest request, string path)
+    /// <param name="snapshot">The registry snapshot the request's destination was found in: its policies judge it.</param>
+    public AuthzDecision Admit(Flow flow, RegistrySnapshot snapshot, AuthzRequest request, string path)
     {
         flow.Admitted = request;
-        AuthzDecision decision = authorizer.Authorize(request, path);
+        AuthzDecision decision = authorizer.Authorize(snapshot.Policies, request, path);
         if (!decision.Allowed)
         {
             flow.Deny(decision);
@@ -48,7 +49,7 @@ internal sealed class ConnectionManager(FlowRecorder recorder, Authorizer author
     }
 
     /// <summary>Re-evaluates every admitted live flow; closes those the policies now deny. Returns what was closed.</summary>
-    public List<(string Flow, AuthzDecision Decision)> Reevaluate(PolicySet policies, RegistrySnapshot registry)
+    public List<(string Flow, AuthzDecision Decision)> Reevaluate(RegistrySnapshot registry)
     {
         var closed = new List<(string, AuthzDecision)>();
         foreach (Flow flow in _flows.Values)
@@ -59,8 +60,8 @@ internal sealed class ConnectionManager(FlowRecorder recorder, Authorizer author
             }
 
             // Labels and mode may have changed with the same reload: judge against the workload as it is now.
-            Workload destination = registry.FindByIp(admitted.Destination.Ip) ?? admitted.Destination;
-            AuthzDecision decision = Authorizer.Decide(policies, admitted with { Destination = destination });
+            IAuthzSubject destination = registry.FindByIp(admitted.Destination.Ip) ?? admitted.Destination;
+            AuthzDecision decision = Authorizer.Decide(registry.Policies, admitted with { Destination = destination });
             if (!decision.Allowed && flow.CloseBecause(decision))
             {
                 closed.Add(($"{flow.Source} ({admitted.SourceIdentity?.Uri ?? "plaintext"}) -> {flow.Destination}", decision));

@@ -1,11 +1,13 @@
 using System.Collections.Frozen;
 using System.Net;
+using NodeMesh.Authz;
 
 namespace NodeMesh.State;
 
 /// <summary>
-/// An immutable view of every workload and peer node the agent knows. Readers take one snapshot and decide
-/// with it; a change builds a new snapshot that is swapped in atomically.
+/// An immutable view of every workload and peer node the agent knows, and of the authorization policies in
+/// force. Readers take one snapshot and decide with it (a flow's destination and the policies that judge it
+/// always come from the same configuration); a change builds a new snapshot that is swapped in atomically.
 /// </summary>
 internal sealed class RegistrySnapshot
 {
@@ -13,20 +15,42 @@ internal sealed class RegistrySnapshot
 
     private readonly FrozenDictionary<IPAddress, Workload> _byIp;
 
-    public RegistrySnapshot(IEnumerable<Workload> workloads, IReadOnlyDictionary<string, IPEndPoint> peerNodes)
+    public RegistrySnapshot(IEnumerable<Workload> workloads, IReadOnlyDictionary<string, IPEndPoint> peerNodes, PolicySet? policies = null)
     {
         _byIp = workloads.ToFrozenDictionary(w => w.Ip);
         PeerNodes = peerNodes.ToFrozenDictionary(StringComparer.Ordinal);
+        Policies = policies ?? PolicySet.Empty;
     }
 
     public IReadOnlyDictionary<string, IPEndPoint> PeerNodes { get; }
+
+    /// <summary>The authorization policies in force with these workloads.</summary>
+    public PolicySet Policies { get; }
 
     public IEnumerable<Workload> Workloads => _byIp.Values;
 
     public Workload? FindByIp(IPAddress ip) => _byIp.GetValueOrDefault(ip);
 
     public RegistrySnapshot With(Workload workload) =>
-        new(_byIp.Values.Where(w => w.Name != workload.Name && !w.Ip.Equals(workload.Ip)).Append(workload), PeerNodes);
+        new(_byIp.Values.Where(w => w.Name != workload.Name && !w.Ip.Equals(workload.Ip)).Append(workload), PeerNodes, Policies);
 
-    public RegistrySnapshot Without(string name) => new(_byIp.Values.Where(w => w.Name != name), PeerNodes);
+    public RegistrySnapshot Without(string name) => new(_byIp.Values.Where(w => w.Name != name), PeerNodes, Policies);
+
+    /// <summary>
+    /// This snapshot with <paramref name="updated"/> replacing the registered workloads of the same name and address
+    /// (others are ignored) and <paramref name="policies"/> in force: a reload, as one change.
+    /// </summary>
+    public RegistrySnapshot Reconfigured(IEnumerable<Workload> updated, PolicySet policies)
+    {
+        Dictionary<IPAddress, Workload> workloads = _byIp.ToDictionary();
+        foreach (Workload workload in updated)
+        {
+            if (workloads.TryGetValue(workload.Ip, out Workload? existing) && existing.Name == workload.Name)
+            {
+                workloads[workload.Ip] = workload;
+            }
+        }
+
+        return new(workloads.Values, PeerNodes, policies);
+    }
 }

@@ -1,11 +1,12 @@
 using System.Net;
+using NodeMesh.Authz;
 using NodeMesh.Identity;
 
 namespace NodeMesh.State;
 
 /// <summary>A mesh workload: an address, the identity it runs as, and the node it lives on.</summary>
 /// <param name="Netns">The network namespace path, for workloads on this node; null for remote ones.</param>
-internal sealed record Workload(string Name, IPAddress Ip, SpiffeId Identity, string Node, string? Netns)
+internal sealed record Workload(string Name, IPAddress Ip, SpiffeId Identity, string Node, string? Netns) : IAuthzSubject
 {
     private static readonly IReadOnlyDictionary<string, string> NoLabels = new Dictionary<string, string>();
 
@@ -16,6 +17,8 @@ internal sealed record Workload(string Name, IPAddress Ip, SpiffeId Identity, st
 
     /// <summary>Whether plaintext from outside the mesh is accepted (PERMISSIVE) or refused (STRICT).</summary>
     public PeerMode Mode { get; init; } = PeerMode.Permissive;
+
+    public bool AcceptsPlaintext => Mode == PeerMode.Permissive;
 }
 
 /// <summary>What a workload accepts from callers outside the mesh.</summary>

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net;
+using NodeMesh.Authz;
 using NodeMesh.Capture;
 
 namespace NodeMesh.State;
@@ -18,7 +19,15 @@ internal sealed class WorkloadRegistry
 
     public ICollection<WorkloadCapture> Captures => _captures.Values;
 
-    public void Reset(RegistrySnapshot snapshot) => Volatile.Write(ref _current, snapshot);
+    private long _version;
+
+    public void Reset(RegistrySnapshot snapshot)
+    {
+        lock (_writeGate)
+        {
+            Publish(snapshot);
+        }
+    }
 
     public WorkloadCapture? FindCapture(IPAddress ip) => _captures.GetValueOrDefault(ip);
 
@@ -27,19 +36,23 @@ internal sealed class WorkloadRegistry
         lock (_writeGate)
         {
             _captures[capture.Workload.Ip] = capture;
-            Volatile.Write(ref _current, _current.With(capture.Workload));
+            Publish(_current.With(capture.Workload));
         }
     }
 
-    /// <summary>Replaces a registered workload's description (labels, mode) without touching its capture.</summary>
-    public void Update(Workload updated)
+    /// <summary>Snapshots published so far (each change is one), for tests and diagnostics.</summary>
+    public long Version => Interlocked.Read(ref _version);
+
+    /// <summary>
+    /// Applies a reload in one swap: registered workloads' descriptions (labels, mode; their captures are not
+    /// touched) and the policies in force. No reader sees the new labels with the old policies, or the reverse.
+    /// </summary>
+    public RegistrySnapshot Reconfigure(IEnumerable<Workload> updated, PolicySet policies)
     {
         lock (_writeGate)
         {
-            if (_current.FindByIp(updated.Ip) is { } existing && existing.Name == updated.Name)
-            {
-                Volatile.Write(ref _current, _current.With(updated));
-            }
+            Publish(_current.Reconfigured(updated, policies));
+            return _current;
         }
     }
 
@@ -53,8 +66,14 @@ internal sealed class WorkloadRegistry
                 return null;
             }
 
-            Volatile.Write(ref _current, _current.Without(name));
+            Publish(_current.Without(name));
             return _captures.TryRemove(workload.Ip, out WorkloadCapture? capture) ? capture : null;
         }
+    }
+
+    private void Publish(RegistrySnapshot snapshot)
+    {
+        Volatile.Write(ref _current, snapshot);
+        Interlocked.Increment(ref _version);
     }
 }

@@ -7,7 +7,6 @@ using System.Security.Cryptography.X509Certificates;
 using Microsoft.Extensions.Logging;
 using NodeMesh.Identity;
 using NodeMesh.Interop;
-using NodeMesh.Proxy.Inbound;
 using NodeMesh.Sockets;
 using NodeMesh.Telemetry;
 
@@ -15,10 +14,14 @@ namespace NodeMesh.Tunnel;
 
 /// <summary>
 /// The agent's tunnel listener (15008): TLS 1.3 only, a client certificate required and verified against the
-/// trust bundle, the caller's SPIFFE id taken from it; then the connection's flows go to the inbound proxy.
+/// trust bundle, the caller's SPIFFE id taken from it; then the connection's flows go to the handler it was
+/// given (the inbound proxy: the tunnel does not reach up into the proxy layer).
 /// </summary>
 internal sealed partial class TunnelListener : IAsyncDisposable
 {
+    /// <summary>Serves the flows of one accepted connection until it ends; <paramref name="peerAddress"/> is where it comes from.</summary>
+    public delegate Task ConnectionHandler(TunnelConnection connection, IPAddress? peerAddress, CancellationToken cancellationToken);
+
     /// <summary>A peer that has not finished its handshake by then is cut off (a dialling agent gives up sooner).</summary>
     internal static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(5);
 
@@ -34,7 +37,7 @@ internal sealed partial class TunnelListener : IAsyncDisposable
     private readonly Socket _listener;
     private readonly ICertificateProvider _certificates;
     private readonly PeerCertificateVerifier _verifier;
-    private readonly InboundTunnelProxy _inbound;
+    private readonly ConnectionHandler _serve;
     private readonly MeshMetrics _metrics;
     private readonly SpiffeId _localIdentity;
     private readonly TunnelOptions _options;
@@ -44,13 +47,13 @@ internal sealed partial class TunnelListener : IAsyncDisposable
     private readonly PendingConnectionLimit _handshakes = new(MaxPendingHandshakes, MaxPendingHandshakesPerAddress);
     private Task? _acceptLoop;
 
-    public TunnelListener(IPEndPoint endPoint, ICertificateProvider certificates, PeerCertificateVerifier verifier, InboundTunnelProxy inbound,
+    public TunnelListener(IPEndPoint endPoint, ICertificateProvider certificates, PeerCertificateVerifier verifier, ConnectionHandler serve,
         MeshMetrics metrics, SpiffeId localIdentity, TunnelOptions options, ILogger<TunnelListener> logger)
     {
         _options = options;
         _certificates = certificates;
         _verifier = verifier;
-        _inbound = inbound;
+        _serve = serve;
         _metrics = metrics;
         _localIdentity = localIdentity;
         _logger = logger;
@@ -133,7 +136,7 @@ internal sealed partial class TunnelListener : IAsyncDisposable
             Log.Accepted(_logger, remote, peer!.Uri);
             try
             {
-                await _inbound.ServeAsync(connection, (socket.RemoteEndPoint as IPEndPoint)?.Address, _stopping.Token);
+                await _serve(connection, (socket.RemoteEndPoint as IPEndPoint)?.Address, _stopping.Token);
                 await connection.Completion.WaitAsync(_stopping.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             }
             finally

@@ -42,9 +42,10 @@ internal sealed partial class InboundPlaintextProxy(
             }
 
             // Judged against the workload as it is now (a reload may have changed its labels or mode); STRICT refuses plaintext here.
-            Workload workload = registry.Current.FindByIp(capture.Workload.Ip) ?? capture.Workload;
+            RegistrySnapshot snapshot = registry.Current;
+            Workload workload = snapshot.FindByIp(capture.Workload.Ip) ?? capture.Workload;
             flow.DestinationWorkload = workload;
-            if (!connections.Admit(flow, new AuthzRequest(workload, port, null, source.Address), "plaintext").Allowed)
+            if (!connections.Admit(flow, snapshot, new AuthzRequest(workload, port, null, source.Address), "plaintext").Allowed)
             {
                 return;
             }

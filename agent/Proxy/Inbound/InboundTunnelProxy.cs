@@ -83,8 +83,9 @@ internal sealed partial class InboundTunnelProxy(
 
         // Judge against the workload as it is now (a reload may have changed its labels or mode).
         flow.StopWith(target!.Stopping);
-        Workload destination = registry.Current.FindByIp(header.Destination.Address) ?? target.Workload;
-        if (!connections.Admit(flow, new AuthzRequest(destination, header.Destination.Port, connection.PeerIdentity, header.Source.Address), "tunnel").Allowed)
+        RegistrySnapshot now = registry.Current;
+        Workload destination = now.FindByIp(header.Destination.Address) ?? target.Workload;
+        if (!connections.Admit(flow, now, new AuthzRequest(destination, header.Destination.Port, connection.PeerIdentity, header.Source.Address), "tunnel").Allowed)
         {
             flow.DestinationWorkload = destination;
             await AnswerAndCloseAsync(stream, FlowStatus.Denied);

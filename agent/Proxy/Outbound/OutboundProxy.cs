@@ -157,8 +157,9 @@ internal sealed partial class OutboundProxy(
 
         // Same node, same rules: the destination's policies apply as if the flow had come through a tunnel.
         flow.StopWith(target.Stopping);
-        var request = new AuthzRequest(registry.Current.FindByIp(plan.Destination.Ip) ?? plan.Destination, flow.Destination.Port, plan.Source.Identity, flow.Source.Address);
-        if (!connections.Admit(flow, request, "local").Allowed)
+        RegistrySnapshot snapshot = registry.Current;
+        var request = new AuthzRequest(snapshot.FindByIp(plan.Destination.Ip) ?? plan.Destination, flow.Destination.Port, plan.Source.Identity, flow.Source.Address);
+        if (!connections.Admit(flow, snapshot, request, "local").Allowed)
         {
             return;
         }

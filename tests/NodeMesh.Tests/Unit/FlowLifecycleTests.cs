@@ -19,13 +19,12 @@ public sealed class FlowLifecycleTests : IDisposable
     private readonly FlowLog _log = new();
     private readonly MeshMetrics _metrics = new();
     private readonly AuthzMetrics _authzMetrics = new();
-    private readonly PolicyStore _policies = new();
     private readonly ConnectionManager _connections;
 
     public FlowLifecycleTests()
     {
         var recorder = new FlowRecorder(_log, _metrics, NullLoggerFactory.Instance);
-        _connections = new ConnectionManager(recorder, new Authorizer(_policies, _authzMetrics, NullLogger<Authorizer>.Instance));
+        _connections = new ConnectionManager(recorder, new Authorizer(_authzMetrics, NullLogger<Authorizer>.Instance));
     }
 
     public void Dispose()
@@ -93,15 +92,17 @@ public sealed class FlowLifecycleTests : IDisposable
         Workload strict = Db with { Mode = PeerMode.Strict };
         await using (Flow flow = _connections.Open("inbound", "plaintext", default))
         {
-            AuthzDecision decision = _connections.Admit(flow, new AuthzRequest(strict, 5432, null, IPAddress.Parse("192.0.2.7")), "plaintext");
+            AuthzDecision decision = _connections.Admit(flow, RegistrySnapshot.Empty, new AuthzRequest(strict, 5432, null, IPAddress.Parse("192.0.2.7")), "plaintext");
             Assert.False(decision.Allowed);
             Assert.Equal(Authorizer.StrictMode, decision.Policy);
 
             // Mesh traffic with an identity is up to the policies (none: allowed).
-            Assert.True(_connections.Admit(_connections.Open("inbound", "tunnel", default), new AuthzRequest(strict, 5432, Web, IPAddress.Parse("10.240.1.2")), "tunnel").Allowed);
+            await using Flow mesh = _connections.Open("inbound", "tunnel", default);
+            Assert.True(_connections.Admit(mesh, RegistrySnapshot.Empty, new AuthzRequest(strict, 5432, Web, IPAddress.Parse("10.240.1.2")), "tunnel").Allowed);
+            mesh.Carried(default);
         }
 
-        FlowRecord record = _log.Snapshot()[0];
+        FlowRecord record = Assert.Single(_log.Snapshot(), r => r.Path == "plaintext");
         Assert.Equal(FlowOutcome.Denied, record.Outcome);
         Assert.Equal("refused: denied: plaintext refused: db is STRICT (mesh traffic only)", record.Result);
     }
@@ -110,14 +111,14 @@ public sealed class FlowLifecycleTests : IDisposable
     public async Task APolicyChange_ClosesTheAdmittedFlowsItNowDenies_OnlyThose_AndTheirRecordSaysWhy()
     {
         Flow admitted = _connections.Open("inbound", "tunnel", default);
-        Assert.True(_connections.Admit(admitted, new AuthzRequest(Db, 5432, Web, IPAddress.Parse("10.240.1.2")), "tunnel").Allowed);
+        Assert.True(_connections.Admit(admitted, RegistrySnapshot.Empty, new AuthzRequest(Db, 5432, Web, IPAddress.Parse("10.240.1.2")), "tunnel").Allowed);
         Flow passthrough = _connections.Open("outbound", "passthrough", default);
 
         var errors = new List<string>();
         PolicySet denyWeb = PolicyCompiler.Compile(
             [new PolicyConfig { Name = "no-web", Action = "DENY", Rules = [new RuleConfig { From = new SourceConfig { Principals = [Web.Uri] } }] }], "cluster.local", errors);
         Assert.Empty(errors);
-        List<(string Flow, AuthzDecision Decision)> closed = _connections.Reevaluate(denyWeb, new RegistrySnapshot([Db], new Dictionary<string, IPEndPoint>()));
+        List<(string Flow, AuthzDecision Decision)> closed = _connections.Reevaluate(new RegistrySnapshot([Db], new Dictionary<string, IPEndPoint>(), denyWeb));
 
         Assert.Single(closed);
         Assert.Equal("no-web", closed[0].Decision.Policy);
@@ -125,7 +126,7 @@ public sealed class FlowLifecycleTests : IDisposable
         Assert.False(passthrough.Stopping.IsCancellationRequested);
 
         // Closing again (a second reload) does nothing more.
-        Assert.Empty(_connections.Reevaluate(denyWeb, RegistrySnapshot.Empty));
+        Assert.Empty(_connections.Reevaluate(new RegistrySnapshot([], new Dictionary<string, IPEndPoint>(), denyWeb)));
 
         admitted.Carried(new CopyResult(1, 1, "operation cancelled"));
         await admitted.DisposeAsync();

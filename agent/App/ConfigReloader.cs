@@ -1,18 +1,19 @@
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using NodeMesh.Authz;
+using NodeMesh.Config;
 using NodeMesh.Proxy;
 using NodeMesh.State;
 
-namespace NodeMesh.Config;
+namespace NodeMesh.App;
 
 /// <summary>
 /// Watches the configuration file and applies what can change live: policies, and local workloads' mode and
-/// labels. A file that does not validate is refused and the last good configuration keeps serving; live flows
+/// labels, applied as one registry snapshot. A file that does not validate is refused and the last good configuration keeps serving; live flows
 /// that the new configuration denies are closed. Other changes are reported as needing a restart.
 /// </summary>
 internal sealed partial class ConfigReloader(
-    string path, AgentConfig initial, PolicyStore policies, WorkloadRegistry registry, ConnectionManager connections,
+    string path, AgentConfig initial, WorkloadRegistry registry, ConnectionManager connections,
     AuthzMetrics metrics, ILogger<ConfigReloader> logger) : BackgroundService
 {
     /// <summary>Polling (not inotify alone) also catches editors that replace the file and bind-mounted ConfigMaps.</summary>
@@ -66,16 +67,18 @@ internal sealed partial class ConfigReloader(
     private void Apply(AgentConfig previous, AgentConfig next)
     {
         PolicySet compiled = PolicyCompiler.Compile(next.Policies, next.TrustDomain, []);
+        var updated = new List<Workload>();
         foreach (WorkloadConfig w in next.Workloads)
         {
             if (registry.Current.Workloads.FirstOrDefault(x => x.Name == w.Name && x.IsLocal) is { } existing)
             {
-                registry.Update(existing with { Mode = ConfigLoader.ParseMode(w.Mode), Labels = w.Labels ?? new Dictionary<string, string>() });
+                updated.Add(existing with { Mode = ConfigLoader.ParseMode(w.Mode), Labels = w.Labels ?? new Dictionary<string, string>() });
             }
         }
 
-        policies.Replace(compiled);
-        List<(string Flow, AuthzDecision Decision)> closed = connections.Reevaluate(compiled, registry.Current);
+        // Labels, modes and policies change together, in one swap; then the flows admitted under the old ones are judged again.
+        RegistrySnapshot now = registry.Reconfigure(updated, compiled);
+        List<(string Flow, AuthzDecision Decision)> closed = connections.Reevaluate(now);
         foreach ((string flow, AuthzDecision decision) in closed)
         {
             Log.FlowClosed(logger, flow, decision.Describe());
