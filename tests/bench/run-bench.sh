@@ -7,14 +7,18 @@
 #             and verified); the client connects to node1's haproxy directly (no capture)
 # Load: iperf3 1 and 8 streams, wrk keep-alive (req/s, p50, p99) and wrk with
 # "Connection: close" (new connections per second) against nginx in n2p1; for the proxies also
-# CPU seconds per GB moved (over the iperf runs) and peak RSS (VmHWM) idle and after the load.
+# CPU seconds per GB moved (over the iperf runs), peak RSS (VmHWM) idle and after the load, and
+# what idle connections cost them: 5,000 connections to nginx that send nothing (idle-conns.py in
+# n1p1), current RSS (VmRSS) before, while held (-> KiB per connection) and 60 s after they close
+# (10 s with --quick; -> MiB not given back).
 # Then the tunnel protocol microbench (tests/NodeMesh.Bench, needs the .NET SDK): the agent's own
 # tunnel protocol against Nerdbank.Streams' MultiplexingStream, in one process over loopback TLS 1.3
 # at equal 1 MiB stream windows (1 and 8 streams, 64-byte round trips, memory), reported apart.
 #
 # Usage: tests/bench/run-bench.sh [--nodemesh PATH] [--quick] [--out FILE] [--haproxy-threads N]
 #   --nodemesh PATH       agent binary (default: artifacts/bin/nodemesh; column is n/a if missing)
-#   --quick               3 s per measurement instead of 10 s (microbench: 3 runs of 2 s, not 5 of 5 s)
+#   --quick               3 s per measurement instead of 10 s (microbench: 3 runs of 2 s, not 5 of 5 s;
+#                         idle connections: RSS 10 s after they close, not 60 s)
 #   --out FILE            also write the results as a markdown table to FILE
 #   --haproxy-threads N   set haproxy's nbthread (default: haproxy's own default, one per CPU)
 #   --only LIST           run only these of direct,nodemesh,haproxy,microbench (comma-separated)
@@ -46,6 +50,8 @@ HA_HTTP_FRONT=15180
 HA_IPERF_TLS=15443
 HA_HTTP_TLS=15444
 TRUST_DOMAIN=cluster.local
+# Idle connections opened to nginx through each proxy (issue #11's memory targets are for 5,000).
+IDLE_CONNS=5000
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -96,7 +102,7 @@ parse_args() {
 
 check_tools() {
     local t missing=()
-    for t in ip iptables iperf3 wrk nginx haproxy openssl curl ss awk; do
+    for t in ip iptables iperf3 wrk nginx haproxy openssl curl ss awk python3; do
         command -v "$t" >/dev/null 2>&1 || missing+=("$t")
     done
     ((${#missing[@]} == 0)) || die "missing tools: ${missing[*]} - run ./build.sh deps"
@@ -139,6 +145,9 @@ http {
     fastcgi_temp_path $dir/tmp/fastcgi;
     keepalive_requests 100000000;
     keepalive_timeout 75s;
+    # A connection that has sent nothing is closed after this (60 s by default): the idle
+    # connections of measure_idle must stay open however long their connects take.
+    client_header_timeout 5m;
     server {
         listen $HTTP_PORT;
         location / { default_type text/plain; return 200 "nodemesh bench: small body 0123456789abcdef\n"; }
@@ -195,6 +204,8 @@ run_wrk() {
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 # sum_over FUNC PID...: sum of FUNC over the processes.
 sum_over() {
@@ -210,15 +221,18 @@ sum_over() {
 # record SCENARIO KEY VALUE: results survive the scenario's subshell through a file.
 record() { printf '%s.%s=%s\n' "$1" "$2" "$3" >>"$RESULTS"; }
 
-# measure SCENARIO IPERF_HOST IPERF_PORT HTTP_URL [PROXY_PID...]
+# measure SCENARIO IPERF_HOST IPERF_PORT HTTP_URL [PROXY_PID...]: with proxies also their idle
+# connections (measure_idle) to HTTP_URL's host and port.
 measure() {
-    local scen=$1 host=$2 port=$3 url=$4 t0 t1 r1 r8 w hz out kib
+    local scen=$1 host=$2 port=$3 url=$4 t0 t1 r1 r8 w hz out kib idle_host idle_port
     shift 4
+    idle_host=${url#http://} idle_host=${idle_host%%/*}
+    idle_port=${idle_host##*:} idle_host=${idle_host%:*}
     local -a procs=("$@")
     hz=$(getconf CLK_TCK)
     if ((${#procs[@]} > 0)); then
         kib=$(sum_over hwm_kib "${procs[@]}")
-        record "$scen" rss_idle_mib "$(awk -v k="$kib" 'BEGIN { printf "%.1f", k / 1024 }')"
+        record "$scen" rss_idle_mib "$(mib "$kib")"
         t0=$(sum_over cpu_ticks "${procs[@]}")
     fi
     log "$scen: iperf3 1 stream, ${DURATION}s"
@@ -251,8 +265,74 @@ measure() {
     record "$scen" cc_errors "${w[3]}"
     if ((${#procs[@]} > 0)); then
         kib=$(sum_over hwm_kib "${procs[@]}")
-        record "$scen" rss_load_mib "$(awk -v k="$kib" 'BEGIN { printf "%.1f", k / 1024 }')"
+        record "$scen" rss_load_mib "$(mib "$kib")"
+        measure_idle "$scen" "$idle_host" "$idle_port" "${procs[@]}"
     fi
+}
+
+# idle_line PREFIX: the first line of the idle client's output starting with PREFIX, waiting
+# while the client runs (up to 300 s: 5,000 connects, 200 at a time, into a black hole time out
+# after 250 s); empty if it never came.
+idle_line() {
+    local prefix=$1 i line
+    for ((i = 0; i < 3000; i++)); do
+        line=$(grep -m1 "^$prefix " "$WORK/idle-conns.log" || true)
+        if [[ -n "$line" ]] || ! kill -0 "$IDLE_PID" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    [[ -n "$line" ]] || line=$(grep -m1 "^$prefix " "$WORK/idle-conns.log" || true)
+    echo "$line"
+}
+
+# server_conns: connections nginx in n2p1 has established now.
+server_conns() { ip netns exec "$PREFIX-n2p1" ss -Htn state established "sport = :$HTTP_PORT" | wc -l; }
+
+# measure_idle SCENARIO HOST PORT PROXY_PID...: IDLE_CONNS connections from n1p1 to HOST:PORT
+# (nginx through the proxies) that send nothing. The proxies' current RSS (VmRSS, summed) before,
+# while the connections are held and a while after they are closed gives the KiB per idle
+# connection (over the connections held) and the memory not given back. The counts (connected,
+# failed, closed by the far end, seen by nginx) and any failure of the client are recorded too,
+# so that the report shows when the figures rest on fewer connections than asked for.
+measure_idle() {
+    local scen=$1 host=$2 port=$3 settle=60 before held after line rc=0 i srv=0
+    local _w n_held n_conn n_failed n_early secs n_closed n_peer
+    shift 3
+    ((QUICK)) && settle=10
+    before=$(sum_over rss_kib "$@")
+    log "$scen: $IDLE_CONNS idle connections to $host:$port"
+    bg idle-conns "$PREFIX-n1p1" python3 "$SCRIPT_DIR/idle-conns.py" --count "$IDLE_CONNS" "$host" "$port"
+    IDLE_PID=$BG_PID
+    line=$(idle_line held)
+    if [[ -z "$line" ]]; then
+        stop_pid "$IDLE_PID"
+        record "$scen" idle_error "the idle client reported no connections: $(tail -3 "$WORK/idle-conns.log" | tr '\n' ' ')"
+        return 0
+    fi
+    read -r _w n_held _w n_conn _w n_failed _w n_early _w secs <<<"$line"
+    # Through a proxy the last connections reach nginx a little after the client's connect.
+    for ((i = 0; i < 100; i++)); do
+        srv=$(server_conns)
+        ((srv < n_held)) || break
+        sleep 0.1
+    done
+    held=$(sum_over rss_kib "$@")
+    kill -USR1 "$IDLE_PID"
+    line=$(idle_line closed)
+    wait "$IDLE_PID" || rc=$?
+    read -r _w n_closed _w n_peer <<<"${line:-closed 0 peer_closed $n_conn}"
+    # Held while the RSS was taken: neither closed by the far end nor missing at nginx.
+    n_held=$((n_conn - n_peer < srv ? n_conn - n_peer : srv))
+    log "$scen: $n_held held ($n_conn connected in $secs s, $n_failed failed, $n_peer closed by the far end), nginx had $srv; RSS after ${settle}s"
+    sleep "$settle"
+    after=$(sum_over rss_kib "$@")
+    if ((n_held == IDLE_CONNS)); then record "$scen" idle_conns "$n_held"; else record "$scen" idle_conns "$n_held of $IDLE_CONNS"; fi
+    record "$scen" idle_counts "$n_conn $n_failed $n_early $n_peer $srv $secs"
+    record "$scen" idle_rss_mib "$(mib "$before") $(mib "$held") $(mib "$after")"
+    ((rc == 0)) || record "$scen" idle_error "the idle client exited with status $rc ($n_closed closed by it): $(grep -v '^held \|^closed ' "$WORK/idle-conns.log" | tail -3 | tr '\n' ' ')"
+    if ((n_held > 0)); then
+        record "$scen" idle_kib_per_conn "$(awk -v h="$held" -v b="$before" -v n="$n_held" 'BEGIN { printf "%.1f", (h - b) / n }')"
+    fi
+    record "$scen" idle_rss_after_mib_delta "$(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.1f", (a - b) / 1024 }')"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -328,7 +408,10 @@ ${HAPROXY_THREADS:+    nbthread $HAPROXY_THREADS
     ssl-default-server-options ssl-min-ver TLSv1.3
 defaults
     mode tcp
-    timeout connect 5s
+    # Not 5 s: measure_idle's burst of 5,000 connections queues as many mTLS handshakes between
+    # the two haproxys, and at 5 s node1 dropped more than half of them (client closed, nginx never
+    # reached) before they were all up. The agents set flows up over pooled tunnel connections.
+    timeout connect 30s
     timeout client 2m
     timeout server 2m
 EOF
@@ -493,6 +576,9 @@ METRICS=(
     "cpu_s_per_gb|proxy CPU s per GB, both nodes (iperf runs)"
     "rss_idle_mib|proxy peak RSS idle, both nodes (MiB)"
     "rss_load_mib|proxy peak RSS after load, both nodes (MiB)"
+    "idle_conns|idle connections held through the proxies"
+    "idle_kib_per_conn|proxy RSS per idle connection, both nodes (KiB)"
+    "idle_rss_after_mib_delta|proxy RSS kept after idle close, both nodes (MiB)"
 )
 
 table_rows() { # prints "metric|direct|nodemesh|haproxy|nm/ha|nm/direct" lines
@@ -512,6 +598,8 @@ notes() {
     echo "nodemesh: ${NODEMESH_NOTE}"
     echo "haproxy: $(haproxy -v 2>/dev/null | head -1 | awk '{print $1, $3}'), nbthread ${HAPROXY_THREADS:-default (one per CPU)} -> ${R[haproxy.threads]:-?} thread(s) per process; client in n1p1 connects to node1's haproxy at $POD_GW1 directly (no capture); node1 -> node2 over TLS 1.3 with EC P-256 client and server certificates, verify required on both sides (mTLS checked: ${R[haproxy.mtls_verified]:-no}); one TLS listener per service on node2, plain TCP to n2p1."
     echo "CPU s per GB: utime+stime of both proxy processes over the two iperf3 runs, divided by the bytes the iperf3 receivers got (1 GB = 10^9 bytes). RSS: VmHWM of both processes summed."
+    echo "Idle connections (after the wrk runs): $IDLE_CONNS TCP connections from n1p1 to nginx that send nothing (tests/bench/idle-conns.py, 200 connects in flight; nodemesh: to $SERVER_IP:$HTTP_PORT, captured; haproxy: to $POD_GW1:$HA_HTTP_FRONT; haproxy's maxconn 8000 covers them), held until nginx has them all (at most 10 s more), then closed. RSS here is VmRSS (current, not peak) of both proxy processes summed: KiB per idle connection = (RSS while held - RSS before) / connections held (open at the client and at nginx); RSS kept after idle close = RSS $( ((QUICK)) && echo 10 || echo 60 ) s after closing them - RSS before."
+    for s in nodemesh haproxy; do idle_notes "$s"; done
     for s in direct nodemesh haproxy; do
         if [[ -n "${R[$s.ka_errors]:-}" || -n "${R[$s.cc_errors]:-}" ]] && ((${R[$s.ka_errors]:-0} + ${R[$s.cc_errors]:-0} > 0)); then
             echo "$s: wrk reported errors: keep-alive ${R[$s.ka_errors]:-0}, close ${R[$s.cc_errors]:-0}."
@@ -526,6 +614,21 @@ notes() {
     return 0
 }
 
+# idle_notes SCENARIO: the idle-connection counts and RSS behind the table's figures, and why
+# they may rest on fewer connections than asked for.
+idle_notes() {
+    local s=$1 before held after conn failed early peer srv secs n
+    if [[ -n "${R[$s.idle_error]:-}" ]]; then echo "$s: WARNING: idle connections: ${R[$s.idle_error]}"; fi
+    [[ -n "${R[$s.idle_counts]:-}" ]] || return 0
+    read -r before held after <<<"${R[$s.idle_rss_mib]}"
+    read -r conn failed early peer srv secs <<<"${R[$s.idle_counts]}"
+    echo "$s idle: RSS before $before MiB, held $held MiB, after $after MiB; $conn of $IDLE_CONNS connected in $secs s ($failed failed), $early closed by the far end within 2 s, $peer by the time they were released; nginx had $srv."
+    n=${R[$s.idle_conns]%% *}
+    if ((n < IDLE_CONNS)); then
+        echo "$s: WARNING: only $n of the $IDLE_CONNS idle connections asked for were held end to end (client and nginx): the per-connection figure is over those $n, the 'after' figure is not for $IDLE_CONNS."
+    fi
+}
+
 print_report() {
     local rows
     rows=$(table_rows)
@@ -533,7 +636,7 @@ print_report() {
     {
         echo "metric|direct|nodemesh|haproxy|nodemesh/haproxy|nodemesh/direct"
         echo "$rows"
-    } | awk -F'|' '{ printf "%-45s %10s %10s %10s %17s %16s\n", $1, $2, $3, $4, $5, $6 }'
+    } | awk -F'|' '{ printf "%-50s %10s %10s %10s %17s %16s\n", $1, $2, $3, $4, $5, $6 }'
     echo
     notes | sed 's/^/  /'
     echo
