@@ -285,6 +285,7 @@ internal static class CommandLine
             config, sp.GetRequiredService<IdentitySetup.Certificates>(), sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<ILoggerFactory>(),
             sp.GetRequiredService<MeshMetrics>()));
         builder.Services.AddHostedService<MeshAgent>();
+        builder.Services.AddHostedService<MemoryReclaimer>();
         builder.Services.AddHostedService(sp => new TrustBundleWatcher(
             sp.GetRequiredService<IdentitySetup.Certificates>().Authority, config.Ca.Dir, sp.GetRequiredService<ILogger<TrustBundleWatcher>>()));
         builder.Services.AddHostedService(sp => new ConfigReloader(

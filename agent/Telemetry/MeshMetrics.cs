@@ -24,6 +24,7 @@ internal sealed class MeshMetrics : IDisposable
     private readonly Counter<long> _acceptFailed;
     private readonly Counter<long> _connectionsShed;
     private readonly Counter<long> _apiRefused;
+    private readonly Counter<long> _memoryReclaimed;
     private long _apiRefusedCount;
 
     public MeshMetrics()
@@ -40,6 +41,7 @@ internal sealed class MeshMetrics : IDisposable
         _connectionsShed = _meter.CreateCounter<long>("nodemesh_connections_shed_total",
             description: "Connections closed before authentication because a limit was reached or the handshake timed out, by listener and reason.");
         _apiRefused = _meter.CreateCounter<long>("nodemesh_api_callers_refused_total", description: "Local API connections refused: the caller is not root or in api.group.");
+        _memoryReclaimed = _meter.CreateCounter<long>("nodemesh_memory_reclaimed_bytes_total", unit: "By", description: "Resident memory given back after many flows ended.");
     }
 
     public void FlowEnded(FlowRecord record)
@@ -77,6 +79,8 @@ internal sealed class MeshMetrics : IDisposable
     public void TunnelDialFailed() => _tunnelDialFailures.Add(1);
 
     /// <param name="listener"><c>workload</c>, <c>tunnel</c>, <c>ca</c> or <c>api</c>.</param>
+    public void MemoryReclaimed(long bytes) => _memoryReclaimed.Add(bytes);
+
     public void AcceptFailed(string listener, string error) => _acceptFailed.Add(1, new TagList { { "listener", listener }, { "error", error } });
 
     /// <param name="reason"><c>total-limit</c>, <c>address-limit</c> or <c>handshake-timeout</c>.</param>
