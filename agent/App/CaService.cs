@@ -77,7 +77,7 @@ internal sealed partial class CaService(
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 700, Level = LogLevel.Information, Message = "mesh CA service for {TrustDomain} on {EndPoint}")]
+        [LoggerMessage(EventId = 708, Level = LogLevel.Information, Message = "mesh CA service for {TrustDomain} on {EndPoint}")]
         public static partial void Serving(ILogger logger, string endPoint, string trustDomain);
     }
 }

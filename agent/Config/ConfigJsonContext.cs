@@ -2,12 +2,13 @@ using System.Text.Json.Serialization;
 
 namespace NodeMesh.Config;
 
-/// <summary>Source-generated (AOT-safe) JSON for the configuration file. Unknown fields are errors.</summary>
+/// <summary>Source-generated (AOT-safe) JSON for the configuration file. Unknown and repeated fields are errors (a repeated one is ambiguous: which did the operator mean?).</summary>
 [JsonSourceGenerationOptions(
     PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
     ReadCommentHandling = System.Text.Json.JsonCommentHandling.Skip,
     AllowTrailingCommas = true,
     UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+    AllowDuplicateProperties = false,
     WriteIndented = true)]
 [JsonSerializable(typeof(AgentConfig))]
 internal sealed partial class ConfigJsonContext : JsonSerializerContext;

@@ -441,6 +441,13 @@ internal static class ConfigLoader
             return $"unknown field '{Contracts.Printable.Of(unknown.Groups["name"].Value)}'";
         }
 
+        // "Duplicate property 'x' encountered during deserialization of type 'T'." -> which field, not which type.
+        System.Text.RegularExpressions.Match duplicate = System.Text.RegularExpressions.Regex.Match(message, "^Duplicate property '(?<name>.*)' encountered during deserialization", System.Text.RegularExpressions.RegexOptions.Singleline);
+        if (duplicate.Success)
+        {
+            return $"duplicate field '{Contracts.Printable.Of(duplicate.Groups["name"].Value)}': give each field once";
+        }
+
         // "The JSON value could not be converted to System.Int32." -> what the field takes, not the .NET type.
         System.Text.RegularExpressions.Match converted = System.Text.RegularExpressions.Regex.Match(message, "^The JSON value could not be converted to (?<type>[^ ]+)\\.");
         if (converted.Success)

@@ -56,7 +56,7 @@ public sealed record CertificateInfo
     public string? Error { get; init; }
 }
 
-[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, AllowDuplicateProperties = false)]
 [JsonSerializable(typeof(ApiRequest))]
 [JsonSerializable(typeof(ApiResponse))]
 [JsonSerializable(typeof(List<WorkloadInfo>))]

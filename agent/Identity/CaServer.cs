@@ -215,13 +215,20 @@ internal sealed partial class CaServer : IAsyncDisposable
                 }
 
                 SpiffeId identity = MeshIdentities.Node(_trustDomain, node);
+
+                // The request is checked before the token is redeemed: a malformed one must not use up a single-use token.
+                if (!SigningRequests.TryReadP256Key(request.Csr, out PublicKey? publicKey, out string? csrError))
+                {
+                    return Refuse(new CaDecision("join", remote, node, identity.Uri, false, csrError));
+                }
+
                 if (!_tokens.TryRedeem(request.Token, node, DateTimeOffset.UtcNow, out JoinToken? token, out string? tokenError))
                 {
                     return Refuse(new CaDecision("join", remote, node, identity.Uri, false, tokenError));
                 }
 
                 Log.TokenAccepted(_logger, node, token.Id, remote);
-                return IssueFor(new CaDecision("join", remote, node, identity.Uri, true, null), identity, request.Csr, _options.NodeLifetime);
+                return Issue(new CaDecision("join", remote, node, identity.Uri, true, null), identity, publicKey, _options.NodeLifetime);
             }
 
             case CaRequestKinds.Certificate:
@@ -270,13 +277,13 @@ internal sealed partial class CaServer : IAsyncDisposable
         }
     }
 
-    private CaResponse IssueFor(CaDecision decision, SpiffeId identity, string? csr, TimeSpan lifetime)
-    {
-        if (!SigningRequests.TryReadP256Key(csr, out PublicKey? publicKey, out string? csrError))
-        {
-            return Refuse(decision with { Issued = false, Reason = csrError });
-        }
+    private CaResponse IssueFor(CaDecision decision, SpiffeId identity, string? csr, TimeSpan lifetime) =>
+        SigningRequests.TryReadP256Key(csr, out PublicKey? publicKey, out string? csrError)
+            ? Issue(decision, identity, publicKey, lifetime)
+            : Refuse(decision with { Issued = false, Reason = csrError });
 
+    private CaResponse Issue(CaDecision decision, SpiffeId identity, PublicKey publicKey, TimeSpan lifetime)
+    {
         X509Certificate2 certificate;
         try
         {

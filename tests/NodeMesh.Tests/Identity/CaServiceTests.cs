@@ -70,6 +70,20 @@ public sealed class CaServiceTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Join_WithAMalformedSigningRequest_IsRefused_AndDoesNotUseUpTheToken()
+    {
+        string token = _ca.Tokens.Create("node-a", TimeSpan.FromMinutes(5));
+
+        CaResponse refused = _ca.Server.Decide(new CaRequest { Kind = CaRequestKinds.Join, Node = "node-a", Token = token, Csr = "not a CSR" }, null, "test");
+        Assert.Null(refused.Certificate);
+        Assert.False(string.IsNullOrEmpty(refused.Error));
+
+        // The same token still admits the node with a proper request.
+        IssuedCertificate issued = await _ca.Client().JoinAsync("node-a", token, default);
+        Assert.True(issued.Certificate.HasPrivateKey);
+    }
+
+    [Fact]
     public async Task Join_WithATokenAlreadyUsed_IsRefused_AlsoAfterTheCaRestarts()
     {
         string token = _ca.Tokens.Create("node-a", TimeSpan.FromMinutes(5));

@@ -60,6 +60,18 @@ public class ConfigLoaderTests
     }
 
     [Fact]
+    public void Parse_RepeatedField_IsAnError_NamingIt()
+    {
+        // Which mode did the operator mean? A repeated key is refused, not silently the last one.
+        string json = Valid.Replace("\"netns\": \"/var/run/netns/web\" }", "\"netns\": \"/var/run/netns/web\", \"mode\": \"STRICT\", \"mode\": \"PERMISSIVE\" }", StringComparison.Ordinal);
+        Assert.Contains("\"mode\": \"PERMISSIVE\"", json, StringComparison.Ordinal);
+        ConfigException ex = Assert.Throws<ConfigException>(() => ConfigLoader.Parse(json, "f"));
+        Assert.Contains("mode", ex.Errors[0], StringComparison.Ordinal);
+        Assert.Contains("duplicate", ex.Errors[0], StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("line", ex.Errors[0], StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Parse_BadJson_NamesLineAndColumn()
     {
         ConfigException ex = Assert.Throws<ConfigException>(() => ConfigLoader.Parse("{\n  \"node\": { \"name\": \"a\" \n", "f"));
