@@ -174,6 +174,12 @@ internal sealed partial class CaClientCertificates : ICertificateProvider
                     ? await IssueNodeCertificateAsync(stop)
                     : await _client.RequestCertificateAsync(slot.Identity, await GetAsync(_node, stop), stop);
                 var held = new Held(issued.CreateContext(), issued.Certificate.NotAfter.ToUniversalTime());
+                if (ReferenceEquals(slot, _node))
+                {
+                    // Written down before it is served: whoever sees the new certificate finds it stored too.
+                    Store(issued);
+                }
+
                 slot.Current = held;
                 slot.LastError = null;
                 failures = 0;
@@ -201,11 +207,6 @@ internal sealed partial class CaClientCertificates : ICertificateProvider
                 }
 
                 Notify(() => IssuanceFailed?.Invoke(slot.Identity, ex.Message));
-            }
-
-            if (issued is not null && ReferenceEquals(slot, _node))
-            {
-                Store(issued);
             }
 
             if (issued is not null)

@@ -47,6 +47,9 @@ internal sealed partial class TunnelListener : IAsyncDisposable
     private readonly PendingConnectionLimit _handshakes = new(MaxPendingHandshakes, MaxPendingHandshakesPerAddress);
     private Task? _acceptLoop;
 
+    // Set by GoAwayAsync: (drain, reason) for connections whose handshake ends after it.
+    private (TimeSpan Drain, string Reason)? _goingAway;
+
     public TunnelListener(IPEndPoint endPoint, ICertificateProvider certificates, PeerCertificateVerifier verifier, ConnectionHandler serve,
         MeshMetrics metrics, SpiffeId localIdentity, TunnelOptions options, ILogger<TunnelListener> logger)
     {
@@ -134,6 +137,12 @@ internal sealed partial class TunnelListener : IAsyncDisposable
             TunnelConnection connection = TunnelConnection.Accepted(socket, tls, _localIdentity, peer!, _options);
             _connections.TryAdd(connection, 0);
             Log.Accepted(_logger, remote, peer!.Uri);
+            if (_goingAway is { } goingAway)
+            {
+                // Its handshake outlasted the listener: it drains with the others, taking no new streams.
+                _ = connection.GoAwayAsync(goingAway.Drain, goingAway.Reason);
+            }
+
             try
             {
                 await _serve(connection, (socket.RemoteEndPoint as IPEndPoint)?.Address, _stopping.Token);
@@ -166,9 +175,17 @@ internal sealed partial class TunnelListener : IAsyncDisposable
         }
     }
 
-    /// <summary>Sends GOAWAY on every accepted connection and waits up to <paramref name="drain"/> for their flows to end.</summary>
-    public Task GoAwayAsync(TimeSpan drain, string reason) =>
-        Task.WhenAll(_connections.Keys.Select(c => c.GoAwayAsync(drain, reason)));
+    /// <summary>
+    /// Stops accepting (a peer's new dial is refused at once, so its flows fail fast or go elsewhere instead of
+    /// being cut when the drain ends), sends GOAWAY on every accepted connection and waits up to
+    /// <paramref name="drain"/> for their flows to end.
+    /// </summary>
+    public Task GoAwayAsync(TimeSpan drain, string reason)
+    {
+        _goingAway = (drain, reason);
+        _listener.Dispose();
+        return Task.WhenAll(_connections.Keys.Select(c => c.GoAwayAsync(drain, reason)));
+    }
 
     public async ValueTask DisposeAsync()
     {

@@ -81,6 +81,37 @@ public sealed class AgentStopTests(ITestOutputHelper output)
         Assert.True(exitCode == 0, agent.Explain($"exit code after SIGTERM: {exitCode}"));
     }
 
+    [Fact]
+    public async Task AgentStop_RefusesNewTunnelConnectionsAtOnce_WhileItsFlowsDrain()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 1, output);
+        await mesh.StartAgentAsync(mesh.Node(1));
+        AgentProcess agent = await mesh.StartAgentAsync(mesh.Node(2), s => s.DrainSeconds = 10);
+        TcpTestServer slow = await mesh.Pod(2, 1).StartTcpServerAsync(Port, ServerMode.EchoAfter(TimeSpan.FromSeconds(6)));
+        using Socket inFlight = await mesh.Pod(1, 1).ConnectAsync(slow.EndPoint);
+        StreamResult sent = await inFlight.SendAllAsync(TestData.Ascii("in flight"), TimeSpan.FromSeconds(5));
+        Assert.Equal(StreamEnd.CleanEof, sent.End);
+        await slow.WaitForConnectionsAsync(1, TimeSpan.FromSeconds(10));
+        var tunnelPort = new System.Net.IPEndPoint(mesh.Node(2).Ip, 15008);
+        ProbeResult before = await mesh.Node(1).ProbeAsync(tunnelPort, "not tls", TimeSpan.FromSeconds(5));
+        Assert.True(before.Outcome != ProbeOutcome.Refused, mesh.Explain($"the tunnel port before the stop: {before}"));
+
+        Task<int> stopping = agent.StopAsync();
+        ProbeResult during;
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        do
+        {
+            during = await mesh.Node(1).ProbeAsync(tunnelPort, "not tls", TimeSpan.FromSeconds(5));
+        }
+        while (during.Outcome != ProbeOutcome.Refused && watch.Elapsed < TimeSpan.FromSeconds(2));
+
+        // Refused at once, while the flow in progress still drains (it answers after 6 s).
+        Assert.True(during.Outcome == ProbeOutcome.Refused && !stopping.IsCompleted, mesh.Explain($"the tunnel port while draining: {during}"));
+        StreamResult answer = await inFlight.ReadToEndAsync(TimeSpan.FromSeconds(15));
+        Assert.True(answer is { End: StreamEnd.CleanEof, HeadText: "in flight" }, mesh.Explain($"the flow in progress at SIGTERM must finish: {answer}"));
+        Assert.Equal(0, await stopping);
+    }
+
     private async Task StopAgentMidTransferAsync(string route, string side, string direction, Func<AgentProcess, Task> stop)
     {
         await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 2, output);
