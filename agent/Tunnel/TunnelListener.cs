@@ -45,6 +45,9 @@ internal sealed partial class TunnelListener : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly ConcurrentDictionary<TunnelConnection, byte> _connections = new();
     private readonly PendingConnectionLimit _handshakes = new(MaxPendingHandshakes, MaxPendingHandshakesPerAddress);
+
+    // Every rejection is counted; the log gets the first, then at most one a period, so a hostile peer cannot flood it.
+    private readonly LogThrottle _rejections = new(AcceptFailures.LogInterval);
     private Task? _acceptLoop;
 
     // Set by GoAwayAsync: (drain, reason) for connections whose handshake ends after it.
@@ -157,7 +160,10 @@ internal sealed partial class TunnelListener : IAsyncDisposable
         catch (AuthenticationException ex)
         {
             _metrics.TunnelRejected();
-            Log.Rejected(_logger, remote, rejection ?? ex.Message);
+            if (_rejections.ShouldLog(out int held))
+            {
+                Log.Rejected(_logger, remote, rejection ?? ex.Message, held);
+            }
             await tls.DisposeAsync();
         }
         catch (Exception ex) when (ex is IOException or OperationCanceledException or SocketException or ObjectDisposedException or CertificateUnavailableException
@@ -209,8 +215,8 @@ internal sealed partial class TunnelListener : IAsyncDisposable
         [LoggerMessage(EventId = 310, Level = LogLevel.Information, Message = "tunnel from {Remote} accepted, caller {PeerIdentity}")]
         public static partial void Accepted(ILogger logger, string remote, string peerIdentity);
 
-        [LoggerMessage(EventId = 311, Level = LogLevel.Warning, Message = "tunnel from {Remote} rejected: {Reason}")]
-        public static partial void Rejected(ILogger logger, string remote, string reason);
+        [LoggerMessage(EventId = 311, Level = LogLevel.Warning, Message = "tunnel from {Remote} rejected: {Reason} ({Held} more rejected since the last report)")]
+        public static partial void Rejected(ILogger logger, string remote, string reason, int held);
 
         [LoggerMessage(EventId = 312, Level = LogLevel.Debug, Message = "tunnel from {Remote} failed during handshake: {Error}")]
         public static partial void HandshakeFailed(ILogger logger, string remote, string error);
