@@ -228,7 +228,7 @@ internal sealed class FrameWriter
                 return;
             }
 
-            // Consumes the result (a pooled source behind the task goes back to its pool).
+            // Already completed (checked above): this only consumes the result, so a pooled source behind it goes back to its pool; nothing blocks.
             write.GetAwaiter().GetResult();
             _batchesWritten++;
             _inlineWrites++;
