@@ -96,7 +96,6 @@ internal sealed class Flow : IAsyncDisposable
     public TunnelStream Own(TunnelStream stream)
     {
         _stream = stream;
-        StopWith(stream.Aborted);
         return stream;
     }
 

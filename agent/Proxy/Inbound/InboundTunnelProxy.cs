@@ -39,6 +39,7 @@ internal sealed partial class InboundTunnelProxy(
         // still pending, and its end counts the stream's handler done.
         await using Flow flow = connections.Open("inbound", "tunnel", cancellationToken);
         flow.Own(stream);
+        flow.StopWith(stream.Aborted);
         flow.Encrypted = true;
         flow.SourceIdentity = connection.PeerIdentity.Uri;
         try
