@@ -7,7 +7,7 @@ namespace NodeMesh.Api;
 /// <summary>Sends one request to a running agent's local API.</summary>
 internal static class LocalApiClient
 {
-    private const string Hint = "is 'nodemesh run' running, and is --socket right?";
+    private const string Hint = "is the agent running? 'systemctl status nodemesh'; or point --socket or $NODEMESH_SOCKET at its apiSocket";
 
     /// <summary>
     /// The agent's answer. Every failure to get one is an <see cref="IOException"/> that names the socket (an
@@ -27,7 +27,10 @@ internal static class LocalApiClient
         catch (SocketException ex)
         {
             // ENOENT comes back as "cannot assign requested address", which would mislead.
-            string why = File.Exists(socketPath) || Directory.Exists(socketPath) ? ex.Message : "no such socket";
+            string why = Directory.Exists(socketPath) ? "that is a directory, not a socket"
+                : !File.Exists(socketPath) ? "no such socket"
+                : ex.SocketErrorCode == SocketError.ConnectionRefused ? "nothing accepts connections there (not a socket, or an agent that stopped without removing it)"
+                : ex.Message;
             throw new IOException($"cannot reach the agent at {socketPath}: {why} ({Hint})", ex);
         }
 

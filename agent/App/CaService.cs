@@ -41,8 +41,8 @@ internal sealed partial class CaService(
             _server = new CaServer(IPEndPoint.Parse(config.Ca.Listen), config.TrustDomain, ca, tokens, IsPlacedOn,
                 new CaServerOptions
                 {
-                    LeafLifetime = config.Ca.CertificateLifetime,
-                    NodeLifetime = config.Ca.NodeCertificateLifetime,
+                    LeafLifetime = config.Ca.CertificateTtl,
+                    NodeLifetime = config.Ca.NodeCertificateTtl,
                 }, loggers.CreateLogger<CaServer>(), metrics);
             System.Diagnostics.Metrics.Counter<long> requests = _meter.CreateCounter<long>(
                 "nodemesh_ca_requests_total", description: "Certificate requests the CA service answered, by kind and result.");

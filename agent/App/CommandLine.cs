@@ -1,10 +1,10 @@
-using System.Globalization;
-using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using NodeMesh.Api;
+using Microsoft.Extensions.Configuration;
+using NodeMesh.Admin;
 using NodeMesh.Authz;
+using NodeMesh.Cli;
 using NodeMesh.Capture;
 using NodeMesh.Config;
 using NodeMesh.Contracts;
@@ -15,64 +15,64 @@ using NodeMesh.Proxy.Outbound;
 using NodeMesh.State;
 using NodeMesh.Telemetry;
 using NodeMesh.Tunnel;
+using OpenTelemetry.Metrics;
 
 namespace NodeMesh.App;
 
 /// <summary>The <c>nodemesh</c> command line: the agent itself and the commands that talk to it.</summary>
 internal static class CommandLine
 {
-    private const string DefaultSocket = "/run/nodemesh/agent.sock";
-
-    private const string Usage = """
-        nodemesh — the NodeMesh node agent
-
-        Usage:
-          nodemesh run --config FILE             run the agent (foreground; SIGTERM stops it, draining flows)
-          nodemesh check --config FILE           validate a configuration file and exit
-          nodemesh ca init --dir DIR [--trust-domain TD] [--days N] [--intermediate-days N]
-                                                 create the mesh CA (ca.crt, ca.key and join.key, mode 0600)
-          nodemesh ca token create --dir DIR --node NAME [--ttl 1h]
-                                                 print a join token for node NAME (valid for --ttl)
-          nodemesh workload add --name N --ip IP --identity SPIFFE-ID --netns PATH
-                                [--mode STRICT|PERMISSIVE] [--label KEY=VALUE ...] [--socket S]
-          nodemesh workload remove --name N [--socket S]
-          nodemesh workload list [--socket S] [--json]
-          nodemesh flows [--socket S] [--json]   recent flows this agent carried
-          nodemesh status [--socket S] [--json]
-          nodemesh version
-          nodemesh --help
-
-        --socket defaults to /run/nodemesh/agent.sock (the apiSocket of the configuration).
-        The configuration file format is described in README.md.
-
-        Exit codes: 0 success; 1 a runtime failure (agent unreachable, request refused, CA refused);
-        2 bad usage or an invalid configuration; 3 not permitted (needs root, or CAP_NET_ADMIN and
-        CAP_SYS_ADMIN, or a file or directory this user cannot read or write).
-        """;
-
     public static async Task<int> RunAsync(string[] args)
     {
+        // The command being run, for the hint after a usage error.
+        string? current = null;
         try
         {
-            return args switch
+            switch (args)
             {
-                [] or ["--help"] or ["-h"] or ["help"] => Help(),
-                ["version"] or ["--version"] => Version(),
-                ["run", .. var rest] => await RunAgentAsync(Options.Parse(rest, ["config"], [])),
-                ["check", .. var rest] => Check(Options.Parse(rest, ["config"], [])),
-                ["ca", "init", .. var rest] => CaInit(Options.Parse(rest, ["dir", "trust-domain", "days", "intermediate-days"], [])),
-                ["ca", "token", "create", .. var rest] => TokenCreate(Options.Parse(rest, ["dir", "node", "ttl"], [])),
-                ["workload", "add", .. var rest] => await WorkloadAddAsync(Options.Parse(rest, ["name", "ip", "identity", "netns", "socket", "mode", "label"], [])),
-                ["workload", "remove", .. var rest] => await WorkloadRemoveAsync(Options.Parse(rest, ["name", "socket"], [])),
-                ["workload", "list", .. var rest] => await WorkloadListAsync(Options.Parse(rest, ["socket"], ["json"])),
-                ["flows", .. var rest] => await FlowsAsync(Options.Parse(rest, ["socket"], ["json"])),
-                ["status", .. var rest] => await StatusAsync(Options.Parse(rest, ["socket"], ["json"])),
-                _ => throw new UsageException($"unknown command '{Printable.Of(string.Join(' ', args))}'"),
+                case [] or ["--help"] or ["-h"] or ["help"]:
+                    return Help();
+                case ["--version"]:
+                    return Version();
+                case ["help", .. var topic]:
+                    return HelpOn(topic);
+            }
+
+            (CommandSpec? command, int words) = CommandTable.Find(args);
+            if (command is null)
+            {
+                return GroupOrUnknown(args);
+            }
+
+            current = command.Path;
+            Options options = Options.Parse(args[words..], command);
+            if (options.HelpRequested)
+            {
+                Console.Write(HelpText.For(command));
+                return 0;
+            }
+
+            return command.Path switch
+            {
+                "run" => await RunAgentAsync(options),
+                "check" => CheckCommand.Validate(options),
+                "doctor" => await CheckCommand.DoctorAsync(options),
+                "ca init" => CaInit(options),
+                "ca token create" => TokenCreate(options),
+                "workload add" => await WorkloadCommands.AddAsync(options),
+                "workload remove" => await WorkloadCommands.RemoveAsync(options),
+                "workload list" => await WorkloadCommands.ListAsync(options),
+                "flows" => await FlowsCommand.RunAsync(options),
+                "status" => await StatusCommand.RunAsync(options),
+                "version" => Version(),
+                "completion" => Completion(options),
+                _ => throw new UsageException($"'{command.Path}' has no implementation"),
             };
         }
         catch (UsageException ex)
         {
-            return await FailAsync($"{ex.Message}\nRun 'nodemesh --help' for usage.", ExitCode.Usage);
+            return await FailAsync(ex.Message.Contains("--help'", StringComparison.Ordinal) ? ex.Message
+                : $"{ex.Message}\nRun 'nodemesh {(current is null ? "" : current + " ")}--help' for usage.", ExitCode.Usage);
         }
         catch (CommandException ex)
         {
@@ -126,20 +126,73 @@ internal static class CommandLine
 
     private static int Help()
     {
-        Console.WriteLine(Usage);
+        Console.Write(HelpText.Overview());
+        return 0;
+    }
+
+    /// <summary><c>nodemesh help COMMAND</c>: the command's help, or a group's list of commands.</summary>
+    private static int HelpOn(string[] topic)
+    {
+        if (topic is ["-h"] or ["--help"])
+        {
+            topic = ["help"];
+        }
+
+        (CommandSpec? command, int words) = CommandTable.Find(topic);
+        if (command is not null && words == topic.Length)
+        {
+            Console.Write(HelpText.For(command));
+            return 0;
+        }
+
+        IReadOnlyList<CommandSpec> group = CommandTable.Under(string.Join(' ', topic));
+        if (group.Count > 0)
+        {
+            Console.Write(HelpText.ForGroup(string.Join(' ', topic), group));
+            return 0;
+        }
+
+        throw new UsageException($"no command '{Printable.Of(string.Join(' ', topic))}'; the commands are: {string.Join(", ", CommandTable.All.Select(c => c.Path))}");
+    }
+
+    /// <summary>"nodemesh workload" (a group: its commands), "nodemesh workload --help", or a command that does not exist.</summary>
+    private static int GroupOrUnknown(string[] args)
+    {
+        // The longest leading words that name a group ("ca token" in "ca token frob").
+        for (int words = args.Length; words > 0; words--)
+        {
+            string group = string.Join(' ', args[..words]);
+            IReadOnlyList<CommandSpec> commands = CommandTable.Under(group);
+            if (commands.Count == 0)
+            {
+                continue;
+            }
+
+            string[] rest = args[words..];
+            if (rest is ["-h"] or ["--help"])
+            {
+                Console.Write(HelpText.ForGroup(group, commands));
+                return 0;
+            }
+
+            string choices = string.Join(", ", commands.Select(c => c.Path[(group.Length + 1)..]));
+            throw new UsageException(rest.Length == 0
+                ? $"'nodemesh {group}' needs a command: {choices}\nRun 'nodemesh {group} --help' for usage."
+                : $"unknown command '{Printable.Of(string.Join(' ', args))}': 'nodemesh {group}' has {choices}\nRun 'nodemesh {group} --help' for usage.");
+        }
+
+        throw new UsageException($"unknown command '{Printable.Of(string.Join(' ', args))}'");
+    }
+
+    private static int Completion(Options options)
+    {
+        Console.Write(options.Arguments is [string shell] ? CompletionScripts.For(shell) : throw new UsageException("give the shell: nodemesh completion bash|zsh|fish"));
         return 0;
     }
 
     private static int Version()
     {
         Console.WriteLine($"nodemesh {AgentVersion.Current}");
-        return 0;
-    }
-
-    private static int Check(Options options)
-    {
-        AgentConfig config = ConfigLoader.Load(options.Required("config"));
-        Console.WriteLine($"configuration is valid: node {config.Node.Name}, {config.Workloads.Count} local and {config.RemoteWorkloads.Count} remote workloads, {config.Nodes.Count} peer nodes");
         return 0;
     }
 
@@ -235,16 +288,14 @@ internal static class CommandLine
         // Then, before anything else: a second agent with this state directory stops here, before it touches anything.
         using StateDirectory stateDirectory = StateDirectory.Lock(config.StateDir, config.Node.Name);
         var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings { Args = [] });
-        builder.Logging.AddSimpleConsole(o =>
-        {
-            o.SingleLine = true;
-            o.TimestampFormat = "HH:mm:ss.fff ";
-        });
-        builder.Logging.SetMinimumLevel(Enum.TryParse(Environment.GetEnvironmentVariable("NODEMESH_LOG_LEVEL"), ignoreCase: true, out LogLevel level) ? level : LogLevel.Information);
-        // A failed start is reported once, by us, without the host's stack trace.
-        builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.None);
+        TelemetryPlan telemetry = TelemetrySetup.Plan(config, Environment.GetEnvironmentVariable);
+        // The OpenTelemetry SDK reads the standard OTEL_* variables through the host's configuration.
+        builder.Configuration.AddEnvironmentVariables();
+        var logLevel = new LogLevelSwitch(config.Logging.Level
+            ?? (Enum.TryParse(Environment.GetEnvironmentVariable("NODEMESH_LOG_LEVEL"), ignoreCase: true, out LogLevel level) ? level : LogLevel.Information));
+        TelemetrySetup.AddMeshLogging(builder.Logging, config, telemetry, logLevel);
         builder.Services.AddSystemd();
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(config.DrainSeconds + 10));
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = config.DrainTimeout + TimeSpan.FromSeconds(10));
 
         builder.Services.AddSingleton(config);
         builder.Services.AddSingleton(config.Tunnel);
@@ -258,8 +309,8 @@ internal static class CommandLine
         });
         builder.Services.AddSingleton(sp => new TunnelOptions
         {
-            KeepaliveInterval = TimeSpan.FromSeconds(config.Tunnel.KeepaliveIntervalSeconds),
-            KeepaliveTimeout = TimeSpan.FromSeconds(config.Tunnel.KeepaliveTimeoutSeconds),
+            KeepaliveInterval = config.Tunnel.KeepaliveInterval,
+            KeepaliveTimeout = config.Tunnel.KeepaliveTimeout,
             LocalAddress = System.Net.IPAddress.Parse(config.Node.Address),
             Logger = sp.GetRequiredService<ILogger<TunnelConnection>>(),
             Metrics = sp.GetRequiredService<MeshMetrics>(),
@@ -271,7 +322,8 @@ internal static class CommandLine
         builder.Services.AddSingleton<WorkloadRegistry>();
         builder.Services.AddSingleton(new FlowLog());
         builder.Services.AddSingleton<MeshMetrics>();
-        builder.Services.AddSingleton<FlowRecorder>();
+        builder.Services.AddSingleton(sp => new FlowRecorder(
+            sp.GetRequiredService<FlowLog>(), sp.GetRequiredService<MeshMetrics>(), sp.GetRequiredService<ILoggerFactory>(), config.Logging.AccessLog));
         builder.Services.AddSingleton<AuthzMetrics>();
         builder.Services.AddSingleton<Authorizer>();
         builder.Services.AddSingleton<ConnectionManager>();
@@ -284,13 +336,21 @@ internal static class CommandLine
         builder.Services.AddHostedService(sp => new CaService(
             config, sp.GetRequiredService<IdentitySetup.Certificates>(), sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<ILoggerFactory>(),
             sp.GetRequiredService<MeshMetrics>()));
-        builder.Services.AddHostedService<MeshAgent>();
+        // Before MeshAgent, so it stops after it: watchdog pings go on through the drain.
+        SystemdWatchdog.Register(builder.Services);
+        builder.Services.AddSingleton<MeshAgent>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<MeshAgent>());
         builder.Services.AddHostedService<MemoryReclaimer>();
         builder.Services.AddHostedService(sp => new TrustBundleWatcher(
             sp.GetRequiredService<IdentitySetup.Certificates>().Authority, config.Ca.Dir, sp.GetRequiredService<ILogger<TrustBundleWatcher>>()));
         builder.Services.AddHostedService(sp => new ConfigReloader(
             path, config, sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<ConnectionManager>(),
             sp.GetRequiredService<AuthzMetrics>(), sp.GetRequiredService<ILogger<ConfigReloader>>()));
+
+        builder.Services.AddMeshTelemetry(config, telemetry);
+        builder.Services.AddHostedService(sp => new AdminHttpServer(
+            new AdminPorts(config.Ports.Admin, config.Ports.Metrics, config.Ports.Readiness), telemetry, sp.GetRequiredService<MeshAgent>(),
+            logLevel, sp.GetRequiredService<MeterProvider>(), sp.GetRequiredService<ILoggerFactory>()));
 
         using IHost host = builder.Build();
         await host.RunAsync();
@@ -316,140 +376,6 @@ internal static class CommandLine
         }
     }
 
-    private static async Task<int> WorkloadAddAsync(Options options)
-    {
-        var request = new ApiRequest
-        {
-            Command = "workload-add",
-            Workload = new WorkloadInfo
-            {
-                Name = options.Required("name"),
-                Ip = options.Required("ip"),
-                Identity = options.Required("identity"),
-                Netns = options.Required("netns"),
-                Mode = options.Get("mode"),
-                Labels = ParseLabels(options.GetAll("label")),
-            },
-        };
-        await SendAsync(options, request);
-        Console.WriteLine($"workload {request.Workload.Name} added");
-        return 0;
-    }
-
-    private static Dictionary<string, string>? ParseLabels(IReadOnlyList<string> values)
-    {
-        if (values.Count == 0)
-        {
-            return null;
-        }
-
-        var labels = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (string value in values)
-        {
-            int eq = value.IndexOf('=', StringComparison.Ordinal);
-            if (eq <= 0)
-            {
-                throw new UsageException($"--label '{Printable.Of(value)}' must be KEY=VALUE");
-            }
-
-            labels[value[..eq]] = value[(eq + 1)..];
-        }
-
-        return labels;
-    }
-
-    private static async Task<int> WorkloadRemoveAsync(Options options)
-    {
-        string name = options.Required("name");
-        await SendAsync(options, new ApiRequest { Command = "workload-remove", Name = name });
-        Console.WriteLine($"workload {name} removed");
-        return 0;
-    }
-
-    private static async Task<int> WorkloadListAsync(Options options)
-    {
-        ApiResponse response = await SendAsync(options, new ApiRequest { Command = "workload-list" });
-        IReadOnlyList<WorkloadInfo> workloads = response.Workloads ?? [];
-        if (options.Flag("json"))
-        {
-            Console.WriteLine(JsonSerializer.Serialize(workloads.ToList(), ApiJsonContext.Default.ListWorkloadInfo));
-            return 0;
-        }
-
-        Console.WriteLine($"{"NAME",-16} {"IP",-15} {"SOURCE",-7} {"IDENTITY",-50} {"NETNS",-30} CERTIFICATE");
-        foreach (WorkloadInfo w in workloads)
-        {
-            Console.WriteLine($"{w.Name,-16} {w.Ip,-15} {w.Source,-7} {w.Identity,-50} {w.Netns,-30} {w.Certificate}");
-        }
-
-        return 0;
-    }
-
-    private static async Task<int> FlowsAsync(Options options)
-    {
-        ApiResponse response = await SendAsync(options, new ApiRequest { Command = "flows" });
-        IReadOnlyList<FlowRecord> flows = response.Flows ?? [];
-        if (options.Flag("json"))
-        {
-            foreach (FlowRecord flow in flows)
-            {
-                Console.WriteLine(JsonSerializer.Serialize(flow, ApiJsonContext.Default.FlowRecord));
-            }
-
-            return 0;
-        }
-
-        Console.WriteLine($"{"DIR",-8} {"PATH",-11} {"SOURCE",-21} {"DESTINATION",-21} {"ENC",-3} {"SENT",12} {"RECEIVED",12}  RESULT");
-        foreach (FlowRecord f in flows)
-        {
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{f.Direction,-8} {f.Path,-11} {f.Source,-21} {f.Destination,-21} {(f.Encrypted ? "yes" : "no"),-3} {f.BytesSent,12} {f.BytesReceived,12}  {f.Result}"));
-        }
-
-        return 0;
-    }
-
-    private static async Task<int> StatusAsync(Options options)
-    {
-        ApiResponse response = await SendAsync(options, new ApiRequest { Command = "status" });
-        AgentStatus status = response.Status ?? throw new IOException("the agent's status reply has no status");
-        if (options.Flag("json"))
-        {
-            Console.WriteLine(JsonSerializer.Serialize(status, ApiJsonContext.Default.AgentStatus));
-            return 0;
-        }
-
-        Console.WriteLine($"node {status.Node}, nodemesh {status.Version}; transports: {string.Join(", ", status.Transports)}; " +
-            $"tunnel connections: {status.TunnelConnections} open, {status.TunnelConnectionsOpened} dialled; flows: {status.ActiveFlows} active, {status.FlowsRefused} refused; " +
-            $"policies: {status.Policies}, denied: {status.FlowsDenied}, dry-run denied: {status.FlowsDryRunDenied}; " +
-            $"memory: {status.ResidentBytes / 1048576.0:F1} MiB resident, managed heap {status.ManagedHeapBytes / 1048576.0:F1} MiB ({status.ManagedCommittedBytes / 1048576.0:F1} MiB committed)");
-        foreach (CertificateInfo certificate in status.Certificates)
-        {
-            Console.WriteLine(certificate.NotAfter is { } notAfter && notAfter > DateTimeOffset.UtcNow
-                ? $"certificate {certificate.Identity}: valid until {notAfter:u}"
-                : $"certificate {certificate.Identity}: unavailable{(certificate.Error is null ? "" : ": " + certificate.Error)}");
-        }
-        return 0;
-    }
-
     /// <summary>sockaddr_un holds 108 bytes, with the terminating NUL.</summary>
     private const int MaxSocketPathBytes = 107;
-
-    private static async Task<ApiResponse> SendAsync(Options options, ApiRequest request)
-    {
-        string socket = options.Get("socket") ?? DefaultSocket;
-        if (socket.Length == 0 || System.Text.Encoding.UTF8.GetByteCount(socket) > MaxSocketPathBytes)
-        {
-            throw new UsageException($"--socket: a Unix socket path has 1 to {MaxSocketPathBytes} bytes; '{Printable.Of(socket)}' has {System.Text.Encoding.UTF8.GetByteCount(socket)}");
-        }
-
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        ApiResponse response = await LocalApiClient.SendAsync(socket, request, timeout.Token);
-        if (!response.Ok)
-        {
-            throw new IOException($"the agent refused: {response.Error}");
-        }
-
-        return response;
-    }
 }

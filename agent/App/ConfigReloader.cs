@@ -50,16 +50,19 @@ internal sealed partial class ConfigReloader(
             }
             catch (ConfigException ex)
             {
+                metrics.ConfigReloaded("refused");
                 Log.Refused(logger, path, string.Join("; ", ex.Errors));
                 continue;
             }
             catch (Exception ex) when (ex is not OutOfMemoryException)
             {
                 // A reload must never take the agent down: the last good configuration keeps serving.
+                metrics.ConfigReloaded("refused");
                 Log.Refused(logger, path, $"{ex.GetType().Name}: {ex.Message}");
                 continue;
             }
 
+            metrics.ConfigReloaded("applied");
             current = loaded;
         }
     }

@@ -39,7 +39,7 @@ internal static class IdentitySetup
                 try
                 {
                     return new Certificates(
-                        new FileCertificates(config.Certificates.Dir, config.TrustDomain, TimeSpan.FromSeconds(config.Certificates.PollSeconds), loggers.CreateLogger<FileCertificates>()),
+                        new FileCertificates(config.Certificates.Dir, config.TrustDomain, config.Certificates.PollInterval, loggers.CreateLogger<FileCertificates>()),
                         null);
                 }
                 catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidDataException or System.Security.Cryptography.CryptographicException)
@@ -59,7 +59,7 @@ internal static class IdentitySetup
                     throw new StartupException($"ca.dir: cannot load the CA in {config.Ca.Dir}: {ex.Message}", ex);
                 }
 
-                var provider = new EmbeddedCaCertificates(ca, config.Ca.CertificateLifetime, node);
+                var provider = new EmbeddedCaCertificates(ca, config.Ca.CertificateTtl, node);
                 return new Certificates(provider, ca);
             }
         }

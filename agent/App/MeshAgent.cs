@@ -39,7 +39,7 @@ internal sealed partial class MeshAgent(
     StateDirectory stateDirectory,
     MeshMetrics metrics,
     ILoggerFactory loggerFactory,
-    ILogger<MeshAgent> logger) : IHostedService, IDisposable
+    ILogger<MeshAgent> logger) : IHostedService, IDisposable, Admin.IAgentState
 {
     private readonly SemaphoreSlim _changeGate = new(1, 1);
     private readonly Dictionary<string, WorkloadInfo> _apiWorkloads = new(StringComparer.Ordinal);
@@ -47,6 +47,9 @@ internal sealed partial class MeshAgent(
     private TunnelListener? _tunnel;
     private LocalApiServer? _api;
     private NamespaceId _ownNamespace;
+    private volatile bool _started;
+    private volatile bool _stopping;
+    private readonly DateTimeOffset _startedAt = DateTimeOffset.UtcNow;
 
     private CapturePorts Ports => new(config.Ports.Outbound, config.Ports.InboundPlaintext);
 
@@ -133,11 +136,23 @@ internal sealed partial class MeshAgent(
             throw new StartupException($"cannot serve the local API on {config.ApiSocket} (apiSocket): {ex.Message}", ex);
         }
 
+        metrics.ObserveAgent(
+            () => registry.Captures.Count,
+            () => certificates.Status().Where(c => c.NotAfter is not null).Select(c => (c.Identity.Uri, c.NotAfter!.Value)),
+            () => (pool.ConnectionCount, _tunnel?.ConnectionCount ?? 0),
+            () =>
+            {
+                IReadOnlyList<TunnelPeerState> states = pool.Snapshot();
+                return config.Nodes.Select(n => (n.Name, states.Where(s => s.Node == n.Name).All(s => s.Connections > 0 || s.LastError is null)));
+            });
+        _started = true;
         Log.Ready(logger, config.Node.Name, registry.Captures.Count, config.ApiSocket);
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        // Not ready from the first moment of the drain: load balancers and kubelets stop sending new work here.
+        _stopping = true;
         if (_api is not null)
         {
             await _api.DisposeAsync();
@@ -151,7 +166,7 @@ internal sealed partial class MeshAgent(
         }
 
         // Peers stop opening streams to this agent (and this agent's pool opens none) while the flows in progress drain.
-        TimeSpan drain = TimeSpan.FromSeconds(config.DrainSeconds);
+        TimeSpan drain = config.DrainTimeout;
         Task goingAway = Task.WhenAll(_tunnel?.GoAwayAsync(drain, "agent shutting down") ?? Task.CompletedTask, pool.GoAwayAsync(drain, "agent shutting down"));
         // Woken by the last flow's end, not by polling.
         await connections.WhenEmptyAsync().WaitAsync(drain, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
@@ -213,7 +228,8 @@ internal sealed partial class MeshAgent(
             case "workload-list":
                 return new ApiResponse { Ok = true, Workloads = ListWorkloads() };
             case "flows":
-                return new ApiResponse { Ok = true, Flows = flowLog.Snapshot() };
+                long cursor = flowLog.Latest;
+                return new ApiResponse { Ok = true, Flows = flowLog.Snapshot(request.Since ?? 0), FlowCursor = cursor };
             case "status":
                 return new ApiResponse
                 {
@@ -235,6 +251,11 @@ internal sealed partial class MeshAgent(
                         ManagedCommittedBytes = GC.GetGCMemoryInfo().TotalCommittedBytes,
                         ResidentBytes = Environment.WorkingSet,
                         Certificates = CertificateInfos(),
+                        StartedAt = _startedAt,
+                        FlowsRecorded = flowLog.Latest,
+                        Listener = ListenerStatus(),
+                        Peers = PeerStatuses(),
+                        Workloads = ListWorkloads(),
                     },
                 };
             default:
@@ -275,7 +296,48 @@ internal sealed partial class MeshAgent(
     };
 
     private List<CertificateInfo> CertificateInfos() =>
-        [.. certificates.Status().OrderBy(s => s.Identity.Uri, StringComparer.Ordinal).Select(s => new CertificateInfo { Identity = s.Identity.Uri, NotAfter = s.NotAfter, Error = s.LastError })];
+        [.. certificates.Status().OrderBy(s => s.Identity.Uri, StringComparer.Ordinal).Select(s => new CertificateInfo
+        {
+            Identity = s.Identity.Uri,
+            NotAfter = s.NotAfter,
+            Error = s.LastError,
+            Kind = s.Identity.Namespace == MeshIdentities.Namespace ? "node" : "workload",
+        })];
+
+    private TunnelListenerStatus? ListenerStatus()
+    {
+        if (_tunnel is null)
+        {
+            return null;
+        }
+
+        IReadOnlyList<TunnelConnectionState> accepted = _tunnel.Snapshot();
+        return new TunnelListenerStatus { Address = _tunnel.EndPoint.ToString(), Connections = accepted.Count, Streams = accepted.Sum(c => c.Streams), Accepted = accepted };
+    }
+
+    /// <summary>Every peer node the registry routes to, with the pool's tunnels to it summed over source identities.</summary>
+    private List<PeerStatus> PeerStatuses()
+    {
+        ILookup<string, TunnelPeerState> tunnels = pool.Snapshot().ToLookup(t => t.Node, StringComparer.Ordinal);
+        return registry.Current.PeerNodes.OrderBy(n => n.Key, StringComparer.Ordinal).Select(node =>
+        {
+            List<TunnelPeerState> mine = [.. tunnels[node.Key]];
+            int open = mine.Sum(t => t.Connections);
+            TunnelPeerState? failing = mine.Where(t => t.RetryAt is not null).MaxBy(t => t.RetryAt);
+            return new PeerStatus
+            {
+                Node = node.Key,
+                Address = node.Value.ToString(),
+                Connections = open,
+                Streams = mine.Sum(t => t.Streams),
+                State = open > 0 ? "connected" : mine.Any(t => t.Dialling) ? "dialling" : failing is not null ? "backoff"
+                    : mine.Any(t => t.LastError is not null) ? "failing" : "idle",
+                LastError = mine.Select(t => t.LastError).FirstOrDefault(e => e is not null),
+                RetryAt = failing?.RetryAt,
+                Tunnels = mine,
+            };
+        }).ToList();
+    }
 
     private List<WorkloadInfo> ListWorkloads()
     {
@@ -291,7 +353,15 @@ internal sealed partial class MeshAgent(
             Labels = w.Labels,
             Source = _apiWorkloads.ContainsKey(w.Name) ? "api" : "config",
             Certificate = DescribeCertificate(held.GetValueOrDefault(w.Identity), now),
+            Capture = DescribeCapture(w),
         }).ToList();
+    }
+
+    private string DescribeCapture(Workload workload)
+    {
+        WorkloadCapture? capture = registry.FindCapture(workload.Ip);
+        return capture is null ? "none"
+            : capture.Ipv6 == Ipv6Plan.Refuse ? "installed (IPv6 refused)" : "installed (IPv6 off)";
     }
 
     private async Task<ApiResponse> AddAsync(WorkloadInfo? info, CancellationToken cancellationToken)
@@ -393,6 +463,8 @@ internal sealed partial class MeshAgent(
                 certificates.Forget(identity);
             }
 
+            // Its metric series go with it (a scrape no longer shows a workload that is not there).
+            metrics.Tcp.DropWorkload(name!);
             Log.Removed(logger, name!);
             return new ApiResponse { Ok = true, Workloads = ListWorkloads() };
         }
@@ -406,6 +478,112 @@ internal sealed partial class MeshAgent(
     {
         _changeGate.Dispose();
         certificates.Dispose();
+    }
+
+    public Task<ApiResponse> QueryAsync(string command, CancellationToken cancellationToken) =>
+        command is "status" or "workload-list" or "flows"
+            ? HandleApiAsync(new ApiRequest { Command = command }, cancellationToken)
+            : throw new ArgumentException($"'{command}' is not a read-only query", nameof(command));
+
+    public IReadOnlyList<Admin.CertificateView> Certificates()
+    {
+        DateTimeOffset now = DateTimeOffset.UtcNow;
+        return [.. certificates.Status().OrderBy(s => s.Identity.Uri, StringComparer.Ordinal).Select(s => new Admin.CertificateView
+        {
+            Identity = s.Identity.Uri,
+            State = s switch
+            {
+                { NotAfter: { } notAfter } when notAfter > now => "valid",
+                { LastError: not null } => "unavailable",
+                { NotAfter: not null } => "expired",
+                _ => "pending",
+            },
+            Serial = s.Leaf?.SerialNumber,
+            Issuer = s.Leaf?.Issuer,
+            NotBefore = s.Leaf is { } leaf ? new DateTimeOffset(leaf.NotBefore.ToUniversalTime(), TimeSpan.Zero) : null,
+            NotAfter = s.NotAfter,
+            Error = s.LastError,
+        })];
+    }
+
+    public IReadOnlyList<Admin.PolicyView> Policies() =>
+        [.. registry.Current.Policies.Policies.Select(p => new Admin.PolicyView
+        {
+            Name = p.Name,
+            Action = p.Action == PolicyAction.Allow ? "ALLOW" : "DENY",
+            DryRun = p.DryRun,
+            Selector = DescribeSelector(p.Selector),
+            Rules = p.Rules.Count,
+        })];
+
+    public IReadOnlyList<string> NotReady()
+    {
+        var missing = new List<string>();
+        if (_stopping)
+        {
+            missing.Add("the agent is stopping (draining its flows)");
+            return missing;
+        }
+
+        if (!_started)
+        {
+            missing.Add("the agent is starting");
+            return missing;
+        }
+
+        DateTimeOffset now = DateTimeOffset.UtcNow;
+        Dictionary<SpiffeId, CertificateStatus> held = CertificatesByIdentity();
+        SpiffeId node = MeshIdentities.Node(config.TrustDomain, config.Node.Name);
+        if (held.GetValueOrDefault(node) is not { NotAfter: { } nodeExpiry } || nodeExpiry <= now)
+        {
+            missing.Add($"node certificate {node}: {DescribeCertificate(held.GetValueOrDefault(node), now)}");
+        }
+
+        if (_tunnel is null)
+        {
+            missing.Add($"tunnel listener on {config.Node.Address}:{config.Ports.Tunnel}");
+        }
+
+        foreach (WorkloadConfig w in config.Workloads)
+        {
+            if (!registry.Captures.Any(c => c.Workload.Name == w.Name))
+            {
+                missing.Add($"workload {w.Name}: not captured");
+            }
+        }
+
+        foreach (Workload w in registry.Current.Workloads.Where(w => w.IsLocal))
+        {
+            if (held.GetValueOrDefault(w.Identity) is not { NotAfter: { } expiry } || expiry <= now)
+            {
+                missing.Add($"workload {w.Name}: certificate for {w.Identity} {DescribeCertificate(held.GetValueOrDefault(w.Identity), now)}");
+            }
+        }
+
+        return missing;
+    }
+
+    public string ConfigJson() => System.Text.Json.JsonSerializer.Serialize(config, ConfigJsonContext.Default.AgentConfig);
+
+    private static string DescribeSelector(PolicySelector selector)
+    {
+        var parts = new List<string>();
+        if (selector.Namespace is not null)
+        {
+            parts.Add($"namespace {selector.Namespace}");
+        }
+
+        if (selector.Labels is { Count: > 0 } labels)
+        {
+            parts.Add("labels " + string.Join(",", labels.OrderBy(l => l.Key, StringComparer.Ordinal).Select(l => $"{l.Key}={l.Value}")));
+        }
+
+        if (selector.Identities is { Count: > 0 } identities)
+        {
+            parts.Add("identities " + string.Join(",", identities.Select(i => i.Uri).Order(StringComparer.Ordinal)));
+        }
+
+        return parts.Count == 0 ? "every workload" : string.Join("; ", parts);
     }
 
     private static partial class Log

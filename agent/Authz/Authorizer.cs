@@ -29,6 +29,7 @@ internal sealed partial class Authorizer(AuthzMetrics metrics, ILogger<Authorize
     public AuthzDecision Authorize(PolicySet policies, in AuthzRequest request, string path)
     {
         AuthzDecision decision = Decide(policies, request);
+        metrics.Decided(request.Destination.Name, decision.Allowed, decision.Policy);
         string caller = request.SourceIdentity?.Uri ?? $"unauthenticated {request.SourceAddress}";
         if (!decision.Allowed)
         {

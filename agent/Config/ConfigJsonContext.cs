@@ -9,6 +9,8 @@ namespace NodeMesh.Config;
     AllowTrailingCommas = true,
     UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
     AllowDuplicateProperties = false,
-    WriteIndented = true)]
+    WriteIndented = true,
+    Converters = [typeof(DurationJsonConverter), typeof(ConfigEnumConverter<OtlpProtocol>), typeof(ConfigEnumConverter<LogFormat>),
+        typeof(ConfigEnumConverter<Microsoft.Extensions.Logging.LogLevel>)])]
 [JsonSerializable(typeof(AgentConfig))]
 internal sealed partial class ConfigJsonContext : JsonSerializerContext;

@@ -44,7 +44,8 @@ internal static class ConfigLoader
             throw new ConfigException(source, ["the file is empty or 'null'; expected a JSON object"]);
         }
 
-        IReadOnlyList<string> errors = Validate(config);
+        List<string> errors = ApplyOlderKeys(config);
+        errors.AddRange(Validate(config));
         if (errors.Count > 0)
         {
             throw new ConfigException(source, errors);
@@ -58,7 +59,7 @@ internal static class ConfigLoader
         var errors = new List<string>();
         foreach ((string name, object? section) in new (string, object?)[]
         {
-            ("node", c.Node), ("ca", c.Ca), ("certificates", c.Certificates), ("ports", c.Ports), ("tunnel", c.Tunnel), ("trustDomain", c.TrustDomain),
+            ("node", c.Node), ("ca", c.Ca), ("certificates", c.Certificates), ("ports", c.Ports), ("tunnel", c.Tunnel), ("telemetry", c.Telemetry), ("logging", c.Logging), ("trustDomain", c.TrustDomain),
             ("stateDir", c.StateDir), ("apiSocket", c.ApiSocket), ("api", c.Api), ("workloads", c.Workloads), ("nodes", c.Nodes), ("remoteWorkloads", c.RemoteWorkloads),
         })
         {
@@ -110,8 +111,8 @@ internal static class ConfigLoader
         }
 
         RequireAbsolutePath(errors, "ca.dir", c.Ca.Dir);
-        RequireDuration(errors, "ca.certificateTtl", c.Ca.CertificateTtl);
-        RequireDuration(errors, "ca.nodeCertificateTtl", c.Ca.NodeCertificateTtl);
+        RequireDuration(errors, "ca.certificateTtl", c.Ca.CertificateTtl, MinCertificateLifetime, MaxCertificateLifetime);
+        RequireDuration(errors, "ca.nodeCertificateTtl", c.Ca.NodeCertificateTtl, MinCertificateLifetime, MaxCertificateLifetime);
         ValidateCertificates(errors, c);
 
         RequireAbsolutePath(errors, "stateDir", c.StateDir);
@@ -128,17 +129,35 @@ internal static class ConfigLoader
             errors.Add("ports: outbound, inboundPlaintext and tunnel must be three different ports");
         }
 
+        var taken = new Dictionary<int, string> { [c.Ports.Outbound] = "outbound", [c.Ports.InboundPlaintext] = "inboundPlaintext", [c.Ports.Tunnel] = "tunnel" };
+        foreach ((string name, int port) in new[] { ("metrics", c.Ports.Metrics), ("admin", c.Ports.Admin), ("readiness", c.Ports.Readiness) })
+        {
+            if (port == 0)
+            {
+                continue;
+            }
+
+            RequirePort(errors, $"ports.{name}", port);
+            if (!taken.TryAdd(port, name))
+            {
+                errors.Add($"ports.{name}: {port} is already ports.{taken[port]}");
+            }
+        }
+
+        ValidateTelemetry(errors, c.Telemetry);
+
         RequireRange(errors, "tunnel.maxStreamsPerConnection", c.Tunnel.MaxStreamsPerConnection, 1, 10_000);
         RequireRange(errors, "tunnel.maxConnectionsPerPeer", c.Tunnel.MaxConnectionsPerPeer, 1, 1_000);
-        RequireRange(errors, "tunnel.idleTimeoutSeconds", c.Tunnel.IdleTimeoutSeconds, 1, 86_400);
-        RequireRange(errors, "tunnel.connectTimeoutSeconds", c.Tunnel.ConnectTimeoutSeconds, 1, 300);
-        RequireRange(errors, "tunnel.keepaliveIntervalSeconds", c.Tunnel.KeepaliveIntervalSeconds, 1, 300);
-        RequireRange(errors, "tunnel.keepaliveTimeoutSeconds", c.Tunnel.KeepaliveTimeoutSeconds, 2, 3_600);
-        if (c.Tunnel.KeepaliveTimeoutSeconds <= c.Tunnel.KeepaliveIntervalSeconds)
+        RequireDuration(errors, "tunnel.idleTimeout", c.Tunnel.IdleTimeout, TimeSpan.FromSeconds(1), TimeSpan.FromDays(1));
+        RequireDuration(errors, "tunnel.connectTimeout", c.Tunnel.ConnectTimeout, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(5));
+        RequireDuration(errors, "tunnel.keepaliveInterval", c.Tunnel.KeepaliveInterval, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(5));
+        RequireDuration(errors, "tunnel.keepaliveTimeout", c.Tunnel.KeepaliveTimeout, TimeSpan.FromMilliseconds(200), TimeSpan.FromHours(1));
+        if (c.Tunnel.KeepaliveTimeout <= c.Tunnel.KeepaliveInterval)
         {
-            errors.Add("tunnel.keepaliveTimeoutSeconds: must be longer than tunnel.keepaliveIntervalSeconds");
+            errors.Add("tunnel.keepaliveTimeout: must be longer than tunnel.keepaliveInterval");
         }
-        RequireRange(errors, "drainSeconds", c.DrainSeconds, 0, 3_600);
+
+        RequireDuration(errors, "drainTimeout", c.DrainTimeout, TimeSpan.Zero, TimeSpan.FromHours(1));
 
         var names = new Dictionary<string, string>(StringComparer.Ordinal);
         var ips = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -186,7 +205,7 @@ internal static class ConfigLoader
 
             if (!nodeNames.Contains(w.Node))
             {
-                errors.Add($"{at}.node: '{SpiffeId.Printable(w.Node ?? "null")}' is not one of the nodes listed in 'nodes'");
+                errors.Add(IsMissing(w.Node) ? $"{at}.node: missing (it must be one of the nodes listed in 'nodes')" : $"{at}.node: '{SpiffeId.Printable(w.Node!)}' is not one of the nodes listed in 'nodes'");
             }
 
             Unique(errors, names, w.Name, $"{at}.name", "workload name");
@@ -203,6 +222,26 @@ internal static class ConfigLoader
         }
 
         return errors;
+    }
+
+    private static void ValidateTelemetry(List<string> errors, TelemetryConfig t)
+    {
+        if (t.Otlp is null)
+        {
+            errors.Add("telemetry.otlp: must not be null");
+            return;
+        }
+
+        if (!string.IsNullOrEmpty(t.Otlp.Endpoint)
+            && !(Uri.TryCreate(t.Otlp.Endpoint, UriKind.Absolute, out Uri? endpoint) && endpoint.Scheme is "http" or "https" && endpoint.Host.Length > 0))
+        {
+            errors.Add($"telemetry.otlp.endpoint: '{Contracts.Printable.Of(t.Otlp.Endpoint)}' must be an http:// or https:// URL, e.g. http://10.0.0.5:4317");
+        }
+
+        if (t.Otlp.ExportInterval is { } interval)
+        {
+            RequireDuration(errors, "telemetry.otlp.exportInterval", interval, TimeSpan.FromMilliseconds(100), TimeSpan.FromHours(1));
+        }
     }
 
     private static void ValidateCertificates(List<string> errors, AgentConfig c)
@@ -243,7 +282,7 @@ internal static class ConfigLoader
                 break;
             case "files":
                 RequireAbsolutePath(errors, "certificates.dir", c.Certificates.Dir);
-                RequireRange(errors, "certificates.pollSeconds", c.Certificates.PollSeconds, 1, 3600);
+                RequireDuration(errors, "certificates.pollInterval", c.Certificates.PollInterval, TimeSpan.FromMilliseconds(100), TimeSpan.FromHours(1));
                 break;
             default:
                 errors.Add($"certificates.source: '{Contracts.Printable.Of(c.Certificates.Source ?? "")}' must be \"embedded\", \"ca\" or \"files\"");
@@ -254,21 +293,67 @@ internal static class ConfigLoader
     private static readonly TimeSpan MinCertificateLifetime = TimeSpan.FromSeconds(5);
     private static readonly TimeSpan MaxCertificateLifetime = TimeSpan.FromDays(90);
 
-    private static void RequireDuration(List<string> errors, string path, string? value)
+    private static void RequireDuration(List<string> errors, string path, TimeSpan value, TimeSpan min, TimeSpan max)
     {
-        if (!Identity.JoinTokens.TryParseTtl(value, out TimeSpan lifetime, out string? error))
+        if (value < min || value > max)
         {
-            errors.Add($"{path}: {error}");
-        }
-        else if (lifetime < MinCertificateLifetime || lifetime > MaxCertificateLifetime)
-        {
-            errors.Add($"{path}: '{value}' must be between 5s and 90d");
+            errors.Add($"{path}: {Contracts.Duration.Format(value)} must be between {Contracts.Duration.Format(min)} and {Contracts.Duration.Format(max)}");
         }
     }
 
-    /// <summary>A duration that validation already accepted.</summary>
-    public static TimeSpan ParseDuration(string value) =>
-        Identity.JoinTokens.TryParseTtl(value, out TimeSpan lifetime, out string? error) ? lifetime : throw new FormatException(error);
+    /// <summary>
+    /// Maps the older whole-second keys ("tunnel.connectTimeoutSeconds") onto their durations, so files written
+    /// for earlier releases still load. A file that gives both forms of one setting is refused: which did it mean?
+    /// </summary>
+    private static List<string> ApplyOlderKeys(AgentConfig c)
+    {
+        var errors = new List<string>();
+        var defaults = new AgentConfig();
+        c.DrainTimeout = Older(errors, "drainTimeout", c.DrainTimeout, defaults.DrainTimeout, "drainSeconds", c.DrainSeconds);
+        c.DrainSeconds = null;
+        if (c.Certificates is not null)
+        {
+            c.Certificates.PollInterval = Older(errors, "certificates.pollInterval", c.Certificates.PollInterval, defaults.Certificates.PollInterval,
+                "certificates.pollSeconds", c.Certificates.PollSeconds);
+            c.Certificates.PollSeconds = null;
+        }
+
+        if (c.Tunnel is TunnelConfig t)
+        {
+            TunnelConfig d = defaults.Tunnel;
+            t.IdleTimeout = Older(errors, "tunnel.idleTimeout", t.IdleTimeout, d.IdleTimeout, "tunnel.idleTimeoutSeconds", t.IdleTimeoutSeconds);
+            t.ConnectTimeout = Older(errors, "tunnel.connectTimeout", t.ConnectTimeout, d.ConnectTimeout, "tunnel.connectTimeoutSeconds", t.ConnectTimeoutSeconds);
+            t.KeepaliveInterval = Older(errors, "tunnel.keepaliveInterval", t.KeepaliveInterval, d.KeepaliveInterval,
+                "tunnel.keepaliveIntervalSeconds", t.KeepaliveIntervalSeconds);
+            t.KeepaliveTimeout = Older(errors, "tunnel.keepaliveTimeout", t.KeepaliveTimeout, d.KeepaliveTimeout,
+                "tunnel.keepaliveTimeoutSeconds", t.KeepaliveTimeoutSeconds);
+            t.IdleTimeoutSeconds = t.ConnectTimeoutSeconds = t.KeepaliveIntervalSeconds = t.KeepaliveTimeoutSeconds = null;
+        }
+
+        return errors;
+    }
+
+    private static TimeSpan Older(List<string> errors, string path, TimeSpan value, TimeSpan defaultValue, string olderPath, int? seconds)
+    {
+        if (seconds is not int given)
+        {
+            return value;
+        }
+
+        if (value != defaultValue)
+        {
+            errors.Add($"{olderPath}: give {path} (a duration such as \"{given}s\") or {olderPath}, not both");
+            return value;
+        }
+
+        if (given is < 0 or > 86_400)
+        {
+            errors.Add($"{olderPath}: {given} must be between 0 and 86400 (better: {path}, a duration such as \"5s\")");
+            return value;
+        }
+
+        return TimeSpan.FromSeconds(given);
+    }
 
     public static bool IsIPv4EndPoint(string? value)
     {
@@ -327,12 +412,12 @@ internal static class ConfigLoader
     {
         if (!IsName(name))
         {
-            yield return $"name: '{SpiffeId.Printable(name ?? "null")}' must be 1-63 characters of a-z, 0-9, '-', '.', starting with a letter or digit";
+            yield return MustBe("name", name, "1-63 characters of a-z, 0-9, '-', '.', starting with a letter or digit");
         }
 
         if (!IsIPv4(ip))
         {
-            yield return $"ip: '{SpiffeId.Printable(ip ?? "null")}' is not an IPv4 address";
+            yield return IsMissing(ip) ? "ip: missing (it must be an IPv4 address)" : $"ip: '{SpiffeId.Printable(ip!)}' is not an IPv4 address";
         }
         else if (State.WorkloadAddress.Refusal(IPAddress.Parse(ip!)) is { } refusal)
         {
@@ -354,7 +439,7 @@ internal static class ConfigLoader
 
         if (netns is not null && !IsNetnsPath(netns))
         {
-            yield return $"netns: '{SpiffeId.Printable(netns)}' must be an absolute path such as /var/run/netns/NAME or /proc/PID/ns/net";
+            yield return MustBe("netns", netns, "an absolute path such as /var/run/netns/NAME or /proc/PID/ns/net");
         }
     }
 
@@ -384,11 +469,18 @@ internal static class ConfigLoader
         value is not null && value.Length is > 1 and <= 4096 && value[0] == '/' && !value.Contains("/../", StringComparison.Ordinal)
         && !value.EndsWith("/..", StringComparison.Ordinal) && value.All(c => !char.IsControl(c));
 
+    /// <summary>A field not given (null or empty): reported as missing, not as a malformed value.</summary>
+    private static bool IsMissing(string? value) => string.IsNullOrEmpty(value);
+
+    /// <summary>"PATH: 'VALUE' must be EXPECTED", or "PATH: missing (it must be EXPECTED)" when it was not given.</summary>
+    private static string MustBe(string path, string? value, string expected) =>
+        IsMissing(value) ? $"{path}: missing (it must be {expected})" : $"{path}: '{SpiffeId.Printable(value!)}' must be {expected}";
+
     private static void RequireName(List<string> errors, string path, string? value)
     {
         if (!IsName(value))
         {
-            errors.Add($"{path}: '{SpiffeId.Printable(value ?? "null")}' must be 1-63 characters of a-z, 0-9, '-', '.', starting with a letter or digit");
+            errors.Add(MustBe(path, value, "1-63 characters of a-z, 0-9, '-', '.', starting with a letter or digit"));
         }
     }
 
@@ -396,7 +488,7 @@ internal static class ConfigLoader
     {
         if (!IsIPv4(value))
         {
-            errors.Add($"{path}: '{SpiffeId.Printable(value ?? "null")}' is not an IPv4 address");
+            errors.Add(IsMissing(value) ? $"{path}: missing (it must be an IPv4 address)" : $"{path}: '{SpiffeId.Printable(value!)}' is not an IPv4 address");
         }
     }
 
@@ -404,7 +496,7 @@ internal static class ConfigLoader
     {
         if (!IsNetnsPath(value))
         {
-            errors.Add($"{path}: '{SpiffeId.Printable(value ?? "null")}' must be an absolute path");
+            errors.Add(MustBe(path, value, "an absolute path"));
         }
     }
 

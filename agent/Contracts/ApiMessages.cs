@@ -9,6 +9,9 @@ public sealed record ApiRequest
     public string Command { get; init; } = "";
     public WorkloadInfo? Workload { get; init; }
     public string? Name { get; init; }
+
+    /// <summary>"flows": only flows recorded after this sequence number (a cursor from <see cref="ApiResponse.FlowCursor"/>).</summary>
+    public long? Since { get; init; }
 }
 
 public sealed record ApiResponse
@@ -18,6 +21,9 @@ public sealed record ApiResponse
     public IReadOnlyList<WorkloadInfo>? Workloads { get; init; }
     public IReadOnlyList<FlowRecord>? Flows { get; init; }
     public AgentStatus? Status { get; init; }
+
+    /// <summary>"flows": the sequence number of the newest flow recorded so far; the next request's <see cref="ApiRequest.Since"/>.</summary>
+    public long? FlowCursor { get; init; }
 }
 
 public sealed record AgentStatus
@@ -42,6 +48,50 @@ public sealed record AgentStatus
 
     /// <summary>Every certificate the agent holds or seeks: the node's and one per local workload identity.</summary>
     public IReadOnlyList<CertificateInfo> Certificates { get; init; } = [];
+
+    /// <summary>When the agent started.</summary>
+    public DateTimeOffset? StartedAt { get; init; }
+
+    /// <summary>Flows recorded since the start (ended or refused).</summary>
+    public long FlowsRecorded { get; init; }
+
+    /// <summary>The tunnel listener: where it listens and the connections peers opened to it.</summary>
+    public TunnelListenerStatus? Listener { get; init; }
+
+    /// <summary>Every configured peer node, with the tunnels this agent holds to it.</summary>
+    public IReadOnlyList<PeerStatus> Peers { get; init; } = [];
+
+    /// <summary>The local workloads, as <c>workload list</c> shows them.</summary>
+    public IReadOnlyList<WorkloadInfo> Workloads { get; init; } = [];
+}
+
+/// <summary>A configured peer node and this agent's tunnels to it (all source identities together, and each).</summary>
+public sealed record PeerStatus
+{
+    public string Node { get; init; } = "";
+
+    /// <summary>ADDRESS:PORT of its tunnel listener.</summary>
+    public string Address { get; init; } = "";
+    public int Connections { get; init; }
+    public int Streams { get; init; }
+
+    /// <summary>
+    /// "connected"; "dialling"; "backoff" (the last dial failed slowly: flows fail at once until <see cref="RetryAt"/>);
+    /// "failing" (the last dial was refused; the next flow tries again); "idle" (no connection, nothing failed).
+    /// </summary>
+    public string State { get; init; } = "";
+    public string? LastError { get; init; }
+    public DateTimeOffset? RetryAt { get; init; }
+    public IReadOnlyList<TunnelPeerState> Tunnels { get; init; } = [];
+}
+
+public sealed record TunnelListenerStatus
+{
+    /// <summary>ADDRESS:PORT.</summary>
+    public string Address { get; init; } = "";
+    public int Connections { get; init; }
+    public int Streams { get; init; }
+    public IReadOnlyList<TunnelConnectionState> Accepted { get; init; } = [];
 }
 
 /// <summary>One identity's certificate as the agent holds it.</summary>
@@ -54,6 +104,9 @@ public sealed record CertificateInfo
 
     /// <summary>Why the last attempt to get one failed; null after a success.</summary>
     public string? Error { get; init; }
+
+    /// <summary>"node" (this agent's own, for tunnels) or "workload".</summary>
+    public string? Kind { get; init; }
 }
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, AllowDuplicateProperties = false)]
@@ -62,4 +115,5 @@ public sealed record CertificateInfo
 [JsonSerializable(typeof(List<WorkloadInfo>))]
 [JsonSerializable(typeof(FlowRecord))]
 [JsonSerializable(typeof(AgentStatus))]
+[JsonSerializable(typeof(List<FlowRecord>))]
 public sealed partial class ApiJsonContext : JsonSerializerContext;

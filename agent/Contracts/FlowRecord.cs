@@ -18,4 +18,7 @@ public sealed record FlowRecord
     public FlowOutcome Outcome { get; init; }
     public required string Result { get; init; }
     public DateTimeOffset Ended { get; init; }
+
+    /// <summary>Its place in the agent's flow log (1, 2, ...), set when it is listed; a cursor for <c>flows --follow</c>.</summary>
+    public long Sequence { get; init; }
 }

@@ -29,4 +29,7 @@ public sealed record WorkloadInfo
     /// (flows of the workload are refused meanwhile), or "pending" while the first one is being fetched.
     /// </summary>
     public string? Certificate { get; init; }
+
+    /// <summary>The capture, set by the agent: "installed" with what it does with IPv6.</summary>
+    public string? Capture { get; init; }
 }

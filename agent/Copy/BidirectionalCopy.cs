@@ -1,5 +1,4 @@
 using System.Net.Sockets;
-using System.Runtime.CompilerServices;
 using NodeMesh.Interop;
 using NodeMesh.Tunnel;
 
@@ -15,12 +14,11 @@ internal readonly record struct CopyResult(long BytesFromClient, long BytesToCli
 /// </summary>
 internal static class BidirectionalCopy
 {
-    public static async Task<CopyResult> RunAsync(Socket client, Socket upstream, CancellationToken cancellationToken)
+    public static async Task<CopyResult> RunAsync(Socket client, Socket upstream, TransferCounters counters, CancellationToken cancellationToken)
     {
         using var abort = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        StrongBox<long> fromClient = new(), toClient = new();
-        Task up = Pump.SocketToSocketAsync(client, upstream, fromClient, abort.Token);
-        Task down = Pump.SocketToSocketAsync(upstream, client, toClient, abort.Token);
+        Task up = Pump.SocketToSocketAsync(client, upstream, counters.FromClientBox, abort.Token);
+        Task down = Pump.SocketToSocketAsync(upstream, client, counters.ToClientBox, abort.Token);
         string? error = await WaitBothAsync(up, down, abort);
         if (error is not null)
         {
@@ -28,15 +26,15 @@ internal static class BidirectionalCopy
             Abort(upstream);
         }
 
-        return new CopyResult(fromClient.Value, toClient.Value, error);
+        return new CopyResult(counters.FromClient, counters.ToClient, error);
     }
 
-    public static async Task<CopyResult> RunAsync(Socket client, TunnelStream tunnel, CancellationToken cancellationToken)
+    public static async Task<CopyResult> RunAsync(Socket client, TunnelStream tunnel, TransferCounters counters, CancellationToken cancellationToken)
     {
         using var abort = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        StrongBox<long> fromClient = new(), toClient = new();
-        Task up = Pump.SocketToTunnelAsync(client, tunnel, fromClient, abort.Token);
-        Task down = Pump.TunnelToSocketAsync(tunnel, client, toClient, abort.Token);
+        counters.Tunnel = tunnel;
+        Task up = Pump.SocketToTunnelAsync(client, tunnel, counters.FromClientBox, abort.Token);
+        Task down = Pump.TunnelToSocketAsync(tunnel, client, counters.ToClientBox, abort.Token);
         string? error = await WaitBothAsync(up, down, abort);
         if (error is not null)
         {
@@ -44,7 +42,7 @@ internal static class BidirectionalCopy
             await tunnel.ResetAsync(TunnelError.Cancelled);
         }
 
-        return new CopyResult(fromClient.Value, toClient.Value, error);
+        return new CopyResult(counters.FromClient, counters.ToClient, error);
     }
 
     /// <summary>Resets the connection: SO_LINGER {on, 0} then close sends RST and discards unsent data.</summary>

@@ -96,7 +96,7 @@ internal sealed partial class CaClientCertificates : ICertificateProvider
     }
 
     public IReadOnlyList<CertificateStatus> Status() =>
-        [.. new[] { _node }.Concat(_workloads.Values).Select(s => new CertificateStatus(s.Identity, s.Current?.NotAfter, s.LastError))];
+        [.. new[] { _node }.Concat(_workloads.Values).Select(s => new CertificateStatus(s.Identity, s.Current?.NotAfter, s.LastError) { Leaf = s.Current?.Context.TargetCertificate })];
 
     public void Dispose()
     {

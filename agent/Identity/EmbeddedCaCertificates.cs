@@ -56,7 +56,7 @@ internal sealed class EmbeddedCaCertificates : ICertificateProvider, IDisposable
     }
 
     public IReadOnlyList<CertificateStatus> Status() =>
-        [.. _issued.Select(entry => new CertificateStatus(entry.Key, entry.Value.NotAfter, null))];
+        [.. _issued.Select(entry => new CertificateStatus(entry.Key, entry.Value.NotAfter, null) { Leaf = entry.Value.Context.TargetCertificate })];
 
     public void Dispose() => _ca.Dispose();
 

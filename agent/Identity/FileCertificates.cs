@@ -126,7 +126,7 @@ internal sealed partial class FileCertificates : ICertificateProvider
     public IReadOnlyList<CertificateStatus> Status()
     {
         List<CertificateStatus> status = [.. _entries.Values.Select(e => new CertificateStatus(
-            e.Current?.Identity ?? e.Expected ?? new SpiffeId(_trustDomain, MeshIdentities.Namespace, NodeDir), e.Current?.NotAfter, e.LastError))];
+            e.Current?.Identity ?? e.Expected ?? new SpiffeId(_trustDomain, MeshIdentities.Namespace, NodeDir), e.Current?.NotAfter, e.LastError) { Leaf = e.Current?.Context.TargetCertificate })];
         return status;
     }
 

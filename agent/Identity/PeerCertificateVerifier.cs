@@ -41,7 +41,12 @@ internal sealed class PeerCertificateVerifier
     /// in the handshake (the <see cref="X509Chain"/> a TLS validation callback receives). They are only
     /// candidates for building the chain; trust still comes from the bundle alone.
     /// </summary>
-    public bool TryVerify(X509Certificate? presented, X509Chain? sentChain, [NotNullWhen(true)] out SpiffeId? identity, [NotNullWhen(false)] out string? reason)
+    public bool TryVerify(X509Certificate? presented, X509Chain? sentChain, [NotNullWhen(true)] out SpiffeId? identity, [NotNullWhen(false)] out string? reason) =>
+        TryVerify(presented, sentChain, out identity, out reason, out _);
+
+    /// <summary>As the overload without <paramref name="rejection"/>, telling what kind of refusal it was (for the handshake metrics).</summary>
+    public bool TryVerify(X509Certificate? presented, X509Chain? sentChain, [NotNullWhen(true)] out SpiffeId? identity, [NotNullWhen(false)] out string? reason,
+        out PeerRejection rejection)
     {
         X509Certificate2Collection intermediates = [];
         if (sentChain is not null)
@@ -53,16 +58,22 @@ internal sealed class PeerCertificateVerifier
             }
         }
 
-        return TryVerify(presented, intermediates, out identity, out reason);
+        return TryVerify(presented, intermediates, out identity, out reason, out rejection);
     }
 
     /// <summary>Verifies <paramref name="presented"/> with <paramref name="intermediates"/> as untrusted chain candidates.</summary>
-    public bool TryVerify(X509Certificate? presented, X509Certificate2Collection intermediates, [NotNullWhen(true)] out SpiffeId? identity, [NotNullWhen(false)] out string? reason)
+    public bool TryVerify(X509Certificate? presented, X509Certificate2Collection intermediates, [NotNullWhen(true)] out SpiffeId? identity, [NotNullWhen(false)] out string? reason) =>
+        TryVerify(presented, intermediates, out identity, out reason, out _);
+
+    private bool TryVerify(X509Certificate? presented, X509Certificate2Collection intermediates, [NotNullWhen(true)] out SpiffeId? identity, [NotNullWhen(false)] out string? reason,
+        out PeerRejection rejection)
     {
         identity = null;
+        rejection = PeerRejection.Identity;
         if (presented is null)
         {
             reason = "no certificate presented";
+            rejection = PeerRejection.NoCertificate;
             return false;
         }
 
@@ -79,6 +90,7 @@ internal sealed class PeerCertificateVerifier
         {
             string status = string.Join(", ", chain.ChainStatus.Select(s => s.Status.ToString()));
             reason = $"certificate does not chain to the trust bundle ({status})";
+            rejection = PeerRejection.Untrusted;
             return false;
         }
 
@@ -115,6 +127,7 @@ internal sealed class PeerCertificateVerifier
 
         identity = id;
         reason = null;
+        rejection = PeerRejection.None;
         return true;
     }
 

@@ -22,10 +22,11 @@ internal sealed class ConnectionManager(FlowRecorder recorder, Authorizer author
     public int Count => _flows.Count;
 
     /// <summary>Opens a flow, counted from now until it is disposed.</summary>
-    public Flow Open(string direction, string path, CancellationToken stopping)
+    /// <param name="traceParent">The span context a peer agent sent with the flow: the flow's span is its child.</param>
+    public Flow Open(string direction, string path, CancellationToken stopping, string? traceParent = null)
     {
         long id = Interlocked.Increment(ref _nextId);
-        var flow = new Flow(this, id, direction, path, stopping);
+        var flow = new Flow(this, id, direction, path, traceParent, stopping);
         _flows[id] = flow;
         return flow;
     }
@@ -86,10 +87,13 @@ internal sealed class ConnectionManager(FlowRecorder recorder, Authorizer author
         }
     }
 
+    /// <summary>The flow starts carrying bytes: from now on they are counted while they move.</summary>
+    internal void Carrying(Flow flow) => recorder.Carrying(flow);
+
     internal void Ended(Flow flow)
     {
         _flows.TryRemove(flow.Id, out _);
-        recorder.Record(flow.ToRecord());
+        recorder.Record(flow, flow.ToRecord());
         TaskCompletionSource? empty = null;
         lock (_emptyGate)
         {

@@ -5,6 +5,7 @@ using NodeMesh.Authz;
 using NodeMesh.Contracts;
 using NodeMesh.Copy;
 using NodeMesh.State;
+using NodeMesh.Telemetry;
 using NodeMesh.Tunnel;
 
 namespace NodeMesh.Proxy;
@@ -16,7 +17,7 @@ namespace NodeMesh.Proxy;
 /// <see cref="FlowOutcome.Failed"/> if the handler gave none (a bug), the sockets closed in order after a clean
 /// end and reset otherwise, and one record written.
 /// </summary>
-internal sealed class Flow : IAsyncDisposable
+internal sealed class Flow : IAsyncDisposable, ITcpTransfer
 {
     private static readonly IPEndPoint Unknown = new(IPAddress.Any, 0);
 
@@ -28,19 +29,24 @@ internal sealed class Flow : IAsyncDisposable
     private TunnelStream? _stream;
     private FlowOutcome? _outcome;
     private string? _detail;
+    private readonly TransferCounters _transfer = new();
     private CopyResult _copy;
     private AuthzDecision? _closedBecause;
     private int _closing;
     private int _ended;
 
-    internal Flow(ConnectionManager owner, long id, string direction, string path, CancellationToken stopping)
+    internal Flow(ConnectionManager owner, long id, string direction, string path, string? traceParent, CancellationToken stopping)
     {
         _owner = owner;
         Id = id;
         Direction = direction;
         Path = path;
         _stop = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        Activity = FlowTracing.Start(direction, traceParent);
     }
+
+    /// <summary>The flow's span, when tracing is on.</summary>
+    public Activity? Activity { get; }
 
     public long Id { get; }
 
@@ -71,6 +77,16 @@ internal sealed class Flow : IAsyncDisposable
     public FlowOutcome? Outcome => _outcome;
 
     public bool Ended => Volatile.Read(ref _ended) != 0;
+
+    /// <summary>Its place in the TCP metrics once it carries bytes (set by the owner when the copy starts).</summary>
+    internal TcpMetrics.TcpTally? Tally { get; set; }
+
+    /// <summary>Inbound over the tunnel, the pumps' "client" socket is the workload, the destination.</summary>
+    private bool ClientIsDestination => Direction == "inbound" && Path == "tunnel";
+
+    long ITcpTransfer.BytesToSource => ClientIsDestination ? _transfer.FromClient : _transfer.ToClient;
+
+    long ITcpTransfer.BytesToDestination => ClientIsDestination ? _transfer.ToClient : _transfer.FromClient;
 
     /// <summary>Stops the flow also when <paramref name="token"/> is cancelled.</summary>
     public void StopWith(CancellationToken token)
@@ -105,8 +121,22 @@ internal sealed class Flow : IAsyncDisposable
     /// <summary>Refused by authorization.</summary>
     public void Deny(AuthzDecision decision) => SetOutcome(FlowOutcome.Denied, decision.Describe());
 
+    /// <summary>Carries the flow between two sockets until both directions end; the outcome follows from how.</summary>
+    public async Task CarryAsync(Socket client, Socket upstream)
+    {
+        _owner.Carrying(this);
+        Carried(await BidirectionalCopy.RunAsync(client, upstream, _transfer, Stopping));
+    }
+
+    /// <summary>Carries the flow between a socket and a tunnel stream until both directions end.</summary>
+    public async Task CarryAsync(Socket client, TunnelStream stream)
+    {
+        _owner.Carrying(this);
+        Carried(await BidirectionalCopy.RunAsync(client, stream, _transfer, Stopping));
+    }
+
     /// <summary>The copy has ended: the outcome follows from how, and from whether a policy change closed it.</summary>
-    public void Carried(CopyResult copy)
+    internal void Carried(CopyResult copy)
     {
         _copy = copy;
         if (copy.Error is null)
@@ -155,7 +185,7 @@ internal sealed class Flow : IAsyncDisposable
         };
 
         // Inbound, the pumps' "client" is the workload: bytes sent are the remote caller's.
-        bool inbound = Direction == "inbound" && Path == "tunnel";
+        bool inbound = ClientIsDestination;
         return new FlowRecord
         {
             Direction = Direction,

@@ -6,9 +6,10 @@ using NodeMesh.Telemetry;
 namespace NodeMesh.Sockets;
 
 /// <summary>
-/// Where one listener's failed accepts go: every one is counted (label <c>listener</c>); the log gets the first
-/// failure of a run, then at most one line per <see cref="LogInterval"/> with how many were not logged, and a
-/// line when accepting works again. Under fd exhaustion that is a handful of lines, not one per retry.
+/// Where one listener's failed accepts go: every one is counted (label <c>listener</c>); the log gets at most one
+/// failure line per <see cref="LogInterval"/> with how many were not logged, and a line when accepting works again
+/// after a run of failures that was logged. Near fd exhaustion accepts fail and succeed in turn; that is still a
+/// handful of lines, not two per accept.
 /// </summary>
 internal sealed partial class AcceptFailures(string listener, EndPoint? endPoint, ILogger logger, MeshMetrics? metrics)
 {
@@ -16,6 +17,7 @@ internal sealed partial class AcceptFailures(string listener, EndPoint? endPoint
 
     private readonly LogThrottle _throttle = new(LogInterval);
     private int _inRun;
+    private int _runLogged;
 
     public void Report(SocketError error, TimeSpan backoff)
     {
@@ -24,14 +26,17 @@ internal sealed partial class AcceptFailures(string listener, EndPoint? endPoint
         if (_throttle.ShouldLog(out int held))
         {
             Log.AcceptFailed(logger, listener, endPoint?.ToString() ?? "?", error.ToString(), (int)backoff.TotalMilliseconds, held);
+            Volatile.Write(ref _runLogged, 1);
         }
     }
 
     public void Recovered()
     {
         int failures = Interlocked.Exchange(ref _inRun, 0);
-        _throttle.Reset();
-        Log.AcceptRecovered(logger, listener, endPoint?.ToString() ?? "?", failures);
+        if (Interlocked.Exchange(ref _runLogged, 0) == 1)
+        {
+            Log.AcceptRecovered(logger, listener, endPoint?.ToString() ?? "?", failures);
+        }
     }
 
     private static partial class Log

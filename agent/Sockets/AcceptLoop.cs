@@ -19,10 +19,13 @@ internal static class AcceptLoop
         TimeSpan backoff = TimeSpan.Zero;
         while (!stopping.IsCancellationRequested)
         {
-            Socket socket;
+            Socket? socket;
             try
             {
-                socket = await listener.AcceptAsync(stopping);
+                // After a failure, ask the kernel first: .NET would wait for an edge that a connection queued
+                // during the failures never raises (see ImmediateAccept).
+                socket = backoff != TimeSpan.Zero ? Interop.ImmediateAccept.TryAccept(listener) : null;
+                socket ??= await listener.AcceptAsync(stopping);
             }
             catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException)
             {

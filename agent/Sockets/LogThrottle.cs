@@ -29,14 +29,4 @@ internal sealed class LogThrottle(TimeSpan interval)
             return true;
         }
     }
-
-    /// <summary>Forgets the last line, so the next event is logged at once (a new run of failures).</summary>
-    public void Reset()
-    {
-        lock (_gate)
-        {
-            _lastLogged = long.MinValue;
-            _held = 0;
-        }
-    }
 }

@@ -13,11 +13,8 @@ internal sealed class MeshMetrics : IDisposable
     public const string MeterName = "NodeMesh";
 
     private readonly Meter _meter = new(MeterName);
-    private readonly Counter<long> _opened;
-    private readonly Counter<long> _sent;
-    private readonly Counter<long> _received;
     private readonly Counter<long> _refused;
-    private readonly Counter<long> _tunnelRejected;
+    private readonly Counter<long> _handshakeFailures;
     private readonly Counter<long> _tunnelClosed;
     private readonly Counter<long> _tunnelStreamsRefused;
     private readonly Counter<long> _tunnelDialFailures;
@@ -27,16 +24,18 @@ internal sealed class MeshMetrics : IDisposable
     private readonly Counter<long> _memoryReclaimed;
     private long _apiRefusedCount;
 
+    /// <summary>The meter itself, for a collector that must see this instance's measurements only (tests).</summary>
+    public Meter Meter => _meter;
+
     public MeshMetrics()
     {
-        _opened = _meter.CreateCounter<long>("nodemesh_tcp_connections_closed_total", description: "Flows ended, by result.");
-        _sent = _meter.CreateCounter<long>("nodemesh_tcp_sent_bytes_total", unit: "By", description: "Bytes from the client to the destination.");
-        _received = _meter.CreateCounter<long>("nodemesh_tcp_received_bytes_total", unit: "By", description: "Bytes from the destination to the client.");
-        _refused = _meter.CreateCounter<long>("nodemesh_flows_refused_total", description: "Flows refused, by reason.");
-        _tunnelRejected = _meter.CreateCounter<long>("nodemesh_tunnel_handshakes_rejected_total", description: "Tunnel connections whose peer certificate was refused.");
+        Tcp = new TcpMetrics(_meter);
+        _refused = _meter.CreateCounter<long>("nodemesh_flows_refused_total", description: "Flows refused before carrying anything, by direction, path and reason (refused or denied).");
+        _handshakeFailures = _meter.CreateCounter<long>("nodemesh_tunnel_handshake_failures_total",
+            description: "Tunnel handshakes that failed after the TCP connection was made, by direction (inbound: a peer dialled us) and reason.");
         _tunnelClosed = _meter.CreateCounter<long>("nodemesh_tunnel_connections_closed_total", description: "Tunnel connections ended, by reason (None is orderly).");
         _tunnelStreamsRefused = _meter.CreateCounter<long>("nodemesh_tunnel_streams_refused_total", description: "Streams a peer opened beyond a limit, by limit.");
-        _tunnelDialFailures = _meter.CreateCounter<long>("nodemesh_tunnel_dial_failures_total", description: "Tunnel connections that could not be opened.");
+        _tunnelDialFailures = _meter.CreateCounter<long>("nodemesh_tunnel_dial_failures_total", description: "Tunnel connections that could not be opened, by reason (connect, timeout, handshake).");
         _acceptFailed = _meter.CreateCounter<long>("nodemesh_accept_failures_total", description: "Failed accepts (fd or buffer exhaustion, aborted connections), by listener and error.");
         _connectionsShed = _meter.CreateCounter<long>("nodemesh_connections_shed_total",
             description: "Connections closed before authentication because a limit was reached or the handshake timed out, by listener and reason.");
@@ -44,39 +43,59 @@ internal sealed class MeshMetrics : IDisposable
         _memoryReclaimed = _meter.CreateCounter<long>("nodemesh_memory_reclaimed_bytes_total", unit: "By", description: "Resident memory given back after many flows ended.");
     }
 
+    /// <summary>
+    /// The agent's state as gauges, read at each collection: captured workloads, seconds until each certificate
+    /// expires, open tunnel connections by direction, and whether each configured peer is reachable. Called once,
+    /// when the agent has started.
+    /// </summary>
+    public void ObserveAgent(Func<int> capturedWorkloads, Func<IEnumerable<(string Identity, DateTimeOffset NotAfter)>> certificates,
+        Func<(int Outbound, int Inbound)> tunnels, Func<IEnumerable<(string Peer, bool Reachable)>> peers)
+    {
+        _meter.CreateObservableGauge("nodemesh_workloads_captured", capturedWorkloads, description: "Local workloads whose traffic the agent captures.");
+        _meter.CreateObservableGauge("nodemesh_certificate_expiry_seconds",
+            () => certificates().Select(c => new Measurement<double>(Math.Round((c.NotAfter - DateTimeOffset.UtcNow).TotalSeconds), new KeyValuePair<string, object?>("identity", c.Identity))),
+            unit: "s", description: "Seconds until each certificate the agent serves expires (negative: expired).");
+        _meter.CreateObservableGauge("nodemesh_tunnel_connections", () =>
+        {
+            (int outbound, int inbound) = tunnels();
+            return new[]
+            {
+                new Measurement<int>(outbound, new KeyValuePair<string, object?>("direction", "outbound")),
+                new Measurement<int>(inbound, new KeyValuePair<string, object?>("direction", "inbound")),
+            };
+        }, description: "Tunnel connections open now: dialled by this agent (outbound) or accepted from peers (inbound).");
+        _meter.CreateObservableGauge("nodemesh_peer_reachable",
+            () => peers().Select(p => new Measurement<int>(p.Reachable ? 1 : 0, new KeyValuePair<string, object?>("peer", p.Peer))),
+            description: "1 if the last attempt to reach the peer node's agent succeeded (or none failed yet), else 0.");
+    }
+
+    /// <summary>The Istio TCP metrics (istio_tcp_*).</summary>
+    public TcpMetrics Tcp { get; }
+
     public void FlowEnded(FlowRecord record)
     {
-        var tags = new TagList
+        if (record.Outcome is FlowOutcome.Refused or FlowOutcome.Denied)
         {
-            { "direction", record.Direction },
-            { "path", record.Path },
-            { "source_workload", record.SourceWorkload ?? "unknown" },
-            { "destination_workload", record.DestinationWorkload ?? "unknown" },
-        };
-        string result = record.Outcome switch
-        {
-            FlowOutcome.Ok => "ok",
-            FlowOutcome.Refused or FlowOutcome.Denied => "refused",
-            FlowOutcome.Aborted or FlowOutcome.ClosedByPolicy => "aborted",
-            _ => "failed",
-        };
-        tags.Add("result", result);
-        _opened.Add(1, tags);
-        _sent.Add(record.BytesSent, tags);
-        _received.Add(record.BytesReceived, tags);
-        if (result == "refused")
-        {
-            _refused.Add(1, new TagList { { "direction", record.Direction }, { "path", record.Path } });
+            _refused.Add(1, new TagList
+            {
+                { "direction", record.Direction },
+                { "path", record.Path },
+                { "reason", record.Outcome == FlowOutcome.Denied ? "denied" : "refused" },
+            });
         }
     }
 
-    public void TunnelRejected() => _tunnelRejected.Add(1);
+    /// <param name="direction"><c>inbound</c> or <c>outbound</c>.</param>
+    /// <param name="reason">One of <c>HandshakeFailure.All</c>.</param>
+    public void TunnelHandshakeFailed(string direction, string reason) =>
+        _handshakeFailures.Add(1, new TagList { { "direction", direction }, { "reason", reason } });
 
     public void TunnelClosed(string reason) => _tunnelClosed.Add(1, new KeyValuePair<string, object?>("reason", reason));
 
     public void TunnelStreamRefused(string limit) => _tunnelStreamsRefused.Add(1, new KeyValuePair<string, object?>("limit", limit));
 
-    public void TunnelDialFailed() => _tunnelDialFailures.Add(1);
+    /// <param name="reason"><c>connect</c>, <c>timeout</c> or <c>handshake</c>.</param>
+    public void TunnelDialFailed(string reason) => _tunnelDialFailures.Add(1, new KeyValuePair<string, object?>("reason", reason));
 
     /// <param name="listener"><c>workload</c>, <c>tunnel</c>, <c>ca</c> or <c>api</c>.</param>
     public void MemoryReclaimed(long bytes) => _memoryReclaimed.Add(bytes);

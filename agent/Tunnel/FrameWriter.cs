@@ -113,9 +113,13 @@ internal sealed class FrameWriter
 
     /// <summary>Queues a frame with a small payload (OPEN, WINDOW, FIN, RESET, PING, PONG, GOAWAY) without waiting; the loop writes it.</summary>
     /// <exception cref="IOException">The writer has failed or stopped.</exception>
-    public void WriteControl(FrameType type, uint streamId, ReadOnlySpan<byte> payload)
+    public void WriteControl(FrameType type, uint streamId, ReadOnlySpan<byte> payload) => WriteControl(type, streamId, payload, inline: false);
+
+    private void WriteControl(FrameType type, uint streamId, ReadOnlySpan<byte> payload, bool inline)
     {
         Exception? overflow = null;
+        Sequence<byte>? batch = null;
+        TaskCompletionSource? released = null;
         lock (_gate)
         {
             ThrowIfFailed();
@@ -131,11 +135,27 @@ internal sealed class FrameWriter
                 if (!_holding)
                 {
                     _holding = true;
-                    WakeLoopLocked();
+                    if (inline)
+                    {
+                        batch = TakeBatchLocked(out released);
+                    }
+                    else
+                    {
+                        WakeLoopLocked();
+                    }
                 }
-
-                return;
             }
+        }
+
+        if (overflow is null)
+        {
+            released?.TrySetResult();
+            if (batch is not null)
+            {
+                WriteInline(batch);
+            }
+
+            return;
         }
 
         Fail(overflow);
@@ -143,11 +163,19 @@ internal sealed class FrameWriter
     }
 
     /// <summary>Queues a frame whose payload is one u32 (WINDOW, RESET).</summary>
-    public void WriteControl(FrameType type, uint streamId, uint value)
+    public void WriteControl(FrameType type, uint streamId, uint value) => WriteControl(type, streamId, value, inline: false);
+
+    /// <summary>
+    /// Queues a WINDOW frame and, like DATA, writes it at once if the transport is idle: a bulk flow's receiver
+    /// returns credit every quarter window, and waking the loop for each would cost a thread hop every time.
+    /// </summary>
+    public void WriteWindow(uint streamId, uint increment) => WriteControl(FrameType.Window, streamId, increment, inline: true);
+
+    private void WriteControl(FrameType type, uint streamId, uint value, bool inline)
     {
         Span<byte> payload = stackalloc byte[4];
         BinaryPrimitives.WriteUInt32BigEndian(payload, value);
-        WriteControl(type, streamId, payload);
+        WriteControl(type, streamId, payload, inline);
     }
 
     /// <summary>Completes when everything queued so far has been written (or the writer has failed).</summary>

@@ -43,6 +43,7 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
     private readonly Channel<TunnelStream> _accepted = Channel.CreateUnbounded<TunnelStream>(new UnboundedChannelOptions { SingleWriter = true });
     private readonly CancellationTokenSource _closed = new();
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _readLoopEnded = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Lock _creditGate = new();
     private readonly Lock _openGate = new();
     private long _nextStreamId;
@@ -121,6 +122,9 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
         TunnelOptions? options = null)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        bool connected = false;
+        bool alpn = false;
+        PeerRejection rejectedAs = PeerRejection.None;
         try
         {
             SocketOptions.SetMark(socket, CaptureRules.AgentMark);
@@ -133,6 +137,7 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
             using var timeoutSource = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeoutSource.CancelAfter(timeout);
             await socket.ConnectAsync(peer, timeoutSource.Token);
+            connected = true;
 
             string? rejection = null;
             var tls = new SslStream(new NetworkStream(socket, ownsSocket: true), leaveInnerStreamOpen: false);
@@ -148,7 +153,7 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
                 RemoteCertificateValidationCallback = (_, presented, chain, _) =>
                 {
                     // The chain the peer sent carries its intermediates; the verifier still roots it at our bundle.
-                    if (!verifier.TryVerify(presented, chain, out SpiffeId? peerId, out string? reason))
+                    if (!verifier.TryVerify(presented, chain, out SpiffeId? peerId, out string? reason, out rejectedAs))
                     {
                         rejection = reason;
                         return false;
@@ -157,6 +162,7 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
                     if (peerId != expectedPeer)
                     {
                         rejection = $"peer presented {peerId}, expected {expectedPeer}";
+                        rejectedAs = PeerRejection.Identity;
                         return false;
                     }
 
@@ -174,14 +180,20 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
 
             if (tls.NegotiatedApplicationProtocol != ApplicationProtocol)
             {
+                alpn = true;
                 throw new AuthenticationException($"tunnel to {peer} refused: the peer does not speak {ApplicationProtocol} (ALPN)");
             }
 
             return new TunnelConnection(tls, socket, dialler: true, identity, expectedPeer, options ?? TunnelOptions.Default);
         }
-        catch
+        catch (Exception ex)
         {
             socket.Dispose();
+            if (connected && !cancellationToken.IsCancellationRequested)
+            {
+                options?.Metrics?.TunnelHandshakeFailed("outbound", HandshakeFailure.Classify(ex, rejectedAs, alpn));
+            }
+
             throw;
         }
     }
@@ -318,6 +330,19 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
 
     internal void SendControl(FrameType type, uint streamId, uint value) => _writer.WriteControl(type, streamId, value);
 
+    /// <summary>Returns credit to the peer (written at once when the transport is idle); a failed connection needs none.</summary>
+    internal void SendWindow(uint streamId, uint increment)
+    {
+        try
+        {
+            _writer.WriteWindow(streamId, increment);
+        }
+        catch (IOException)
+        {
+            // The writer has failed: the connection is ending, and with it every stream.
+        }
+    }
+
     internal void SendControl(FrameType type, uint streamId) => _writer.WriteControl(type, streamId, ReadOnlySpan<byte>.Empty);
 
     /// <summary>Takes up to <paramref name="wanted"/> bytes of the connection's send window, waiting while it is empty.</summary>
@@ -343,7 +368,7 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
             _receiveAllowance += pending;
         }
 
-        TrySend(() => SendControl(FrameType.Window, 0, (uint)pending));
+        SendWindow(0, (uint)pending);
     }
 
     /// <summary>Queues a frame if the connection is still up; a connection that has failed resets every stream anyway.</summary>
@@ -420,6 +445,7 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
         finally
         {
             Abort(failure ?? new IOException("tunnel connection ended"), sendGoAway: failure is TunnelProtocolException);
+            _readLoopEnded.TrySetResult();
         }
     }
 
@@ -794,6 +820,16 @@ internal sealed partial class TunnelConnection : IAsyncDisposable
         _writer.Stop(reason);
         _transport.Dispose();
         _socket?.Dispose();
+        _ = CompleteAfterReadLoopAsync();
+    }
+
+    /// <summary>
+    /// Completion means nothing of the connection runs any more. A teardown from elsewhere (a dispose, the writer
+    /// failing) can come while the read loop is mid-frame, say counting an OPEN it has not yet refused or queued.
+    /// </summary>
+    private async Task CompleteAfterReadLoopAsync()
+    {
+        await _readLoopEnded.Task;
         _completion.TrySetResult();
     }
 

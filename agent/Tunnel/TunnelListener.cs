@@ -74,6 +74,11 @@ internal sealed partial class TunnelListener : IAsyncDisposable
 
     public int ConnectionCount => _connections.Count;
 
+    /// <summary>The connections accepted and open now (for status and the admin API).</summary>
+    public IReadOnlyList<Contracts.TunnelConnectionState> Snapshot() =>
+        _connections.Keys.Select(c => new Contracts.TunnelConnectionState { PeerIdentity = c.PeerIdentity.Uri, LocalIdentity = c.LocalIdentity.Uri, Streams = c.LiveAcceptedStreams })
+            .OrderBy(c => c.PeerIdentity, StringComparer.Ordinal).ToList();
+
     public void Start() => _acceptLoop = AcceptLoopAsync();
 
     private Task AcceptLoopAsync() =>
@@ -88,7 +93,10 @@ internal sealed partial class TunnelListener : IAsyncDisposable
         string remote = remoteEndPoint.ToString();
         SpiffeId? peer = null;
         string? rejection = null;
+        PeerRejection rejectedAs = PeerRejection.None;
+        bool alpn = false;
         bool pending = true;
+        bool authenticated = false;
         var tls = new SslStream(new NetworkStream(socket, ownsSocket: true), leaveInnerStreamOpen: false);
         try
         {
@@ -110,7 +118,7 @@ internal sealed partial class TunnelListener : IAsyncDisposable
                     CertificateChainPolicy = _verifier.CreateChainPolicy(),
                     RemoteCertificateValidationCallback = (_, presented, chain, _) =>
                     {
-                        if (_verifier.TryVerify(presented, chain, out SpiffeId? id, out string? reason))
+                        if (_verifier.TryVerify(presented, chain, out SpiffeId? id, out string? reason, out rejectedAs))
                         {
                             peer = id;
                             return true;
@@ -134,9 +142,11 @@ internal sealed partial class TunnelListener : IAsyncDisposable
 
             if (tls.NegotiatedApplicationProtocol != TunnelConnection.ApplicationProtocol)
             {
+                alpn = true;
                 throw new AuthenticationException($"caller {peer} does not speak {TunnelConnection.ApplicationProtocol} (ALPN)");
             }
 
+            authenticated = true;
             TunnelConnection connection = TunnelConnection.Accepted(socket, tls, _localIdentity, peer!, _options);
             _connections.TryAdd(connection, 0);
             Log.Accepted(_logger, remote, peer!.Uri);
@@ -159,7 +169,7 @@ internal sealed partial class TunnelListener : IAsyncDisposable
         }
         catch (AuthenticationException ex)
         {
-            _metrics.TunnelRejected();
+            _metrics.TunnelHandshakeFailed("inbound", HandshakeFailure.Classify(ex, rejectedAs, alpn));
             if (_rejections.ShouldLog(out int held))
             {
                 Log.Rejected(_logger, remote, rejection ?? ex.Message, held);
@@ -169,6 +179,11 @@ internal sealed partial class TunnelListener : IAsyncDisposable
         catch (Exception ex) when (ex is IOException or OperationCanceledException or SocketException or ObjectDisposedException or CertificateUnavailableException
             or InteropException)
         {
+            if (!authenticated && !_stopping.IsCancellationRequested)
+            {
+                _metrics.TunnelHandshakeFailed("inbound", HandshakeFailure.Classify(ex, rejectedAs, alpn));
+            }
+
             Log.HandshakeFailed(_logger, remote, ex.Message);
             await tls.DisposeAsync();
         }

@@ -1,3 +1,4 @@
+using System.Net.Sockets;
 using System.Net;
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
@@ -53,7 +54,7 @@ internal sealed partial class TunnelPool : IAsyncDisposable
         _config = config;
         _options = options;
         _logger = logger;
-        TimeSpan period = TimeSpan.FromSeconds(Math.Clamp(config.IdleTimeoutSeconds / 4.0, 0.5, 15));
+        TimeSpan period = TimeSpan.FromSeconds(Math.Clamp(config.IdleTimeout.TotalSeconds / 4, 0.5, 15));
         _reaper = new Timer(_ => _ = ReapAsync(), null, period, period);
     }
 
@@ -63,7 +64,29 @@ internal sealed partial class TunnelPool : IAsyncDisposable
     /// <summary>Connections opened since start.</summary>
     public long ConnectionsOpened => Interlocked.Read(ref _opened);
 
-    private TimeSpan ConnectTimeout => TimeSpan.FromSeconds(_config.ConnectTimeoutSeconds);
+    private TimeSpan ConnectTimeout => _config.ConnectTimeout;
+
+    /// <summary>Every (source identity, peer node) the pool has dialled, as it is now (for status and the admin API).</summary>
+    public IReadOnlyList<Contracts.TunnelPeerState> Snapshot()
+    {
+        DateTimeOffset now = DateTimeOffset.UtcNow;
+        long ticks = Environment.TickCount64;
+        return _entries.Select(pair =>
+        {
+            TunnelConnection[] alive = pair.Value.Snapshot().Where(c => c.IsAlive).ToArray();
+            bool backoff = pair.Value.InBackoff(out string? lastFailure);
+            return new Contracts.TunnelPeerState
+            {
+                Node = pair.Key.Node,
+                SourceIdentity = pair.Key.Source.Uri,
+                Connections = alive.Length,
+                Streams = alive.Sum(c => Math.Max(0, c.ActiveFlows)),
+                Dialling = pair.Value.Dialing is { IsCompleted: false },
+                LastError = lastFailure,
+                RetryAt = backoff ? now + TimeSpan.FromMilliseconds(Math.Max(0, pair.Value.RetryAfterTicks - ticks)) : null,
+            };
+        }).OrderBy(s => s.Node, StringComparer.Ordinal).ThenBy(s => s.SourceIdentity, StringComparer.Ordinal).ToList();
+    }
 
     /// <summary>A lease on a connection for one flow; disposing it releases the slot. Waits at most the connect timeout.</summary>
     /// <exception cref="IOException">No connection could be had: the dial failed, the key is in backoff, or every connection is full.</exception>
@@ -113,7 +136,7 @@ internal sealed partial class TunnelPool : IAsyncDisposable
             }
             catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && deadline.IsCancellationRequested)
             {
-                throw new OperationCanceledException($"no tunnel to node {node} within the connect timeout ({_config.ConnectTimeoutSeconds} s)");
+                throw new OperationCanceledException($"no tunnel to node {node} within the connect timeout ({Contracts.Duration.Format(ConnectTimeout)})");
             }
         }
     }
@@ -166,20 +189,26 @@ internal sealed partial class TunnelPool : IAsyncDisposable
             TimeSpan backoff;
             lock (entry.Gate)
             {
-                bool slow = Environment.TickCount64 - started >= Math.Min(1000, _config.ConnectTimeoutSeconds * 500L) || ex is OperationCanceledException;
+                bool slow = Environment.TickCount64 - started >= Math.Min(1000, (long)ConnectTimeout.TotalMilliseconds / 2) || ex is OperationCanceledException;
                 backoff = entry.Failed(ex.Message, slow);
                 entry.Dialing = null;
             }
 
             Log.DialFailed(_logger, key.Source.Uri, key.Node, peer.ToString(), ex.Message, (long)backoff.TotalMilliseconds);
-            _options.Metrics?.TunnelDialFailed();
+            _options.Metrics?.TunnelDialFailed(ex switch
+            {
+                // SslStream wraps what fails during the handshake, so a bare socket error is the connect's.
+                SocketException => "connect",
+                OperationCanceledException or TimeoutException => "timeout",
+                _ => "handshake",
+            });
             throw;
         }
     }
 
     private async Task ReapAsync()
     {
-        long idleLimit = _config.IdleTimeoutSeconds * 1000L;
+        long idleLimit = (long)_config.IdleTimeout.TotalMilliseconds;
         foreach ((PoolKey key, Entry entry) in _entries)
         {
             List<TunnelConnection> removed;
@@ -224,7 +253,7 @@ internal sealed partial class TunnelPool : IAsyncDisposable
         {
             var certificate = await certificates.GetWorkloadCertificateAsync(source, cancellationToken);
             return await TunnelConnection.ConnectAsync(peer, source, certificate, verifier, peerIdentity(node),
-                TimeSpan.FromSeconds(config.ConnectTimeoutSeconds), cancellationToken, options);
+                config.ConnectTimeout, cancellationToken, options);
         };
 
     private readonly record struct PoolKey(SpiffeId Source, string Node);
@@ -274,6 +303,8 @@ internal sealed partial class TunnelPool : IAsyncDisposable
             TunnelConnection? best = Volatile.Read(ref _connections).Where(c => c.IsAlive).MinBy(c => c.ActiveFlows);
             return best is not null && best.TryReserve(cap) ? best : null;
         }
+
+        public long RetryAfterTicks => _retryAfterTicks;
 
         public bool InBackoff(out string? lastFailure)
         {

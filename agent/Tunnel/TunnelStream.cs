@@ -115,10 +115,6 @@ internal sealed class TunnelStream
         }
     }
 
-    /// <summary>Sends <paramref name="count"/> bytes found at <paramref name="buffer"/>[<paramref name="offset"/>..].</summary>
-    public ValueTask WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-        WriteAsync(buffer.AsMemory(offset, count), cancellationToken);
-
     /// <summary>Sends <paramref name="data"/> within the stream's and the connection's credit. The bytes are copied into the connection's queue.</summary>
     public async ValueTask WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
@@ -218,7 +214,7 @@ internal sealed class TunnelStream
 
         if (pending > 0 && Volatile.Read(ref _remoteEnded) == 0)
         {
-            TunnelConnection.TrySend(() => _connection.SendControl(FrameType.Window, Id, (uint)pending));
+            _connection.SendWindow(Id, (uint)pending);
         }
 
         return ValueTask.CompletedTask;
@@ -344,7 +340,7 @@ internal sealed class TunnelStream
 
         if (credit > 0 && Volatile.Read(ref _remoteEnded) == 0)
         {
-            TunnelConnection.TrySend(() => _connection.SendControl(FrameType.Window, Id, credit));
+            _connection.SendWindow(Id, credit);
         }
     }
 

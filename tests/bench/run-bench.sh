@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# NodeMesh benchmark: the same client/server load over three paths between pod n1p1 (node1) and
+# NodeMesh benchmark: the same client/server load over four paths between pod n1p1 (node1) and
 # pod n2p1 (node2), each on a freshly built topology with fresh servers:
 #   direct    plain TCP routed by the nodes (no mesh, no encryption) - the floor
 #   nodemesh  one agent per node, pods captured transparently, mTLS tunnel between the agents
+#   telemetry nodemesh again with OTLP export of metrics, traces and logs on (no idle connections)
 #   haproxy   one haproxy per node doing the same mTLS 1.3 hop (client certificate required
 #             and verified); the client connects to node1's haproxy directly (no capture)
 # Load: iperf3 1 and 8 streams, wrk keep-alive (req/s, p50, p99) and wrk with
@@ -21,7 +22,13 @@
 #                         idle connections: RSS 10 s after they close, not 60 s)
 #   --out FILE            also write the results as a markdown table to FILE
 #   --haproxy-threads N   set haproxy's nbthread (default: haproxy's own default, one per CPU)
-#   --only LIST           run only these of direct,nodemesh,haproxy,microbench (comma-separated)
+#   --only LIST           run only these of direct,nodemesh,telemetry,haproxy,microbench (comma-separated;
+#                         telemetry is nodemesh's runs with OTLP export on, to show what telemetry costs)
+#   --rounds N            run the scenarios N times (default 3, 1 with --quick), each round every scenario
+#                         once on fresh topologies, the order reversed every other round; the table shows
+#                         medians, the ratios are medians of each round's own ratios (this machine's speed
+#                         drifts by 20 % within minutes: a ratio of two runs minutes apart is mostly drift).
+#                         Idle connections are measured in the first round only.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -36,7 +43,8 @@ NODEMESH=$REPO_DIR/artifacts/bin/nodemesh
 QUICK=0
 OUT=""
 HAPROXY_THREADS=""
-ONLY="direct,nodemesh,haproxy,microbench"
+ONLY="direct,nodemesh,telemetry,haproxy,microbench"
+ROUNDS=""
 
 # Fixed by the topology (2 nodes x 1 pod).
 SERVER_IP=10.240.2.2
@@ -44,6 +52,7 @@ NODE2_IP=10.231.0.2
 POD_GW1=10.240.1.1
 IPERF_PORT=5201
 HTTP_PORT=8080
+OTLP_SINK_PORT=4318
 # haproxy: plain frontends on node1 (pod side), TLS listeners on node2 (lan side), one per service.
 HA_IPERF_FRONT=15101
 HA_HTTP_FRONT=15180
@@ -83,8 +92,13 @@ parse_args() {
             ;;
         --only)
             ONLY=${2:?--only needs a list}
-            [[ "$ONLY" =~ ^(direct|nodemesh|haproxy|microbench)(,(direct|nodemesh|haproxy|microbench))*$ ]] ||
-                die "--only: a comma-separated list of direct, nodemesh, haproxy, microbench"
+            [[ "$ONLY" =~ ^(direct|nodemesh|telemetry|haproxy|microbench)(,(direct|nodemesh|telemetry|haproxy|microbench))*$ ]] ||
+                die "--only: a comma-separated list of direct, nodemesh, telemetry, haproxy, microbench"
+            shift 2
+            ;;
+        --rounds)
+            ROUNDS=${2:?--rounds needs a number}
+            [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "--rounds: not a number"
             shift 2
             ;;
         -h | --help)
@@ -98,6 +112,7 @@ parse_args() {
         esac
     done
     if ((QUICK)); then DURATION=3; else DURATION=10; fi
+    if [[ -z "$ROUNDS" ]]; then if ((QUICK)); then ROUNDS=1; else ROUNDS=3; fi; fi
 }
 
 check_tools() {
@@ -129,34 +144,13 @@ on_exit() {
 
 start_servers() {
     local ns=$PREFIX-n2p1 dir=$WORK/nginx
-    mkdir -p "$dir/tmp"
     bg iperf3-server "$ns" iperf3 -s -p "$IPERF_PORT"
-    # A small body; huge keepalive_requests so wrk's keep-alive connections are never recycled.
-    cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    keepalive_requests 100000000;
-    keepalive_timeout 75s;
-    # A connection that has sent nothing is closed after this (60 s by default): the idle
-    # connections of measure_idle must stay open however long their connects take.
-    client_header_timeout 5m;
-    server {
-        listen $HTTP_PORT;
-        location / { default_type text/plain; return 200 "nodemesh bench: small body 0123456789abcdef\n"; }
-    }
-}
-EOF
-    ip netns exec "$ns" nginx -t -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" ||
+    # A small body; huge keepalive_requests so wrk's keep-alive connections are never recycled. A
+    # connection that has sent nothing is closed after client_header_timeout (60 s by default): the
+    # idle connections of measure_idle must stay open however long their connects take.
+    nginx_run nginx "$ns" "$HTTP_PORT" 'default_type text/plain; return 200 "nodemesh bench: small body 0123456789abcdef\n";' \
+        'access_log off; keepalive_requests 100000000; keepalive_timeout 75s; client_header_timeout 5m;' 8192 ||
         die "nginx config test failed (see above)"
-    bg nginx "$ns" nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf"
     wait_port "$ns" "$IPERF_PORT" "$SERVER_IP" || die "iperf3 server did not start: $(cat "$WORK/iperf3-server.log")"
     wait_port "$ns" "$HTTP_PORT" "$SERVER_IP" || die "nginx did not start: $(cat "$WORK/nginx.log" "$dir/error.log" 2>/dev/null)"
 }
@@ -250,6 +244,18 @@ measure() {
         record "$scen" cpu_s_per_gb "$(awk -v t=$((t1 - t0)) -v hz="$hz" -v b1="${r1[1]}" -v b8="${r8[1]}" \
             'BEGIN { printf "%.2f", (t / hz) / ((b1 + b8) / 1e9) }')"
     fi
+    measure_wrk "$scen" "$url"
+    if ((${#procs[@]} > 0)); then
+        kib=$(sum_over hwm_kib "${procs[@]}")
+        record "$scen" rss_load_mib "$(mib "$kib")"
+        if ((MEASURE_IDLE)); then measure_idle "$scen" "$idle_host" "$idle_port" "${procs[@]}"; fi
+    fi
+}
+
+# measure_wrk SCENARIO HTTP_URL: wrk keep-alive, then wrk with Connection: close.
+measure_wrk() {
+    local scen=$1 url=$2 out
+    local -a w
     log "$scen: wrk keep-alive -t2 -c32, ${DURATION}s"
     out=$(run_wrk "$url")
     read -r -a w <<<"$out"
@@ -263,11 +269,6 @@ measure() {
     record "$scen" cc_rps "$(printf '%.0f' "${w[0]}")"
     record "$scen" cc_p99_ms "$(printf '%.3f' "${w[2]}")"
     record "$scen" cc_errors "${w[3]}"
-    if ((${#procs[@]} > 0)); then
-        kib=$(sum_over hwm_kib "${procs[@]}")
-        record "$scen" rss_load_mib "$(mib "$kib")"
-        measure_idle "$scen" "$idle_host" "$idle_port" "${procs[@]}"
-    fi
 }
 
 # idle_line PREFIX: the first line of the idle client's output starting with PREFIX, waiting
@@ -362,6 +363,8 @@ nm_check_flows() {
 scenario_nodemesh() {
     local i
     fresh_topology
+    # A new CA and agent state every round.
+    rm -rf "$WORK/ca" "$WORK/n1" "$WORK/n2"
     mesh_ca_init
     mesh_start_agents 1 bench
     for i in 1 2; do
@@ -371,6 +374,44 @@ scenario_nodemesh() {
     # Same commands as direct: the pod connects to the other pod's IP; the agents capture it.
     AFTER_IPERF=nm_check_flows
     measure nodemesh "$SERVER_IP" "$IPERF_PORT" "http://$SERVER_IP:$HTTP_PORT/" "${AGENT_PIDS[@]}"
+    for i in 1 2; do kill -0 "${AGENT_PIDS[i - 1]}" 2>/dev/null || die "agent node$i died during the run"; done
+}
+
+# --- nodemesh with OTLP export ---
+
+# An OTLP/HTTP sink on ext: nginx answers every POST with an empty 200, which the SDK's exporters
+# take as accepted, and logs each one so the report can show that the export happened.
+start_otlp_sink() {
+    local ns=$PREFIX-ext dir=$WORK/otlp-sink
+    nginx_run otlp-sink "$ns" "$OTLP_SINK_PORT" 'return 200;' \
+        "log_format post '\$request_uri \$request_length'; access_log $dir/posts.log post; client_max_body_size 64m;" ||
+        die "OTLP sink: nginx config test failed"
+    wait_port "$ns" "$OTLP_SINK_PORT" "$TOPO_EXT_ADDR" || die "the OTLP sink did not start: $(cat "$dir/error.log" 2>/dev/null)"
+}
+
+# posts_to SIGNAL: how many exports of that signal (metrics, traces, logs) the sink received.
+posts_to() { grep -c "^/v1/$1 " "$WORK/otlp-sink/posts.log" 2>/dev/null || true; }
+
+# The nodemesh scenario's runs with both agents exporting metrics, a span per flow and logs over
+# OTLP/HTTP, set by the standard variables: what telemetry costs is the difference to nodemesh.
+scenario_telemetry() {
+    local i
+    fresh_topology
+    rm -rf "$WORK/ca" "$WORK/n1" "$WORK/n2" "$WORK/otlp-sink"
+    start_otlp_sink
+    mesh_ca_init
+    export OTEL_EXPORTER_OTLP_ENDPOINT=http://$TOPO_EXT_ADDR:$OTLP_SINK_PORT OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
+    export OTEL_METRIC_EXPORT_INTERVAL=1000 OTEL_BSP_SCHEDULE_DELAY=1000
+    mesh_start_agents 1 bench
+    for i in 1 2; do
+        mesh_wait_ready "$i" 1 || die "$MESH_ERROR; log: $(tail -20 "$WORK/agent-n$i.log")"
+    done
+    start_servers
+    # The same sequence as nodemesh (iperf3 first: the bulk runs leave the agents' heaps bigger and the wrk
+    # figures after them lower), without the idle connections.
+    MEASURE_IDLE=0 measure telemetry "$SERVER_IP" "$IPERF_PORT" "http://$SERVER_IP:$HTTP_PORT/" "${AGENT_PIDS[@]}"
+    sleep 2
+    record telemetry otlp_posts "$(posts_to metrics) $(posts_to traces) $(posts_to logs)"
     for i in 1 2; do kill -0 "${AGENT_PIDS[i - 1]}" 2>/dev/null || die "agent node$i died during the run"; done
 }
 
@@ -540,10 +581,63 @@ run_scenario() {
 
 declare -A R=()
 
+# load_results: R[scen.key] is the median over the rounds of a number (the first round's value
+# otherwise); R[nh.key] and R[nd.key] the medians of each round's nodemesh/haproxy and
+# nodemesh/direct ratios, R[nh_rounds.key] those ratios in round order.
 load_results() {
-    local k v
-    while IFS='=' read -r k v; do R[$k]=$v; done <"$RESULTS"
+    local k v r key f
+    local -A all=()
+    for ((r = 1; r <= ROUNDS; r++)); do
+        f=$WORK/results.$r
+        [[ -f "$f" ]] || continue
+        while IFS='=' read -r k v; do
+            [[ -n "${R[$k]:-}" ]] || R[$k]=$v
+            if [[ "$v" =~ ^-?[0-9]+(\.[0-9]+)?$ ]]; then all[$k]+="$v "; fi
+        done <"$f"
+    done
+    local -a values
+    for k in "${!all[@]}"; do
+        read -r -a values <<<"${all[$k]}"
+        R[$k]=$(median "${values[@]}")
+    done
+    for key in "${!all[@]}"; do
+        [[ "$key" == nodemesh.* ]] || continue
+        key=${key#nodemesh.}
+        ratios_over_rounds haproxy "$key" nh
+        ratios_over_rounds direct "$key" nd
+    done
 }
+
+# median N...: the middle value (the mean of the middle two for an even count), as given.
+# The mean of two keeps the decimals its inputs have (integers stay integers).
+median() {
+    printf '%s\n' "$@" | sort -g | awk '
+        function decimals(x) { return index(x, ".") ? length(x) - index(x, ".") : 0 }
+        { v[NR] = $1 }
+        END {
+            if (NR % 2) { print v[(NR + 1) / 2]; exit }
+            a = v[NR / 2]; b = v[NR / 2 + 1]; d = decimals(a) > decimals(b) ? decimals(a) : decimals(b)
+            fmt = "%." d "f\n"; printf fmt, (a + b) / 2
+        }'
+}
+
+# ratios_over_rounds OTHER KEY NAME: nodemesh/OTHER per round for KEY, into R[NAME.KEY] (median) and R[NAME_rounds.KEY].
+ratios_over_rounds() {
+    local other=$1 key=$2 name=$3 r n o v list=""
+    for ((r = 1; r <= ROUNDS; r++)); do
+        n=$(round_value "$r" "nodemesh.$key") o=$(round_value "$r" "$other.$key")
+        [[ -n "$n" && -n "$o" ]] || continue
+        v=$(ratio "$n" "$o")
+        [[ "$v" == n/a ]] || list+="$v "
+    done
+    [[ -n "$list" ]] || return 0
+    local -a values
+    read -r -a values <<<"$list"
+    R[$name.$key]=$(median "${values[@]}")
+    R[${name}_rounds.$key]=${list% }
+}
+
+round_value() { awk -F= -v k="$2" '$1 == k { v = $2 } END { print v }' "$WORK/results.$1" 2>/dev/null; }
 
 ratio() { # A B -> A/B or n/a
     if [[ "$1" =~ ^[0-9.]+$ && "$2" =~ ^[0-9.]+$ ]] && awk -v b="$2" 'BEGIN { exit !(b > 0) }'; then
@@ -586,7 +680,7 @@ table_rows() { # prints "metric|direct|nodemesh|haproxy|nm/ha|nm/direct" lines
     for m in "${METRICS[@]}"; do
         key=${m%%|*} label=${m#*|}
         d=$(cell direct "$key") n=$(cell nodemesh "$key") h=$(cell haproxy "$key")
-        printf '%s|%s|%s|%s|%s|%s\n' "$label" "$d" "$n" "$h" "$(ratio "$n" "$h")" "$(ratio "$n" "$d")"
+        printf '%s|%s|%s|%s|%s|%s\n' "$label" "$d" "$n" "$h" "${R[nh.$key]:-$(ratio "$n" "$h")}" "${R[nd.$key]:-$(ratio "$n" "$d")}"
     done
 }
 
@@ -594,6 +688,9 @@ notes() {
     local s
     echo "Topology: 2 nodes x 1 pod in network namespaces (veth + bridges), client in n1p1, servers in n2p1 (iperf3 -s, nginx 1 worker)."
     echo "Each measurement ${DURATION}s; wrk --latency -t2 -c32; $(nproc) CPUs, kernel $(uname -r)."
+    if ((ROUNDS > 1)); then
+        echo "$ROUNDS rounds, each every scenario once on fresh topologies (order reversed every other round): figures are medians over the rounds, ratios the medians of each round's own ratios. nodemesh/haproxy per round: $(round_ratios)."
+    fi
     echo "direct: n1p1 -> $SERVER_IP, routed by the nodes, plaintext."
     echo "nodemesh: ${NODEMESH_NOTE}"
     echo "haproxy: $(haproxy -v 2>/dev/null | head -1 | awk '{print $1, $3}'), nbthread ${HAPROXY_THREADS:-default (one per CPU)} -> ${R[haproxy.threads]:-?} thread(s) per process; client in n1p1 connects to node1's haproxy at $POD_GW1 directly (no capture); node1 -> node2 over TLS 1.3 with EC P-256 client and server certificates, verify required on both sides (mTLS checked: ${R[haproxy.mtls_verified]:-no}); one TLS listener per service on node2, plain TCP to n2p1."
@@ -606,12 +703,42 @@ notes() {
         fi
         [[ "${R[$s.status]:-ok}" == ok || "${R[$s.status]}" == n/a* ]] || echo "$s: ${R[$s.status]}."
     done
+    telemetry_note
     if [[ "${R[nodemesh.flows_seen]:-}" == 0 ]]; then
         echo "nodemesh: WARNING: node1's agent listed no flow to $SERVER_IP:$IPERF_PORT after the iperf3 runs: the traffic may have bypassed the mesh."
     elif [[ -n "${R[nodemesh.flows_seen]:-}" ]]; then
         echo "nodemesh: node1's agent listed ${R[nodemesh.flows_seen]} flow(s) to $SERVER_IP:$IPERF_PORT after the iperf3 runs (traffic went through the mesh)."
     fi
     return 0
+}
+
+# telemetry_cost KEY: the median over the rounds of each round's telemetry/nodemesh KEY, as a loss in %.
+telemetry_cost() {
+    local key=$1 r n t v
+    local -a values=()
+    for ((r = 1; r <= ROUNDS; r++)); do
+        n=$(round_value "$r" "nodemesh.$key") t=$(round_value "$r" "telemetry.$key")
+        [[ -n "$n" && -n "$t" ]] || continue
+        v=$(ratio "$t" "$n")
+        [[ "$v" == n/a ]] || values+=("$v")
+    done
+    ((${#values[@]} > 0)) || { echo "n/a"; return 0; }
+    awk -v r="$(median "${values[@]}")" 'BEGIN { if (r >= 1) printf "none (%+.1f %% faster, within the drift)", (r - 1) * 100; else printf "%.1f %%", (1 - r) * 100 }'
+}
+
+telemetry_note() {
+    [[ "${R[telemetry.status]:-}" == ok ]] || { [[ -z "${R[telemetry.status]:-}" ]] || echo "telemetry: ${R[telemetry.status]}."; return 0; }
+    local posts
+    read -r -a posts <<<"${R[telemetry.otlp_posts]:-0 0 0}"
+    echo "telemetry: nodemesh again with both agents exporting over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT to an nginx sink on ext answering 200; metrics every 1 s, a span per flow, logs): keep-alive ${R[telemetry.ka_rps]:-?} req/s against ${R[nodemesh.ka_rps]:-?} without export, cost: $(telemetry_cost ka_rps) (target: at most 5 %); new connections ${R[telemetry.cc_rps]:-?}/s against ${R[nodemesh.cc_rps]:-?}/s, cost: $(telemetry_cost cc_rps). The sink received ${posts[0]:-0} metric, ${posts[1]:-0} trace and ${posts[2]:-0} log exports in the last round."
+}
+
+round_ratios() {
+    local m key out=""
+    for m in iperf1_gbps iperf8_gbps ka_rps cc_rps cpu_s_per_gb rss_load_mib; do
+        [[ -n "${R[nh_rounds.$m]:-}" ]] && out+="${out:+; }$m ${R[nh_rounds.$m]}"
+    done
+    echo "${out:-n/a}"
 }
 
 # idle_notes SCENARIO: the idle-connection counts and RSS behind the table's figures, and why
@@ -663,31 +790,50 @@ print_report() {
 
 wanted() { [[ ",$ONLY," == *",$1,"* ]]; }
 
+# run_wanted SCENARIO: runs it, or records why not.
+run_wanted() {
+    case $1 in
+    nodemesh)
+        if ! wanted nodemesh; then
+            NODEMESH_NOTE="not run (--only $ONLY)"
+            record nodemesh status "not run"
+        elif [[ -x "$NODEMESH" ]]; then
+            NODEMESH=$(cd "$(dirname "$NODEMESH")" && pwd)/$(basename "$NODEMESH")
+            NODEMESH_NOTE="$NODEMESH; pods captured by the agents' iptables rules, same client commands as direct."
+            run_scenario nodemesh
+        else
+            NODEMESH_NOTE="n/a: binary missing ($NODEMESH); build it with ./build.sh publish."
+            log "nodemesh: n/a: binary missing ($NODEMESH)"
+            record nodemesh status "n/a: binary missing"
+        fi
+        ;;
+    telemetry)
+        if wanted telemetry && [[ -x "$NODEMESH" ]]; then run_scenario telemetry; else record telemetry status "not run"; fi
+        ;;
+    *) if wanted "$1"; then run_scenario "$1"; else record "$1" status "not run"; fi ;;
+    esac
+}
+
 main() {
     parse_args "$@"
     check_tools
     WORK=$(mktemp -d /tmp/nodemesh-bench.XXXXXX)
-    RESULTS=$WORK/results
-    : >"$RESULTS"
     PREFIX=nmb$(rand_hex 3)
     FAILED=()
     procs_traps on_exit
     log "work dir $WORK, namespaces $PREFIX-*"
 
-    if wanted direct; then run_scenario direct; else record direct status "not run"; fi
-    if ! wanted nodemesh; then
-        NODEMESH_NOTE="not run (--only $ONLY)"
-        record nodemesh status "not run"
-    elif [[ -x "$NODEMESH" ]]; then
-        NODEMESH=$(cd "$(dirname "$NODEMESH")" && pwd)/$(basename "$NODEMESH")
-        NODEMESH_NOTE="$NODEMESH; pods captured by the agents' iptables rules, same client commands as direct."
-        run_scenario nodemesh
-    else
-        NODEMESH_NOTE="n/a: binary missing ($NODEMESH); build it with ./build.sh publish."
-        log "nodemesh: n/a: binary missing ($NODEMESH)"
-        record nodemesh status "n/a: binary missing"
-    fi
-    if wanted haproxy; then run_scenario haproxy; else record haproxy status "not run"; fi
+    local round s
+    local -a order
+    for ((round = 1; round <= ROUNDS; round++)); do
+        RESULTS=$WORK/results.$round
+        : >"$RESULTS"
+        MEASURE_IDLE=$((round == 1))
+        # telemetry runs next to nodemesh, so the machine's drift touches both alike.
+        if ((round % 2)); then order=(direct nodemesh telemetry haproxy); else order=(haproxy telemetry nodemesh direct); fi
+        ((ROUNDS == 1)) || log "=== round $round of $ROUNDS ==="
+        for s in "${order[@]}"; do run_wanted "$s"; done
+    done
     if wanted microbench; then run_microbench; else MICROBENCH_STATUS="not run (--only $ONLY)"; fi
 
     load_results

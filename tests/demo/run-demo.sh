@@ -114,25 +114,7 @@ start_mesh() {
 # nginx_server NAME NS PORT BODY: an nginx answering BODY on every path.
 nginx_server() {
     local name=$1 ns=$2 port=$3 body=$4 dir=$WORK/$1
-    mkdir -p "$dir/tmp"
-    cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    server {
-        listen $port;
-        location / { default_type text/plain; return 200 "$body\n"; }
-    }
-}
-EOF
-    bg "$name" "$ns" nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf"
+    nginx_run "$name" "$ns" "$port" "default_type text/plain; return 200 \"$body\\n\";" || die "nginx ($name): config refused: $(cat "$dir/error.log" 2>/dev/null)"
     wait_port "$ns" "$port" || die "nginx ($name) did not start: $(cat "$dir/error.log" "$WORK/$name.log" 2>/dev/null)"
 }
 
@@ -190,6 +172,36 @@ send_traffic() {
     # Passthrough to a non-mesh host is plaintext by design: it carries a control token (never
     # the marker) that the capture must find.
     http_check "passthrough    " "http://10.231.0.200/" "outside the mesh" -H "X-Demo-Control: $CONTROL"
+    # The policy 'deny-n1p2-to-n2p1' (both agents): n1p2 may not reach n2p1; node2's agent refuses it.
+    local denied
+    if denied=$(ip netns exec "$PREFIX-n1p2" curl -sS --fail --max-time 10 "http://10.240.2.2:$HTTP_PORT/" 2>&1); then
+        OPS_FAIL+=("n1p2 reached n2p1 although the policy deny-n1p2-to-n2p1 denies it: $denied")
+    else
+        info "ok  denied         : n1p2 -> http://10.240.2.2:$HTTP_PORT/ refused by policy deny-n1p2-to-n2p1"
+    fi
+}
+
+# What an operator looks at: the denial with both identities, readiness, a few metrics with their labels, and status.
+show_operator_view() {
+    say "The denial, as node2's agent reports it (nodemesh flows --denied)"
+    local out
+    out=$("$NODEMESH" flows --socket "$WORK/n2/agent.sock" --denied -o wide 2>&1) || OPS_FAIL+=("nodemesh flows --denied failed: $out")
+    while IFS= read -r line; do info "$line"; done <<<"$out"
+    grep -q "ns/demo/sa/n1p2" <<<"$out" || OPS_FAIL+=("node2 lists no denial from n1p2's identity")
+
+    say "Readiness (curl http://10.231.0.1:15021/healthz/ready from ext)"
+    out=$(ip netns exec "$PREFIX-ext" curl -sS --max-time 5 -w ' (HTTP %{http_code})' http://10.231.0.1:15021/healthz/ready 2>&1)
+    info "$(tr -s ' \n' ' ' <<<"$out")"
+    [[ "$out" == *"HTTP 200"* ]] || OPS_FAIL+=("node1 is not ready: $out")
+
+    say "Metrics (curl http://10.231.0.2:15020/metrics from ext, Istio's TCP series)"
+    out=$(ip netns exec "$PREFIX-ext" curl -sS --max-time 5 http://10.231.0.2:15020/metrics 2>&1)
+    grep -E '^istio_tcp_connections_closed_total' <<<"$out" | sed -e 's/otel_scope_name="NodeMesh",//' | head -4 | while IFS= read -r line; do info "$line"; done
+    grep -q 'istio_tcp_connections_closed_total.*response_flags="DENIED"' <<<"$out" || OPS_FAIL+=("node2's metrics show no DENIED connection")
+
+    say "nodemesh status (node1)"
+    out=$("$NODEMESH" status --socket "$WORK/n1/agent.sock" 2>&1) || OPS_FAIL+=("nodemesh status failed: $out")
+    while IFS= read -r line; do info "$line"; done <<<"$out"
 }
 
 stop_capture() {
@@ -274,9 +286,9 @@ show_flows() {
                 "$(short_id "$(json_field "$line" sourceIdentity)") -> $(short_id "$(json_field "$line" destinationIdentity)")" \
                 "$(json_field "$line" bytesSent)" "$(json_field "$line" bytesReceived)" \
                 "$([[ $enc == true ]] && echo yes || echo no)"
-            # A flow between two nodes' pods must be encrypted.
+            # A flow between two nodes' pods that carried anything must be encrypted (the denied one carried nothing).
             if [[ "$src" == 10.240.1.* && "$dst" == 10.240.2.* || "$src" == 10.240.2.* && "$dst" == 10.240.1.* ]] &&
-                [[ $enc != true ]]; then
+                [[ $enc != true && "$(json_field "$line" outcome)" != Denied && "$(json_field "$line" outcome)" != Refused ]]; then
                 FLOW_FAIL+=("node$i reports the cross-node flow $src -> $dst as not encrypted")
             fi
         done <<<"$raw"
@@ -296,6 +308,10 @@ main() {
     say "Building the topology: 2 nodes x 2 pods + an external host (namespaces $PREFIX-*)"
     topo_create "$PREFIX" 2 2 || die "could not create the topology"
     info "node1 10.231.0.1 pods 10.240.1.2 (n1p1) 10.240.1.3 (n1p2); node2 10.231.0.2 pods 10.240.2.2 (n2p1) 10.240.2.3 (n2p2); ext 10.231.0.200"
+    OPS_FAIL=()
+    # shellcheck disable=SC2034 # read by agent_config (tests/netns/procs.sh)
+    MESH_POLICIES='[ { "name": "deny-n1p2-to-n2p1", "action": "DENY", "selector": { "identities": ["spiffe://'"$TRUST_DOMAIN"'/ns/demo/sa/n2p1"] },
+      "rules": [ { "from": { "principals": ["spiffe://'"$TRUST_DOMAIN"'/ns/demo/sa/n1p2"] } } ] } ]'
     start_mesh
     start_servers
     start_capture
@@ -303,9 +319,10 @@ main() {
     stop_capture
     check_capture
     show_flows
+    show_operator_view
 
     echo
-    local failures=("${VERDICT_FAIL[@]}" "${FLOW_FAIL[@]}")
+    local failures=("${VERDICT_FAIL[@]}" "${FLOW_FAIL[@]}" "${OPS_FAIL[@]}")
     if ((${#failures[@]} > 0)); then
         printf '    - %s\n' "${failures[@]}" >&2
         die "$((${#failures[@]})) check(s) failed"

@@ -28,6 +28,34 @@ bg() {
     PIDS+=("$BG_PID")
 }
 
+# nginx_run NAME NS PORT LOCATION [HTTP_LINES] [CONNECTIONS]: one nginx worker in NS listening on PORT,
+# its files in $WORK/NAME; LOCATION is the body of `location /`, HTTP_LINES more http-level directives
+# (default: access_log off). The config is checked first (returns 1 if it is refused); the process
+# is started with bg, its pid in BG_PID. The caller waits for the port.
+nginx_run() {
+    local name=$1 ns=$2 port=$3 location=$4 lines=${5:-access_log off;} conns=${6:-1024} dir=$WORK/$1
+    mkdir -p "$dir/tmp"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections $conns; }
+http {
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    $lines
+    server {
+        listen $port;
+        location / { $location }
+    }
+}
+EOF
+    ip netns exec "$ns" nginx -t -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" || return 1
+    bg "$name" "$ns" nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf"
+}
+
 # stop_pid PID: TERM, up to 5 s to exit, then KILL; reaped so it leaves no zombie.
 stop_pid() {
     local pid=$1 i
@@ -112,7 +140,10 @@ agent_config() {
         printf '    { "name": "n%dp%d", "ip": "10.240.%d.%d", "identity": "spiffe://%s/ns/%s/sa/n%dp%d", "node": "node%d" }%s\n' \
             "$k" "$j" "$k" $((j + 1)) "$TRUST_DOMAIN" "$sa" "$k" "$j" "$k" "$sep"
     done
-    printf '  ]\n}\n'
+    printf '  ]'
+    # MESH_POLICIES: a JSON array of authorization policies for every agent (e.g. the demo's denial).
+    if [[ -n "${MESH_POLICIES:-}" ]]; then printf ',\n  "policies": %s' "$MESH_POLICIES"; fi
+    printf '\n}\n'
 }
 
 mesh_ca_init() {

@@ -58,7 +58,7 @@ internal sealed partial class InboundPlaintextProxy(
             }
 
             flow.Own(upstream);
-            flow.Carried(await BidirectionalCopy.RunAsync(client, upstream, flow.Stopping));
+            await flow.CarryAsync(client, upstream);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {

@@ -37,7 +37,7 @@ internal sealed partial class InboundTunnelProxy(
     {
         // The flow owns the stream: a reset from the caller (or the tunnel's loss) stops it, including a connect
         // still pending, and its end counts the stream's handler done.
-        await using Flow flow = connections.Open("inbound", "tunnel", cancellationToken);
+        await using Flow flow = connections.Open("inbound", "tunnel", cancellationToken, stream.Header?.TraceParent);
         flow.Own(stream);
         flow.StopWith(stream.Aborted);
         flow.Encrypted = true;
@@ -113,7 +113,7 @@ internal sealed partial class InboundTunnelProxy(
             return;
         }
 
-        flow.Carried(await BidirectionalCopy.RunAsync(socket, stream, flow.Stopping));
+        await flow.CarryAsync(socket, stream);
     }
 
     /// <summary>The checks a flow must pass before anything is connected. Returns null when it may proceed.</summary>
@@ -182,9 +182,8 @@ internal sealed partial class InboundTunnelProxy(
 
     private static async ValueTask WriteStatusAsync(TunnelStream flow, FlowStatus status, CancellationToken cancellationToken)
     {
-        byte[] frame = new byte[FrameHeader.Size + 1];
-        frame[FrameHeader.Size] = (byte)status;
-        await flow.WriteAsync(frame, FrameHeader.Size, 1, cancellationToken);
+        // Copied into the connection's queue: the one-byte array is free again when this returns.
+        await flow.WriteAsync(new[] { (byte)status }, cancellationToken);
     }
 
     private static async Task AnswerAndCloseAsync(TunnelStream flow, FlowStatus status)

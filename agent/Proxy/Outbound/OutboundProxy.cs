@@ -11,6 +11,7 @@ using NodeMesh.Identity;
 using NodeMesh.Interop;
 using NodeMesh.Proxy.Inbound;
 using NodeMesh.State;
+using NodeMesh.Telemetry;
 using NodeMesh.Tunnel;
 
 namespace NodeMesh.Proxy.Outbound;
@@ -104,7 +105,7 @@ internal sealed partial class OutboundProxy(
             FlowStatus status;
             try
             {
-                var header = new FlowHeader(flow.Destination, flow.Source, Activity.Current?.Id is { Length: FlowHeader.TraceParentLength } id ? id : null);
+                var header = new FlowHeader(flow.Destination, flow.Source, FlowTracing.TraceParent(flow.Activity));
                 stream = flow.Own(await lease.Connection.OpenFlowAsync(header, flow.Stopping));
 
                 // A peer that stops answering (a partition) must not hold the client until keepalive gives up.
@@ -117,7 +118,7 @@ internal sealed partial class OutboundProxy(
                 catch (OperationCanceledException) when (!flow.Stopping.IsCancellationRequested)
                 {
                     await stream.ResetAsync(TunnelError.Cancelled);
-                    throw new IOException($"peer agent did not answer within {config.Tunnel.ConnectTimeout.TotalSeconds:0.###} s");
+                    throw new IOException($"peer agent did not answer within {Contracts.Duration.Format(config.Tunnel.ConnectTimeout)}");
                 }
             }
             catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException)
@@ -134,7 +135,7 @@ internal sealed partial class OutboundProxy(
             }
 
             flow.Encrypted = true;
-            flow.Carried(await BidirectionalCopy.RunAsync(client, stream, flow.Stopping));
+            await flow.CarryAsync(client, stream);
         }
     }
 
@@ -172,7 +173,7 @@ internal sealed partial class OutboundProxy(
         }
 
         flow.Own(upstream);
-        flow.Carried(await BidirectionalCopy.RunAsync(client, upstream, flow.Stopping));
+        await flow.CarryAsync(client, upstream);
     }
 
     private async Task PassthroughAsync(WorkloadCapture capture, Flow flow, Socket client)
@@ -190,7 +191,7 @@ internal sealed partial class OutboundProxy(
             return;
         }
 
-        flow.Carried(await BidirectionalCopy.RunAsync(client, upstream, flow.Stopping));
+        await flow.CarryAsync(client, upstream);
     }
 
     /// <summary>Waits for the peer agent's one-byte answer to the flow header.</summary>

@@ -94,8 +94,8 @@ public sealed partial class ConfigFuzzTests
     /// <summary>What the agent does with a configuration that validated must not fail either.</summary>
     private static void AssertUsable(AgentConfig config)
     {
-        Assert.True(config.Ca.CertificateLifetime > TimeSpan.Zero);
-        Assert.True(config.Ca.NodeCertificateLifetime > TimeSpan.Zero);
+        Assert.True(config.Ca.CertificateTtl > TimeSpan.Zero);
+        Assert.True(config.Ca.NodeCertificateTtl > TimeSpan.Zero);
         foreach (WorkloadConfig w in config.Workloads)
         {
             _ = ConfigLoader.ParseMode(w.Mode);

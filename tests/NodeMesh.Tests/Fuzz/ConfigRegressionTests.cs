@@ -17,7 +17,7 @@ public sealed class ConfigRegressionTests
     public void Parse_DurationTooLongForATimeSpan_IsAFieldError_NotAnOverflow(string ttl)
     {
         ConfigException ex = Assert.Throws<ConfigException>(() => ConfigLoader.Parse(Valid.Replace("TTL", ttl, StringComparison.Ordinal), "f"));
-        Assert.Contains(ex.Errors, e => e.StartsWith($"ca.certificateTtl: {ttl} is longer than", StringComparison.Ordinal));
+        Assert.Contains(ex.Errors, e => e.StartsWith($"ca.certificateTtl: '{ttl}' is longer than", StringComparison.Ordinal));
     }
 
     [Theory]

@@ -59,7 +59,11 @@ public sealed class AcceptExhaustionTests(ITestOutputHelper output)
         }
 
         Assert.True(probe is { Outcome: ProbeOutcome.Answered, Answer: "after exhaustion" }, agent.Explain($"after the fds were freed: {probe}"));
-        Assert.True(agent.Output.Contains("accept failed", StringComparison.Ordinal) && agent.Output.Contains("accepting again", StringComparison.Ordinal),
-            agent.Explain("the failed accepts and the recovery must be logged"));
+        // The tunnel listener has no new connection arriving: it must take the one that waited through the failures
+        // (an epoll edge it will never see again), within its backoff of at most 1 s.
+        string tunnelRecovered = $"tunnel listener {mesh.Node(1).EndPoint(15008)}: accepting again";
+        bool recoveryLogged = await agent.WaitForOutputAsync(tunnelRecovered, TimeSpan.FromSeconds(5));
+        Assert.True(agent.Output.Contains($"tunnel listener {mesh.Node(1).EndPoint(15008)}: accept failed", StringComparison.Ordinal) && recoveryLogged,
+            agent.Explain($"the failed accepts and the recovery ('{tunnelRecovered}') must be logged"));
     }
 }

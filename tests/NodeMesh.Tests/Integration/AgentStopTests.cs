@@ -50,7 +50,7 @@ public sealed class AgentStopTests(ITestOutputHelper output)
     public async Task AgentStop_LetsAFlowInProgressFinish_AndRefusesNewOnesMeanwhile()
     {
         await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 1, output);
-        AgentProcess agent = await mesh.StartAgentAsync(mesh.Node(1), s => s.DrainSeconds = 10);
+        AgentProcess agent = await mesh.StartAgentAsync(mesh.Node(1), s => s.DrainTimeout = TimeSpan.FromSeconds(10));
         await mesh.StartAgentAsync(mesh.Node(2));
         Pod client = mesh.Pod(1, 1);
         TcpTestServer slow = await mesh.Pod(2, 1).StartTcpServerAsync(Port, ServerMode.EchoAfter(TimeSpan.FromSeconds(2)));
@@ -86,7 +86,7 @@ public sealed class AgentStopTests(ITestOutputHelper output)
     {
         await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 1, output);
         await mesh.StartAgentAsync(mesh.Node(1));
-        AgentProcess agent = await mesh.StartAgentAsync(mesh.Node(2), s => s.DrainSeconds = 10);
+        AgentProcess agent = await mesh.StartAgentAsync(mesh.Node(2), s => s.DrainTimeout = TimeSpan.FromSeconds(10));
         TcpTestServer slow = await mesh.Pod(2, 1).StartTcpServerAsync(Port, ServerMode.EchoAfter(TimeSpan.FromSeconds(6)));
         using Socket inFlight = await mesh.Pod(1, 1).ConnectAsync(slow.EndPoint);
         StreamResult sent = await inFlight.SendAllAsync(TestData.Ascii("in flight"), TimeSpan.FromSeconds(5));

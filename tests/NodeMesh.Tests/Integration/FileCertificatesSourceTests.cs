@@ -48,8 +48,8 @@ public sealed class FileCertificatesSourceTests(ITestOutputHelper output)
         await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 1, output);
         string dir1 = Issue(mesh, mesh.Node(1), TimeSpan.FromHours(1));
         string dir2 = Issue(mesh, mesh.Node(2), TimeSpan.FromHours(1));
-        await mesh.StartAgentAsync(mesh.Node(1), s => s.Customize = c => c.Certificates = new CertificatesConfig { Source = "files", Dir = dir1, PollSeconds = 1 });
-        AgentProcess node2 = await mesh.StartAgentAsync(mesh.Node(2), s => s.Customize = c => c.Certificates = new CertificatesConfig { Source = "files", Dir = dir2, PollSeconds = 1 });
+        await mesh.StartAgentAsync(mesh.Node(1), s => s.Customize = c => c.Certificates = new CertificatesConfig { Source = "files", Dir = dir1, PollInterval = TimeSpan.FromSeconds(1) });
+        AgentProcess node2 = await mesh.StartAgentAsync(mesh.Node(2), s => s.Customize = c => c.Certificates = new CertificatesConfig { Source = "files", Dir = dir2, PollInterval = TimeSpan.FromSeconds(1) });
         await mesh.Pod(2, 1).StartTcpServerAsync(Port, ServerMode.Echo);
 
         ProbeResult first = await mesh.Pod(1, 1).ProbeAsync(mesh.Pod(2, 1).EndPoint(Port), "files");

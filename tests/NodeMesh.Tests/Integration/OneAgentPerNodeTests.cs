@@ -15,7 +15,7 @@ namespace NodeMesh.Tests.Integration;
 public sealed class OneAgentPerNodeTests(ITestOutputHelper output)
 {
     private const int EchoPort = 7000;
-    private static readonly PortsConfig OtherPorts = new() { Outbound = 16001, InboundPlaintext = 16006, Tunnel = 16008 };
+    private static readonly PortsConfig OtherPorts = new() { Outbound = 16001, InboundPlaintext = 16006, Tunnel = 16008, Metrics = 16020, Admin = 16000, Readiness = 16021 };
 
     [Fact]
     public async Task SecondAgent_WithTheSameStateDir_ExitsAtOnce_NamingTheHoldersPid()

@@ -14,7 +14,7 @@ public sealed class TunnelLivenessTests(ITestOutputHelper output)
 {
     private const int SinkPort = 7100;
     private const int EchoPort = 7101;
-    private static readonly TunnelConfig FastKeepalive = new() { KeepaliveIntervalSeconds = 1, KeepaliveTimeoutSeconds = 3, ConnectTimeoutSeconds = 2 };
+    private static readonly TunnelConfig FastKeepalive = new() { KeepaliveInterval = TimeSpan.FromSeconds(1), KeepaliveTimeout = TimeSpan.FromSeconds(3), ConnectTimeout = TimeSpan.FromSeconds(2) };
 
     [Fact]
     public async Task LinkCutMidUpload_TunnelIsDeclaredLostWithinSeconds_NewFlowsFailFast_AndWorkAgainWhenTheLinkReturns()
@@ -57,7 +57,7 @@ public sealed class TunnelLivenessTests(ITestOutputHelper output)
         ProbeResult during = await client.ProbeAsync(echo.EndPoint, "during", TimeSpan.FromSeconds(15));
         TimeSpan failedAfter = watch.Elapsed;
         Assert.True(during.Outcome is ProbeOutcome.Refused or ProbeOutcome.Reset, mesh.Explain($"a new flow during the cut must fail: {during}"));
-        Assert.True(failedAfter < TimeSpan.FromSeconds(2 * FastKeepalive.ConnectTimeoutSeconds) + TimeSpan.FromSeconds(1),
+        Assert.True(failedAfter < 2 * FastKeepalive.ConnectTimeout + TimeSpan.FromSeconds(1),
             mesh.Explain($"a new flow during the cut took {failedAfter.TotalSeconds:F1} s to fail"));
 
         await partition!.RestoreAsync();

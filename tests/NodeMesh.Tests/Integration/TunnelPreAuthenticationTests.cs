@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Security.Cryptography.X509Certificates;
 using NodeMesh.Tests.Identity;
 using NodeMesh.Tests.Netns;
+using NodeMesh.Tests.Telemetry;
 using Xunit.Abstractions;
 
 namespace NodeMesh.Tests.Integration;
@@ -50,7 +51,16 @@ public sealed class TunnelPreAuthenticationTests(ITestOutputHelper output)
         // Sixteen rejections within seconds are one log line (the rest are counted), not sixteen.
         int lines = mesh.Agent(2).Output.Split('\n').Count(l => l.Contains("rejected: ", StringComparison.Ordinal) && l.Contains("tunnel from", StringComparison.Ordinal));
         Assert.True(lines is >= 1 and <= 2, mesh.Agent(2).Explain($"{lines} rejection lines for 16 rejected handshakes"));
+
+        // Each is counted by why: a certificate of another CA is "untrusted" (those shed before the handshake are not handshakes).
+        IReadOnlyList<PrometheusSample> scrape = await AgentMetrics.WaitForAsync(mesh, 2, "/metrics",
+            s => AgentMetrics.Value(s, "nodemesh_tunnel_handshake_failures_total", Untrusted) >= 1, prefix: "nodemesh_tunnel");
+        double failures = scrape.Where(s => s.Name == "nodemesh_tunnel_handshake_failures_total").Sum(s => s.Value);
+        Assert.True(failures <= 16 && AgentMetrics.Value(scrape, "nodemesh_tunnel_handshake_failures_total", Untrusted) == failures,
+            AgentMetrics.Describe(scrape, "nodemesh_tunnel"));
     }
+
+    private static readonly Dictionary<string, string> Untrusted = new() { ["direction"] = "inbound", ["reason"] = "untrusted" };
 
     [Fact]
     public async Task AThousandIdleConnections_AreShedAtOnce_WhileCrossNodeFlowsKeepWorking()

@@ -17,7 +17,7 @@ internal sealed class AgentSetup
     /// <summary>Pods of other nodes known as remote workloads (default: every pod of every other node).</summary>
     public IReadOnlyList<Pod>? RemotePods { get; set; }
 
-    public int DrainSeconds { get; set; } = 1;
+    public TimeSpan DrainTimeout { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>The CA this agent issues its certificates from and trusts (default: the topology's one CA).</summary>
     public string? CaDir { get; set; }
@@ -41,6 +41,9 @@ internal sealed class AgentSetup
 
     /// <summary>RLIMIT_NOFILE (soft and hard) the agent runs with (<c>prlimit --nofile=N:N</c>); null: inherited.</summary>
     public int? FileLimit { get; set; }
+
+    /// <summary>Environment variables the agent gets on top of the test's own (e.g. OTEL_*).</summary>
+    public IDictionary<string, string> Environment { get; } = new Dictionary<string, string>();
 }
 
 /// <summary>
@@ -57,10 +60,12 @@ internal sealed partial class AgentProcess : IAsyncDisposable
     private readonly string? _searchPath;
     private Process? _process;
     private readonly int? _fileLimit;
+    private readonly Dictionary<string, string> _environment;
     private int _runs;
 
-    private AgentProcess(Node node, string directory, AgentConfig config, IReadOnlyList<Pod> localPods, string? searchPath, int? fileLimit)
+    private AgentProcess(Node node, string directory, AgentConfig config, IReadOnlyList<Pod> localPods, string? searchPath, int? fileLimit, IDictionary<string, string> environment)
     {
+        _environment = new Dictionary<string, string>(environment);
         _searchPath = searchPath;
         _fileLimit = fileLimit;
         Node = node;
@@ -131,7 +136,7 @@ internal sealed partial class AgentProcess : IAsyncDisposable
             Ca = new CaConfig { Dir = setup.CaDir ?? topology.CaDir },
             StateDir = Path.Combine(directory, "state"),
             ApiSocket = Path.Combine(directory, "agent.sock"),
-            DrainSeconds = setup.DrainSeconds,
+            DrainTimeout = setup.DrainTimeout,
             Tunnel = setup.Tunnel,
             Workloads = local.Select(p => new WorkloadConfig
                 {
@@ -144,7 +149,7 @@ internal sealed partial class AgentProcess : IAsyncDisposable
             RemoteWorkloads = remote.Select(p => new RemoteWorkloadConfig { Name = p.Name, Ip = p.Ip.ToString(), Identity = p.Identity, Node = p.Node.Name }).ToList(),
         };
         setup.Customize?.Invoke(config);
-        var agent = new AgentProcess(node, directory, config, local, setup.SearchPath, setup.FileLimit);
+        var agent = new AgentProcess(node, directory, config, local, setup.SearchPath, setup.FileLimit, setup.Environment);
         File.WriteAllText(agent.ConfigPath, JsonSerializer.Serialize(config, ConfigJsonContext.Default.AgentConfig));
         return agent;
     }
@@ -213,6 +218,11 @@ internal sealed partial class AgentProcess : IAsyncDisposable
         if (_searchPath is not null)
         {
             start.Environment["PATH"] = _searchPath;
+        }
+
+        foreach ((string name, string value) in _environment)
+        {
+            start.Environment[name] = value;
         }
 
         // `ip netns exec` execs the command (no fork), so this process *is* the agent: signals reach it directly.
@@ -291,7 +301,7 @@ internal sealed partial class AgentProcess : IAsyncDisposable
         if (!process.HasExited)
         {
             await Command.RunCheckedAsync(TimeSpan.FromSeconds(5), "kill", "-TERM", process.Id.ToString(CultureInfo.InvariantCulture));
-            using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(Config.DrainSeconds + 20));
+            using var deadline = new CancellationTokenSource(Config.DrainTimeout + TimeSpan.FromSeconds(20));
             try
             {
                 await process.WaitForExitAsync(deadline.Token);
@@ -300,7 +310,7 @@ internal sealed partial class AgentProcess : IAsyncDisposable
             {
                 process.Kill();
                 await process.WaitForExitAsync();
-                throw new TimeoutException(Explain($"the {Node.Name} agent did not exit within {Config.DrainSeconds + 20} s of SIGTERM (killed)"));
+                throw new TimeoutException(Explain($"the {Node.Name} agent did not exit within {(Config.DrainTimeout + TimeSpan.FromSeconds(20)).TotalSeconds} s of SIGTERM (killed)"));
             }
         }
 

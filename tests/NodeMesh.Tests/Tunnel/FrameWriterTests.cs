@@ -49,6 +49,34 @@ public sealed class FrameWriterTests
     }
 
     [Fact]
+    public async Task AWindowOnAnIdleTransport_IsWrittenBySender_AndWindowsBehindAWaitingWrite_AreBatched()
+    {
+        var transport = new RecordingStream();
+        var writer = new FrameWriter(transport, _ => { });
+
+        // A receiver's credit goes out on its own call, with no hop to the loop.
+        writer.WriteWindow(5, 262144);
+        Assert.Equal(FrameHeader.Size + 4, transport.Length);
+        Assert.Equal(1, writer.InlineWrites);
+        FrameHeader header = ReadHeader(transport.ToArray());
+        Assert.Equal(FrameType.Window, header.Type);
+        Assert.Equal(5u, header.StreamId);
+        await writer.WhenIdleAsync().WaitAsync(Patience);
+
+        // While a write waits, later windows queue and the loop writes them together.
+        transport.Gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        for (uint i = 1; i <= 50; i++)
+        {
+            writer.WriteWindow(i, i);
+        }
+
+        transport.Gate.SetResult();
+        await writer.WhenIdleAsync().WaitAsync(Patience);
+        Assert.Equal(51 * (FrameHeader.Size + 4), transport.Length);
+        Assert.InRange(writer.BatchesWritten, 3, 4);
+    }
+
+    [Fact]
     public async Task AnInlineWriteThatWaits_IsFinishedByTheLoop_WhileTheSenderGoesOn_InOrder()
     {
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Security.Authentication;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using NodeMesh.Identity;
 using NodeMesh.Tunnel;
 
@@ -33,7 +34,8 @@ public sealed class TunnelConnectionTests : IAsyncLifetime
         (_client, _server) = await ConnectPairAsync(await _certificates.GetWorkloadCertificateAsync(_web, default));
     }
 
-    private async Task<(TunnelConnection Client, TunnelConnection Server)> ConnectPairAsync(SslStreamCertificateContext clientCertificate)
+    private async Task<(TunnelConnection Client, TunnelConnection Server)> ConnectPairAsync(SslStreamCertificateContext clientCertificate, SpiffeId? expectedPeer = null,
+        TunnelOptions? options = null)
     {
         _listener?.Dispose();
         _listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -41,7 +43,7 @@ public sealed class TunnelConnectionTests : IAsyncLifetime
         _listener.Listen();
         Task<TunnelConnection> accept = AcceptAsync();
         TunnelConnection client = await TunnelConnection.ConnectAsync((IPEndPoint)_listener.LocalEndPoint!, _web, clientCertificate, _verifier,
-            MeshIdentities.Node("cluster.local", "node1"), TimeSpan.FromSeconds(5), default);
+            expectedPeer ?? MeshIdentities.Node("cluster.local", "node1"), TimeSpan.FromSeconds(5), default, options);
         return (client, await accept);
     }
 
@@ -155,6 +157,40 @@ public sealed class TunnelConnectionTests : IAsyncLifetime
         using X509Certificate2 foreign = other.Issue(_web, TimeSpan.FromHours(1));
         await Assert.ThrowsAnyAsync<Exception>(() => ConnectPairAsync(SslStreamCertificateContext.Create(foreign, null)));
         Directory.Delete(otherDir, true);
+    }
+
+    [Fact]
+    public async Task PeerWithAnotherIdentityThanExpected_IsRefused_AndCountedAsAnOutboundIdentityFailure()
+    {
+        using var metrics = new NodeMesh.Telemetry.MeshMetrics();
+        using var failures = new MetricCollector<long>(metrics.Meter, "nodemesh_tunnel_handshake_failures_total");
+        SslStreamCertificateContext web = await _certificates.GetWorkloadCertificateAsync(_web, default);
+        Exception refused = await Assert.ThrowsAnyAsync<Exception>(() =>
+            ConnectPairAsync(web, MeshIdentities.Node("cluster.local", "node2"), new TunnelOptions { Metrics = metrics }));
+
+        Assert.Contains("expected spiffe://cluster.local/ns/nodemesh-system/sa/node.node2", refused.Message, StringComparison.Ordinal);
+        CollectedMeasurement<long> failure = Assert.Single(failures.GetMeasurementSnapshot());
+        Assert.Equal(1, failure.Value);
+        Assert.True(failure.MatchesTags(new KeyValuePair<string, object?>("direction", "outbound"), new KeyValuePair<string, object?>("reason", "identity")),
+            string.Join(", ", failure.Tags));
+    }
+
+    [Theory]
+    [InlineData(nameof(PeerRejection.Untrusted), false, "untrusted")]
+    [InlineData(nameof(PeerRejection.NoCertificate), false, "no-certificate")]
+    [InlineData(nameof(PeerRejection.Identity), false, "identity")]
+    [InlineData(nameof(PeerRejection.None), true, "alpn")]
+    public void HandshakeFailure_IsNamedByTheCertificateCheckFirst(string rejection, bool alpn, string reason) =>
+        Assert.Equal(reason, HandshakeFailure.Classify(new AuthenticationException("refused"), Enum.Parse<PeerRejection>(rejection), alpn));
+
+    [Fact]
+    public void HandshakeFailure_WithoutARefusal_IsNamedByTheException()
+    {
+        Assert.Equal("timeout", HandshakeFailure.Classify(new OperationCanceledException(), PeerRejection.None, alpn: false));
+        Assert.Equal("closed", HandshakeFailure.Classify(new IOException("reset"), PeerRejection.None, alpn: false));
+        Assert.Equal("tls", HandshakeFailure.Classify(new AuthenticationException("no shared cipher"), PeerRejection.None, alpn: false));
+        Assert.Equal("local-certificate", HandshakeFailure.Classify(new CertificateUnavailableException("not issued yet"), PeerRejection.None, alpn: false));
+        Assert.Contains("local-certificate", HandshakeFailure.All);
     }
 
     [Fact]

@@ -22,7 +22,7 @@ public sealed class TunnelPoolTests : IAsyncLifetime
 
     private TunnelPool Pool(TunnelDialer dialer, TunnelConfig? config = null, TunnelOptions? options = null)
     {
-        var pool = new TunnelPool(dialer, config ?? new TunnelConfig { ConnectTimeoutSeconds = 1 }, options ?? new TunnelOptions(), NullLogger.Instance);
+        var pool = new TunnelPool(dialer, config ?? new TunnelConfig { ConnectTimeout = TimeSpan.FromSeconds(1) }, options ?? new TunnelOptions(), NullLogger.Instance);
         _owned.Add(pool);
         return pool;
     }
@@ -128,7 +128,7 @@ public sealed class TunnelPoolTests : IAsyncLifetime
     [Fact]
     public async Task Bounds_NewConnectionsUpToThePerPeerLimit_ThenSharing_ThenRefusalAtThePeersStreamLimit()
     {
-        var config = new TunnelConfig { MaxStreamsPerConnection = 2, MaxConnectionsPerPeer = 2, ConnectTimeoutSeconds = 1 };
+        var config = new TunnelConfig { MaxStreamsPerConnection = 2, MaxConnectionsPerPeer = 2, ConnectTimeout = TimeSpan.FromSeconds(1) };
         TunnelPool pool = Pool(Working(TimeSpan.Zero), config, new TunnelOptions { MaxAcceptedStreams = 3 });
         var leases = new List<TunnelLease>();
         for (int i = 0; i < 4; i++)
@@ -156,7 +156,7 @@ public sealed class TunnelPoolTests : IAsyncLifetime
     [Fact]
     public async Task SharedConnections_GetACompanion_UpToOnePerCore_AndNewFlowsTakeTheLeastLoaded()
     {
-        TunnelPool pool = Pool(Working(TimeSpan.Zero), new TunnelConfig { ConnectTimeoutSeconds = 1, MaxConnectionsPerPeer = 8 });
+        TunnelPool pool = Pool(Working(TimeSpan.Zero), new TunnelConfig { ConnectTimeout = TimeSpan.FromSeconds(1), MaxConnectionsPerPeer = 8 });
         var leases = new List<TunnelLease> { await pool.AcquireAsync(Web, "node2", Peer, default), await pool.AcquireAsync(Web, "node2", Peer, default) };
         int wanted = Math.Min(Environment.ProcessorCount, 8);
         var watch = Stopwatch.StartNew();
@@ -187,7 +187,7 @@ public sealed class TunnelPoolTests : IAsyncLifetime
     public async Task IdleConnections_AreReleased_WithAGoAway_AndBusyOnesAreKept()
     {
         var far = new List<RawTunnelPeer>();
-        TunnelPool pool = Pool(Working(TimeSpan.Zero), new TunnelConfig { IdleTimeoutSeconds = 1, ConnectTimeoutSeconds = 1, MaxStreamsPerConnection = 1 });
+        TunnelPool pool = Pool(Working(TimeSpan.Zero), new TunnelConfig { IdleTimeout = TimeSpan.FromSeconds(1), ConnectTimeout = TimeSpan.FromSeconds(1), MaxStreamsPerConnection = 1 });
         TunnelLease idle = await pool.AcquireAsync(Web, "node2", Peer, default);
         using TunnelLease busy = await pool.AcquireAsync(Web, "node2", Peer, default);
         Assert.NotSame(idle.Connection, busy.Connection);

@@ -1,4 +1,5 @@
 using NodeMesh.Config;
+using NodeMesh.Telemetry;
 
 namespace NodeMesh.Tests.Unit;
 
@@ -32,6 +33,74 @@ public class ConfigLoaderTests
         Assert.Equal("/run/nodemesh/agent.sock", config.ApiSocket);
         Assert.Single(config.Workloads);
         Assert.Single(config.RemoteWorkloads);
+    }
+
+    [Theory]
+    [InlineData("\"http/protobuf\"", "HttpProtobuf")]
+    [InlineData("\"HttpProtobuf\"", "HttpProtobuf")]
+    [InlineData("\"grpc\"", "Grpc")]
+    public void Parse_Telemetry_TakesTheOtlpSettings_AndMetricsOnTheirPortByDefault(string protocol, string expectedName)
+    {
+        OtlpProtocol expected = Enum.Parse<OtlpProtocol>(expectedName);
+        AgentConfig config = ConfigLoader.Parse(Valid.Replace("\"trustDomain\"", $$"""
+            "telemetry": { "otlp": { "endpoint": "http://10.0.0.5:4318", "protocol": {{protocol}}, "exportInterval": "2s" } },
+            "trustDomain"
+            """, StringComparison.Ordinal), "test.json");
+        Assert.Equal(15020, config.Ports.Metrics);
+        Assert.Equal(expected, config.Telemetry.Otlp.Protocol);
+        Assert.Equal(TimeSpan.FromSeconds(2), config.Telemetry.Otlp.ExportInterval);
+        TelemetryPlan plan = TelemetrySetup.Plan(config, _ => null);
+        Assert.Equal("http://10.0.0.5:4318", plan.OtlpEndpoint);
+        Assert.Equal(new Uri("http://10.0.0.5:4318/v1/metrics"), TelemetrySetup.SignalEndpoint(new Uri(plan.OtlpEndpoint!), OtlpProtocol.HttpProtobuf));
+    }
+
+    [Fact]
+    public void TelemetryPlan_WithoutAnEndpointInTheFile_TakesTheOtelVariables_AndIsOffWithoutThem()
+    {
+        AgentConfig config = ConfigLoader.Parse(Valid, "test.json");
+        Assert.Null(TelemetrySetup.Plan(config, _ => null).OtlpEndpoint);
+        var environment = new Dictionary<string, string> { ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://c:4318", ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf" };
+        TelemetryPlan plan = TelemetrySetup.Plan(config, name => environment.GetValueOrDefault(name));
+        Assert.Equal(("http://c:4318", OtlpProtocol.HttpProtobuf), (plan.OtlpEndpoint, plan.OtlpProtocol));
+        Assert.Equal("nodemesh", plan.ServiceName);
+    }
+
+    [Fact]
+    public void Parse_Durations_AreReadAsWritten_AndTheOlderSecondKeysStillWork()
+    {
+        AgentConfig config = ConfigLoader.Parse(Valid.Replace("\"trustDomain\"", """
+            "drainTimeout": "1m30s",
+            "tunnel": { "connectTimeout": "750ms", "keepaliveIntervalSeconds": 2, "keepaliveTimeout": "9s" },
+            "trustDomain"
+            """, StringComparison.Ordinal), "test.json");
+        Assert.Equal(TimeSpan.FromSeconds(90), config.DrainTimeout);
+        Assert.Equal(TimeSpan.FromMilliseconds(750), config.Tunnel.ConnectTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(2), config.Tunnel.KeepaliveInterval);
+        Assert.Equal(TimeSpan.FromSeconds(9), config.Tunnel.KeepaliveTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(60), config.Tunnel.IdleTimeout);
+        Assert.Equal(TimeSpan.FromHours(24), config.Ca.CertificateTtl);
+
+        // Written back in the newer form only.
+        string written = System.Text.Json.JsonSerializer.Serialize(config, ConfigJsonContext.Default.AgentConfig);
+        Assert.Contains("\"keepaliveInterval\": \"2s\"", written, StringComparison.Ordinal);
+        Assert.Contains("\"drainTimeout\": \"1m30s\"", written, StringComparison.Ordinal);
+        Assert.DoesNotContain("Seconds", written, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("\"tunnel\": { \"connectTimeout\": \"2s\", \"connectTimeoutSeconds\": 3 },", "tunnel.connectTimeoutSeconds: give tunnel.connectTimeout")]
+    [InlineData("\"tunnel\": { \"idleTimeout\": \"2s\", \"idleTimeoutSeconds\": 3 }, \"ports\": { \"tunnel\": 0 },", "ports.tunnel:")]
+    [InlineData("\"tunnel\": { \"connectTimeout\": 5 },", "tunnel.connectTimeout: a duration needs a unit")]
+    [InlineData("\"tunnel\": { \"idleTimeout\": \"soon\" },", "tunnel.idleTimeout: 'soon' is not a duration")]
+    [InlineData("\"tunnel\": { \"keepaliveInterval\": \"20s\", \"keepaliveTimeout\": \"10s\" },", "tunnel.keepaliveTimeout: must be longer than tunnel.keepaliveInterval")]
+    [InlineData("\"drainTimeout\": \"2h\",", "drainTimeout: 2h must be between 0s and 1h")]
+    [InlineData("\"ca\": { \"dir\": \"/x\", \"certificateTtl\": \"1s\" },", "ca.certificateTtl: 1s must be between 5s and 90d")]
+    public void Parse_BadDurations_AreErrors_NamingTheField(string fragment, string expected)
+    {
+        string json = Valid.Replace("\"ca\": { \"dir\": \"/var/lib/nodemesh/ca\" },", "", StringComparison.Ordinal)
+            .Replace("\"trustDomain\"", fragment + " \"trustDomain\"", StringComparison.Ordinal);
+        ConfigException ex = Assert.Throws<ConfigException>(() => ConfigLoader.Parse(json, "test.json"));
+        Assert.Contains(ex.Errors, e => e.StartsWith(expected, StringComparison.Ordinal));
     }
 
     [Fact]

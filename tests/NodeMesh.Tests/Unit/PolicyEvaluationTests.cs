@@ -1,4 +1,6 @@
 using System.Net;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using Microsoft.Extensions.Logging.Abstractions;
 using NodeMesh.Authz;
 using NodeMesh.Identity;
 using NodeMesh.State;
@@ -33,6 +35,26 @@ public class PolicyEvaluationTests
 
     private static PolicyConfig Deny(string name, SourceConfig? from = null, DestinationConfig? to = null, bool dryRun = false) =>
         new() { Name = name, Action = "DENY", DryRun = dryRun, Rules = [new RuleConfig { From = from, To = to }] };
+
+    [Fact]
+    public void Authorizer_CountsEveryDecision_UnderThePolicyThatMadeIt()
+    {
+        using var metrics = new AuthzMetrics();
+        using var decisions = new MetricCollector<long>(metrics.Meter, "nodemesh_authz_decisions_total");
+        var authorizer = new Authorizer(metrics, NullLogger<Authorizer>.Instance);
+        PolicySet webOnly = Compile(Allow("web-only", new SourceConfig { Principals = [Web.Uri] }), Deny("no-batch-admin", new SourceConfig { Principals = [Batch.Uri] }, new DestinationConfig { Ports = [22] }));
+
+        authorizer.Authorize(PolicySet.Empty, From(Web), "tunnel");
+        authorizer.Authorize(webOnly, From(Web), "tunnel");
+        authorizer.Authorize(webOnly, From(Web), "tunnel");
+        authorizer.Authorize(webOnly, From(Batch), "tunnel");
+        authorizer.Authorize(webOnly, From(Batch, port: 22), "tunnel");
+
+        string[] counted = [.. decisions.GetMeasurementSnapshot().Select(m =>
+            $"{m.Tags["decision"]} {m.Tags["policy"]} {m.Tags["destination_workload"]} {m.Value}")];
+        Assert.Equal(["allow default-allow db 1", "allow web-only db 1", "allow web-only db 1", "deny default-deny db 1", "deny no-batch-admin db 1"], counted);
+        Assert.Equal(2, metrics.Denied);
+    }
 
     [Fact]
     public void NoPolicies_AllowEverything() => Assert.True(PolicySet.Empty.Evaluate(From(Web)).Allowed);

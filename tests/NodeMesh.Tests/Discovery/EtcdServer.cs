@@ -1,0 +1,164 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace NodeMesh.Tests.Discovery;
+
+/// <summary>
+/// Real etcd members (Debian's etcd-server) on loopback, each with its own data directory, started for one test
+/// and stopped (killed, data removed) after it. <see cref="StartClusterAsync"/> starts several as one cluster.
+/// </summary>
+internal sealed class EtcdServer : IAsyncDisposable
+{
+    private readonly string _dir;
+    private readonly List<Member> _members;
+
+    private EtcdServer(string dir, List<Member> members)
+    {
+        _dir = dir;
+        _members = members;
+    }
+
+    public IReadOnlyList<Uri> Endpoints => [.. _members.Select(m => m.ClientUrl)];
+
+    public static Task<EtcdServer> StartAsync() => StartClusterAsync(1);
+
+    public static async Task<EtcdServer> StartClusterAsync(int size)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "nm-etcd-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        var members = Enumerable.Range(1, size).Select(i => new Member($"m{i}", new Uri($"http://127.0.0.1:{FreePort()}"), new Uri($"http://127.0.0.1:{FreePort()}"))).ToList();
+        string cluster = string.Join(',', members.Select(m => $"{m.Name}={Bare(m.PeerUrl)}"));
+        var server = new EtcdServer(dir, members);
+        foreach (Member member in members)
+        {
+            server.Start(member, cluster);
+        }
+
+        foreach (Member member in members)
+        {
+            await server.WaitHealthyAsync(member);
+        }
+
+        return server;
+    }
+
+    /// <summary>etcdctl against the cluster: (exit code, stdout + stderr).</summary>
+    public async Task<(int ExitCode, string Output)> CtlAsync(params string[] args)
+    {
+        var start = new ProcessStartInfo("etcdctl") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.Environment["ETCDCTL_API"] = "3";
+        start.ArgumentList.Add("--endpoints=" + string.Join(',', Endpoints.Select(Bare)));
+        foreach (string arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        using Process process = Process.Start(start)!;
+        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        return (process.ExitCode, await stdout + await stderr);
+    }
+
+    /// <summary>SIGKILLs member <paramref name="index"/> (0-based).</summary>
+    public void Kill(int index) => _members[index].Process?.Kill(entireProcessTree: true);
+
+    public string Log(int index) => _members[index].Log.ToString();
+
+    private void Start(Member member, string cluster)
+    {
+        var start = new ProcessStartInfo("etcd") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string arg in new[]
+        {
+            "--name", member.Name, "--data-dir", Path.Combine(_dir, member.Name),
+            "--listen-client-urls", Bare(member.ClientUrl), "--advertise-client-urls", Bare(member.ClientUrl),
+            "--listen-peer-urls", Bare(member.PeerUrl), "--initial-advertise-peer-urls", Bare(member.PeerUrl),
+            "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token", Path.GetFileName(_dir),
+        })
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        Process process = Process.Start(start)!;
+        process.OutputDataReceived += (_, e) => { lock (member.Log) { member.Log.AppendLine(e.Data); } };
+        process.ErrorDataReceived += (_, e) => { lock (member.Log) { member.Log.AppendLine(e.Data); } };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        member.Process = process;
+    }
+
+    private async Task WaitHealthyAsync(Member member)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        for (DateTime end = DateTime.UtcNow + TimeSpan.FromSeconds(20); DateTime.UtcNow < end; await Task.Delay(100))
+        {
+            if (member.Process is { HasExited: true } exited)
+            {
+                throw new InvalidOperationException($"etcd member {member.Name} exited ({exited.ExitCode}):\n{member.Log}");
+            }
+
+            try
+            {
+                string health = await http.GetStringAsync(new Uri(member.ClientUrl, "/health"));
+                if (health.Contains("\"health\":\"true\"", StringComparison.Ordinal))
+                {
+                    return;
+                }
+            }
+            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
+            {
+                // Not listening yet, or no leader yet.
+            }
+        }
+
+        throw new InvalidOperationException($"etcd member {member.Name} is not healthy after 20 s:\n{member.Log}");
+    }
+
+    /// <summary>scheme://host:port, without the path etcd refuses in its URL flags.</summary>
+    private static string Bare(Uri url) => url.GetLeftPart(UriPartial.Authority);
+
+    private static int FreePort()
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)socket.LocalEndPoint!).Port;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (Member member in _members)
+        {
+            if (member.Process is { } process)
+            {
+                try
+                {
+                    process.Kill(entireProcessTree: true);
+                    await process.WaitForExitAsync();
+                }
+                catch (InvalidOperationException)
+                {
+                    // Already gone (killed by the test).
+                }
+
+                process.Dispose();
+            }
+        }
+
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private sealed class Member(string name, Uri clientUrl, Uri peerUrl)
+    {
+        public string Name { get; } = name;
+
+        public Uri ClientUrl { get; } = clientUrl;
+
+        public Uri PeerUrl { get; } = peerUrl;
+
+        public Process? Process { get; set; }
+
+        public StringBuilder Log { get; } = new();
+    }
+}
