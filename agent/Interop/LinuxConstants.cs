@@ -31,13 +31,4 @@ internal static class LinuxConstants
     public const int SO_PEERCRED = 17;
     public const int SO_PEERGROUPS = 59;
     public const int ERANGE = 34;
-    public const int SOCK_CLOEXEC = 0x80000;
-    public const int EMFILE = 24;
-    public const int ENFILE = 23;
-    public const int ENOBUFS = 105;
-    public const int ENOMEM = 12;
-    public const int ECONNABORTED = 103;
-    public const int F_GETFL = 3;
-    public const int F_SETFL = 4;
-    public const int O_NONBLOCK = 0x800;
 }

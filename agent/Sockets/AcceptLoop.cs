@@ -19,13 +19,12 @@ internal static class AcceptLoop
         TimeSpan backoff = TimeSpan.Zero;
         while (!stopping.IsCancellationRequested)
         {
-            Socket? socket;
+            Socket socket;
             try
             {
-                // After a failure, ask the kernel first: .NET would wait for an edge that a connection queued
-                // during the failures never raises (see ImmediateAccept).
-                socket = backoff != TimeSpan.Zero ? Interop.ImmediateAccept.TryAccept(listener) : null;
-                socket ??= await listener.AcceptAsync(stopping);
+                // After a failed accept (not EAGAIN) .NET tries the next one at once, without waiting for an
+                // epoll edge, so a connection that stayed queued through the failures is taken (AcceptExhaustionTests).
+                socket = await listener.AcceptAsync(stopping);
             }
             catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException)
             {

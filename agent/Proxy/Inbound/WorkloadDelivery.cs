@@ -15,7 +15,17 @@ internal static class WorkloadDelivery
     public static async Task<(Socket? Socket, SocketError Error)> ConnectAsync(
         WorkloadCapture destination, IPEndPoint client, IPEndPoint target, TimeSpan connectTimeout, CancellationToken cancellationToken)
     {
-        Socket socket = await destination.CreateSocketAsync(transparent: true);
+        Socket socket;
+        try
+        {
+            socket = await destination.CreateSocketAsync(transparent: true);
+        }
+        catch (SocketException ex)
+        {
+            // Out of descriptors or buffers: this flow is refused with the reason, the others go on.
+            return (null, ex.SocketErrorCode);
+        }
+
         try
         {
             socket.Bind(new IPEndPoint(client.Address, 0));

@@ -178,9 +178,11 @@ internal sealed partial class OutboundProxy(
 
     private async Task PassthroughAsync(WorkloadCapture capture, Flow flow, Socket client)
     {
-        Socket upstream = flow.Own(await capture.CreateSocketAsync(transparent: false));
+        Socket upstream;
         try
         {
+            // Creating the socket fails too when the agent is out of descriptors: refused with the reason.
+            upstream = flow.Own(await capture.CreateSocketAsync(transparent: false));
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(flow.Stopping);
             timeout.CancelAfter(config.Tunnel.ConnectTimeout);
             await upstream.ConnectAsync(flow.Destination, timeout.Token);

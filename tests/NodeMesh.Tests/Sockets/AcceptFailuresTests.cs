@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging.Testing;
-using NodeMesh.Interop;
 using NodeMesh.Sockets;
 
 namespace NodeMesh.Tests.Sockets;
@@ -28,28 +27,4 @@ public class AcceptFailuresTests
         Assert.Equal(["tunnel listener 10.0.0.1:15008: accept failed (TooManyOpenSockets); retrying in 10 ms (0 more failures since the last report)",
             "tunnel listener 10.0.0.1:15008: accepting again after 1 failed accepts"], lines.Select(l => l.Message));
     }
-
-    [Fact]
-    public void ImmediateAccept_TakesAQueuedConnection_AndAnswersNullOnAnEmptyQueue()
-    {
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(4);
-        Assert.Null(ImmediateAccept.TryAccept(listener));
-
-        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        client.Connect(listener.LocalEndPoint!);
-        using Socket? accepted = ImmediateAccept.TryAccept(listener);
-        Assert.NotNull(accepted);
-        Assert.Equal(client.LocalEndPoint, accepted.RemoteEndPoint);
-        Assert.Null(ImmediateAccept.TryAccept(listener));
-    }
-
-    [Theory]
-    [InlineData(LinuxConstants.EMFILE, SocketError.TooManyOpenSockets)]
-    [InlineData(LinuxConstants.ENFILE, SocketError.TooManyOpenSockets)]
-    [InlineData(LinuxConstants.ENOBUFS, SocketError.NoBufferSpaceAvailable)]
-    [InlineData(LinuxConstants.ECONNABORTED, SocketError.ConnectionAborted)]
-    public void AcceptErrnos_MapToTheSocketErrorsTheLoopReports(int errno, SocketError expected) =>
-        Assert.Equal(expected, ImmediateAccept.ToSocketError(errno));
 }

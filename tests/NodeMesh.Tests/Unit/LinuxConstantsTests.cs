@@ -30,7 +30,6 @@ public class LinuxConstantsTests
                   printf(" %d %d", IPPROTO_TCP, TCP_USER_TIMEOUT);
                   printf("\n");
                   printf("%d %d %d %d %d %d %d %d\n", O_RDWR, O_CREAT, LOCK_EX, LOCK_NB, EWOULDBLOCK, SO_PEERCRED, SO_PEERGROUPS, ERANGE);
-                  printf("%d %d %d %d %d %d %d %d %d\n", SOCK_CLOEXEC, EMFILE, ENFILE, ENOBUFS, ENOMEM, ECONNABORTED, F_GETFL, F_SETFL, O_NONBLOCK);
                   return 0;
                 }
                 """);
@@ -51,12 +50,7 @@ public class LinuxConstantsTests
                 LinuxConstants.O_RDWR, LinuxConstants.O_CREAT, LinuxConstants.LOCK_EX, LinuxConstants.LOCK_NB, LinuxConstants.EWOULDBLOCK,
                 LinuxConstants.SO_PEERCRED, LinuxConstants.SO_PEERGROUPS, LinuxConstants.ERANGE,
             ];
-            int[] accept =
-            [
-                LinuxConstants.SOCK_CLOEXEC, LinuxConstants.EMFILE, LinuxConstants.ENFILE, LinuxConstants.ENOBUFS, LinuxConstants.ENOMEM,
-                LinuxConstants.ECONNABORTED, LinuxConstants.F_GETFL, LinuxConstants.F_SETFL, LinuxConstants.O_NONBLOCK,
-            ];
-            Assert.Equal(string.Join(' ', expected) + "\n" + string.Join(' ', expectedMore) + "\n" + string.Join(' ', accept), output.Trim());
+            Assert.Equal(string.Join(' ', expected) + "\n" + string.Join(' ', expectedMore), output.Trim());
         }
         finally
         {
