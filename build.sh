@@ -118,13 +118,14 @@ package() {
   root="$(mktemp -d)"; chmod 0755 "$root"
   trap 'rm -rf "$root"' RETURN
   install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/nodemesh" \
-    "$root/usr/share/man/man1" "$root/usr/share/doc/nodemesh"
+    "$root/usr/share/man/man1" "$root/usr/share/doc/nodemesh" "$root/usr/share/lintian/overrides"
   install -d -m 0700 "$root/var/lib/nodemesh"
   install -m 0755 "$bin/nodemesh" "$bin/nodemesh-cni" "$root/usr/bin/"
   install -m 0644 "$pkg/nodemesh.service" "$root/lib/systemd/system/nodemesh.service"
   install -m 0644 "$pkg/config.json" "$root/etc/nodemesh/config.json"
   gzip -9n < "$pkg/man/nodemesh.1" > "$root/usr/share/man/man1/nodemesh.1.gz"
   install -m 0644 "$pkg/deb/copyright" "$ROOT/README.md" "$root/usr/share/doc/nodemesh/"
+  install -m 0644 "$pkg/deb/lintian-overrides" "$root/usr/share/lintian/overrides/nodemesh"
   sed -e "s/@VERSION@/$version/" -e "s/@DATE@/$(date -R -u -d "@$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null || date +%s)")/" \
     "$pkg/deb/changelog" | gzip -9n > "$root/usr/share/doc/nodemesh/changelog.Debian.gz"
   chmod 0644 "$root/usr/share/man/man1/nodemesh.1.gz" "$root/usr/share/doc/nodemesh/changelog.Debian.gz"

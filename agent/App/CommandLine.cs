@@ -320,6 +320,10 @@ internal static class CommandLine
             node => MeshIdentities.Node(config.TrustDomain, node), config.Tunnel, sp.GetRequiredService<TunnelOptions>(),
             sp.GetRequiredService<ILogger<TunnelPool>>()));
         builder.Services.AddSingleton<WorkloadRegistry>();
+        builder.Services.AddSingleton<Discovery.IRegistrySource>(sp => config.Discovery.Source == DiscoverySource.Etcd
+            ? new Discovery.EtcdRegistrySource(config, sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<MeshMetrics>(),
+                sp.GetRequiredService<ILogger<Discovery.EtcdRegistrySource>>())
+            : new Discovery.StaticRegistrySource(config, sp.GetRequiredService<WorkloadRegistry>()));
         builder.Services.AddSingleton(new FlowLog());
         builder.Services.AddSingleton<MeshMetrics>();
         builder.Services.AddSingleton(sp => new FlowRecorder(

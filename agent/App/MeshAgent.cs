@@ -38,6 +38,7 @@ internal sealed partial class MeshAgent(
     WorkloadStateStore stateStore,
     StateDirectory stateDirectory,
     MeshMetrics metrics,
+    Discovery.IRegistrySource registrySource,
     ILoggerFactory loggerFactory,
     ILogger<MeshAgent> logger) : IHostedService, IDisposable, Admin.IAgentState
 {
@@ -58,9 +59,8 @@ internal sealed partial class MeshAgent(
         Log.Transports(logger, "mTLS 1.3 over TCP", QuicConnection.IsSupported ? "available" : "unavailable (libmsquic not found); using mTLS over TCP");
 
         _ownNamespace = NetworkNamespace.Identify("/proc/self/ns/net");
-        var peers = config.Nodes.ToDictionary(n => n.Name, n => new IPEndPoint(IPAddress.Parse(n.Address), config.Ports.Tunnel), StringComparer.Ordinal);
-        var remote = config.RemoteWorkloads.Select(w => new Workload(w.Name, IPAddress.Parse(w.Ip), SpiffeId.Parse(w.Identity), w.Node, null));
-        registry.Reset(new RegistrySnapshot(remote, peers, PolicyCompiler.Compile(config.Policies, config.TrustDomain, [])));
+        registry.Reset(new RegistrySnapshot([], new Dictionary<string, IPEndPoint>(), PolicyCompiler.Compile(config.Policies, config.TrustDomain, [])));
+        registrySource.Start();
 
         // Fail early if the node identity cannot be issued: without it no tunnel can be accepted.
         try
@@ -143,7 +143,7 @@ internal sealed partial class MeshAgent(
             () =>
             {
                 IReadOnlyList<TunnelPeerState> states = pool.Snapshot();
-                return config.Nodes.Select(n => (n.Name, states.Where(s => s.Node == n.Name).All(s => s.Connections > 0 || s.LastError is null)));
+                return registry.Current.PeerNodes.Keys.Select(n => (n, states.Where(s => s.Node == n).All(s => s.Connections > 0 || s.LastError is null)));
             });
         _started = true;
         Log.Ready(logger, config.Node.Name, registry.Captures.Count, config.ApiSocket);
@@ -172,6 +172,10 @@ internal sealed partial class MeshAgent(
         await connections.WhenEmptyAsync().WaitAsync(drain, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
 
         await goingAway.WaitAsync(TimeSpan.FromSeconds(1), CancellationToken.None).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+
+        // Peers forget this node at once instead of at its lease's expiry.
+        await registrySource.WithdrawAsync(TimeSpan.FromSeconds(2));
+        await registrySource.DisposeAsync();
         Log.Stopped(logger, connections.Count);
         foreach (WorkloadCapture capture in registry.Captures)
         {
@@ -207,6 +211,7 @@ internal sealed partial class MeshAgent(
             },
             cancellationToken);
         registry.Add(capture);
+        registrySource.Publish(workload);
 
         // Fetched now, not at the first flow: the first connection does not wait for the CA, and a failure shows in `status` at once.
         _ = PrefetchCertificateAsync(workload);
@@ -256,6 +261,7 @@ internal sealed partial class MeshAgent(
                         Listener = ListenerStatus(),
                         Peers = PeerStatuses(),
                         Workloads = ListWorkloads(),
+                        Registry = registrySource.Status(),
                     },
                 };
             default:
@@ -454,6 +460,7 @@ internal sealed partial class MeshAgent(
             }
 
             _apiWorkloads.Remove(name!);
+            registrySource.Unpublish(name!);
             await stateStore.SaveAsync(_apiWorkloads.Values);
 
             // Replicas share an identity: its certificate goes with the last local workload that has it.
@@ -542,6 +549,11 @@ internal sealed partial class MeshAgent(
         if (_tunnel is null)
         {
             missing.Add($"tunnel listener on {config.Node.Address}:{config.Ports.Tunnel}");
+        }
+
+        if (!registrySource.Synced.IsCompleted)
+        {
+            missing.Add($"registry: not listed from {config.Discovery.Source.ToString().ToLowerInvariant()} yet ({registrySource.Status().LastError ?? "connecting"})");
         }
 
         foreach (WorkloadConfig w in config.Workloads)

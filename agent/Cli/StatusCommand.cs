@@ -17,6 +17,28 @@ internal static class StatusCommand
         return 0;
     }
 
+    /// <summary>"etcd, synced at revision 42 (current 0.3 s ago): 3 nodes, 5 remote workloads".</summary>
+    internal static string DescribeRegistry(RegistryStatus r, DateTimeOffset now)
+    {
+        string contents = $"{Count(r.Nodes, "node")}, {Count(r.RemoteWorkloads, "remote workload")}";
+        if (r.Source == "static")
+        {
+            return $"static (config file): {contents}";
+        }
+
+        string lag = r.LagSeconds is { } seconds ? string.Create(CultureInfo.InvariantCulture, $" (current {seconds:F1} s ago)") : "";
+        string state = r.State switch
+        {
+            "synced" => $"synced at revision {r.Revision}{lag}",
+            "disconnected" => $"DISCONNECTED{(r.DisconnectedSince is { } since ? $" for {Approximately(now - since)}" : "")}, serving revision {r.Revision}{lag}",
+            _ => "syncing (not listed yet)",
+        };
+        string published = r.Published == false ? "; this node NOT published" : "";
+        string refused = r.EntriesRefused > 0 ? $"; {r.EntriesRefused} malformed entries refused" : "";
+        string error = r.LastError is null ? "" : $"; last error: {r.LastError}";
+        return $"{r.Source}, {state}: {contents}{published}{refused}{error}";
+    }
+
     public static string Render(AgentStatus status, OutputFormat format, DateTimeOffset now)
     {
         if (Output.Serialized(status, ApiJsonContext.Default.AgentStatus, format) is { } serialized)
@@ -29,6 +51,11 @@ internal static class StatusCommand
         string uptime = status.StartedAt is { } started ? $", up {Approximately(now - started)}" : "";
         Line(text, "Node", $"{status.Node} (nodemesh {status.Version}){uptime}");
         Line(text, "Transports", string.Join(", ", status.Transports));
+        if (status.Registry is { } registry)
+        {
+            Line(text, "Registry", DescribeRegistry(registry, now));
+        }
+
         Line(text, "Listener", status.Listener is { } l ? $"{l.Address}: {Count(l.Connections, "connection")} from peers, {Count(l.Streams, "stream")}" : "not listening");
         Line(text, "Tunnels", $"{Count(status.TunnelConnections, "connection")} open, {status.TunnelConnectionsOpened} dialled since the start");
         Line(text, "Flows", $"{status.ActiveFlows} active, {status.FlowsRecorded} ended or refused since the start: {status.FlowsRefused} refused, " +

@@ -34,6 +34,72 @@ internal sealed record AgentConfig
 
     /// <summary>L4 authorization policies, enforced by the receiving agent; reloaded when the file changes.</summary>
     public IReadOnlyList<Authz.PolicyConfig> Policies { get; set; } = [];
+
+    /// <summary>Where the agent learns the mesh's nodes and workloads besides its own.</summary>
+    public DiscoveryConfig Discovery { get; set; } = new();
+
+    /// <summary>What belongs to the mesh: traffic there is never sent in plaintext.</summary>
+    public MeshConfig Mesh { get; set; } = new();
+}
+
+/// <summary>Where the registry of nodes and workloads comes from.</summary>
+internal enum DiscoverySource
+{
+    /// <summary>This file: nodes and remoteWorkloads.</summary>
+    Static,
+
+    /// <summary>etcd: each agent publishes its node and workloads under a lease and watches everyone's.</summary>
+    Etcd,
+}
+
+internal sealed record DiscoveryConfig
+{
+    public DiscoverySource Source { get; set; } = DiscoverySource.Static;
+
+    public EtcdConfig Etcd { get; set; } = new();
+}
+
+/// <summary>The etcd cluster of source "etcd".</summary>
+internal sealed record EtcdConfig
+{
+    /// <summary>Client URLs of the members (all http:// or all https://).</summary>
+    public IReadOnlyList<Uri> Endpoints { get; set; } = [];
+
+    /// <summary>Every key of the mesh starts with it; each node writes under PREFIX/nodes/NODE/.</summary>
+    public string Prefix { get; set; } = "/nodemesh/";
+
+    /// <summary>etcd user (etcd's own authentication); empty: none.</summary>
+    public string Username { get; set; } = "";
+
+    /// <summary>File holding the user's password.</summary>
+    public string PasswordFile { get; set; } = "";
+
+    /// <summary>PEM files for https endpoints: the members' CA, and this node's client certificate and key (optional).</summary>
+    public string CaFile { get; set; } = "";
+
+    public string CertFile { get; set; } = "";
+
+    public string KeyFile { get; set; } = "";
+
+    /// <summary>This node's entries expire this long after its agent stops renewing them (a crash, a partition).</summary>
+    public TimeSpan LeaseTtl { get; set; } = TimeSpan.FromSeconds(10);
+
+    public TimeSpan DialTimeout { get; set; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>The deadline of one call (a listing, a put).</summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(5);
+}
+
+internal sealed record MeshConfig
+{
+    /// <summary>
+    /// Address ranges that belong to the mesh. A flow to an address in them that the registry does not know is
+    /// held for up to <see cref="HoldTimeout"/> for the registry to learn it, then refused: never passed through
+    /// in plaintext.
+    /// </summary>
+    public IReadOnlyList<System.Net.IPNetwork> Cidrs { get; set; } = [];
+
+    public TimeSpan HoldTimeout { get; set; } = TimeSpan.FromSeconds(1);
 }
 
 /// <summary>This node: its name and the address peers reach its tunnel listener on.</summary>

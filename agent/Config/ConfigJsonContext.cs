@@ -10,7 +10,7 @@ namespace NodeMesh.Config;
     UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
     AllowDuplicateProperties = false,
     WriteIndented = true,
-    Converters = [typeof(DurationJsonConverter), typeof(ConfigEnumConverter<OtlpProtocol>), typeof(ConfigEnumConverter<LogFormat>),
+    Converters = [typeof(DurationJsonConverter), typeof(ConfigEnumConverter<OtlpProtocol>), typeof(ConfigEnumConverter<LogFormat>), typeof(ConfigEnumConverter<DiscoverySource>), typeof(IPNetworkJsonConverter),
         typeof(ConfigEnumConverter<Microsoft.Extensions.Logging.LogLevel>)])]
 [JsonSerializable(typeof(AgentConfig))]
 internal sealed partial class ConfigJsonContext : JsonSerializerContext;

@@ -34,6 +34,12 @@ internal static class ConfigLoader
         {
             // The serializer names the JSON path and position; keep that, drop the type names.
             string path = ex.Path?.TrimStart('$').TrimStart('.') ?? "";
+            if (path.Length > 0 && !char.IsAsciiLetterOrDigit(path[0]) && path[0] != '[')
+            {
+                // A top-level key such as ":x" would read as an empty path; bracket it as the serializer does others.
+                path = $"['{path}']";
+            }
+
             string where = path.Length == 0 ? "" : $"{path}: ";
             string position = ex.LineNumber is long line ? $" (line {line + 1}, column {ex.BytePositionInLine + 1})" : "";
             throw new ConfigException(source, [$"{where}{Simplify(ex.Message)}{position}"]);
@@ -61,6 +67,7 @@ internal static class ConfigLoader
         {
             ("node", c.Node), ("ca", c.Ca), ("certificates", c.Certificates), ("ports", c.Ports), ("tunnel", c.Tunnel), ("telemetry", c.Telemetry), ("logging", c.Logging), ("trustDomain", c.TrustDomain),
             ("stateDir", c.StateDir), ("apiSocket", c.ApiSocket), ("api", c.Api), ("workloads", c.Workloads), ("nodes", c.Nodes), ("remoteWorkloads", c.RemoteWorkloads),
+            ("discovery", c.Discovery), ("mesh", c.Mesh),
         })
         {
             if (section is null)
@@ -145,6 +152,7 @@ internal static class ConfigLoader
         }
 
         ValidateTelemetry(errors, c.Telemetry);
+        ValidateDiscovery(errors, c);
 
         RequireRange(errors, "tunnel.maxStreamsPerConnection", c.Tunnel.MaxStreamsPerConnection, 1, 10_000);
         RequireRange(errors, "tunnel.maxConnectionsPerPeer", c.Tunnel.MaxConnectionsPerPeer, 1, 1_000);
@@ -222,6 +230,90 @@ internal static class ConfigLoader
         }
 
         return errors;
+    }
+
+    private static void ValidateDiscovery(List<string> errors, AgentConfig c)
+    {
+        if (c.Discovery.Etcd is null)
+        {
+            errors.Add("discovery.etcd: must not be null");
+            return;
+        }
+
+        if (c.Mesh.Cidrs is null)
+        {
+            errors.Add("mesh.cidrs: must not be null");
+        }
+        else
+        {
+            for (int i = 0; i < c.Mesh.Cidrs.Count; i++)
+            {
+                if (c.Mesh.Cidrs[i].BaseAddress.AddressFamily != AddressFamily.InterNetwork)
+                {
+                    errors.Add($"mesh.cidrs[{i}]: {c.Mesh.Cidrs[i]} is not IPv4 (mesh addresses are IPv4)");
+                }
+            }
+        }
+
+        RequireDuration(errors, "mesh.holdTimeout", c.Mesh.HoldTimeout, TimeSpan.Zero, TimeSpan.FromSeconds(30));
+        if (c.Discovery.Source != DiscoverySource.Etcd)
+        {
+            return;
+        }
+
+        if (c.Nodes.Count > 0 || c.RemoteWorkloads.Count > 0)
+        {
+            errors.Add("nodes, remoteWorkloads: must be empty with discovery.source etcd (every node publishes its own there)");
+        }
+
+        EtcdConfig e = c.Discovery.Etcd;
+        if (e.Endpoints is null || e.Endpoints.Count == 0)
+        {
+            errors.Add("discovery.etcd.endpoints: at least one etcd client URL is needed with discovery.source etcd, e.g. [\"https://10.0.0.1:2379\"]");
+        }
+        else
+        {
+            for (int i = 0; i < e.Endpoints.Count; i++)
+            {
+                Uri? url = e.Endpoints[i];
+                if (url is null || !url.IsAbsoluteUri || url.Scheme is not ("http" or "https") || url.Host.Length == 0 || url.AbsolutePath != "/")
+                {
+                    errors.Add($"discovery.etcd.endpoints[{i}]: '{Contracts.Printable.Of(url?.OriginalString ?? "null")}' must be an http:// or https:// URL of a member, e.g. https://10.0.0.1:2379");
+                }
+            }
+
+            if (e.Endpoints.Where(u => u is { IsAbsoluteUri: true }).Select(u => u.Scheme).Distinct().Count() > 1)
+            {
+                errors.Add("discovery.etcd.endpoints: all must be http:// or all https://");
+            }
+        }
+
+        if (e.Prefix is null || !e.Prefix.StartsWith('/') || !e.Prefix.EndsWith('/') || e.Prefix.Length > 200 || e.Prefix.Any(ch => ch <= ' ' || ch > '~'))
+        {
+            errors.Add($"discovery.etcd.prefix: '{Contracts.Printable.Of(e.Prefix ?? "null")}' must start and end with '/' (printable ASCII, no spaces), e.g. /nodemesh/");
+        }
+
+        if (!string.IsNullOrEmpty(e.Username) && string.IsNullOrEmpty(e.PasswordFile))
+        {
+            errors.Add("discovery.etcd.passwordFile: needed with discovery.etcd.username");
+        }
+
+        foreach ((string name, string? file) in new[] { ("passwordFile", e.PasswordFile), ("caFile", e.CaFile), ("certFile", e.CertFile), ("keyFile", e.KeyFile) })
+        {
+            if (!string.IsNullOrEmpty(file))
+            {
+                RequireAbsolutePath(errors, $"discovery.etcd.{name}", file);
+            }
+        }
+
+        if (string.IsNullOrEmpty(e.CertFile) != string.IsNullOrEmpty(e.KeyFile))
+        {
+            errors.Add("discovery.etcd.certFile, keyFile: give both or neither");
+        }
+
+        RequireDuration(errors, "discovery.etcd.leaseTtl", e.LeaseTtl, TimeSpan.FromSeconds(2), TimeSpan.FromHours(1));
+        RequireDuration(errors, "discovery.etcd.dialTimeout", e.DialTimeout, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(1));
+        RequireDuration(errors, "discovery.etcd.requestTimeout", e.RequestTimeout, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(5));
     }
 
     private static void ValidateTelemetry(List<string> errors, TelemetryConfig t)

@@ -63,6 +63,39 @@ public sealed record AgentStatus
 
     /// <summary>The local workloads, as <c>workload list</c> shows them.</summary>
     public IReadOnlyList<WorkloadInfo> Workloads { get; init; } = [];
+
+    /// <summary>Where the registry of nodes and workloads comes from, and how current it is.</summary>
+    public RegistryStatus? Registry { get; init; }
+}
+
+/// <summary>The registry source as the agent sees it.</summary>
+public sealed record RegistryStatus
+{
+    /// <summary>"static" (the config file) or "etcd".</summary>
+    public string Source { get; init; } = "";
+
+    /// <summary>"synced" (listed and watching), "syncing" (not listed yet), "disconnected" (serving the last registry it had).</summary>
+    public string State { get; init; } = "";
+
+    /// <summary>The store revision the registry reflects (0: static, or not listed yet).</summary>
+    public long Revision { get; init; }
+
+    /// <summary>How long since the store last confirmed the registry is current (a change or a progress notification).</summary>
+    public double? LagSeconds { get; init; }
+
+    public int Nodes { get; init; }
+
+    public int RemoteWorkloads { get; init; }
+
+    /// <summary>Entries refused as malformed since the start.</summary>
+    public long EntriesRefused { get; init; }
+
+    /// <summary>Whether this node's entries are published under a live lease (etcd).</summary>
+    public bool? Published { get; init; }
+
+    public string? LastError { get; init; }
+
+    public DateTimeOffset? DisconnectedSince { get; init; }
 }
 
 /// <summary>A configured peer node and this agent's tunnels to it (all source identities together, and each).</summary>

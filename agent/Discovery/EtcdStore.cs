@@ -184,6 +184,13 @@ internal sealed class EtcdStore : IAsyncDisposable
         }
     }
 
+    /// <summary>Ends <paramref name="lease"/> now: every entry under it is deleted at once (an orderly stop).</summary>
+    public Task RevokeLeaseAsync(long lease, CancellationToken cancellationToken)
+    {
+        var request = new LeaseRevokeRequest { ID = lease };
+        return CallAsync((headers, deadline) => _lease.LeaseRevokeAsync(request, headers, deadline, cancellationToken).ResponseAsync, cancellationToken);
+    }
+
     public Task PutAsync(string key, ReadOnlyMemory<byte> value, long lease, CancellationToken cancellationToken)
     {
         var request = new PutRequest { Key = ByteString.CopyFromUtf8(key), Value = ByteString.CopyFrom(value.Span), Lease = lease };

@@ -68,6 +68,9 @@ internal sealed class RegistryState
             ? new(Prefix, TrustDomain, _entries.SetItem(key, entry), Math.Max(Revision, revision))
             : new(Prefix, TrustDomain, _entries, Math.Max(Revision, revision));
 
+    /// <summary>The same entries, current at <paramref name="revision"/> (a progress notification: nothing changed up to it).</summary>
+    public RegistryState At(long revision) => revision <= Revision ? this : new(Prefix, TrustDomain, _entries, revision);
+
     public RegistryState Delete(string key, long revision) => new(Prefix, TrustDomain, _entries.Remove(key), Math.Max(Revision, revision));
 
     /// <summary>Every entry of <paramref name="node"/> gone at once (its lease expired, or it was removed).</summary>

@@ -14,6 +14,7 @@ internal sealed class WorkloadRegistry
     private readonly ConcurrentDictionary<IPAddress, WorkloadCapture> _captures = new();
     private readonly Lock _writeGate = new();
     private RegistrySnapshot _current = RegistrySnapshot.Empty;
+    private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public RegistrySnapshot Current => Volatile.Read(ref _current);
 
@@ -71,9 +72,69 @@ internal sealed class WorkloadRegistry
         }
     }
 
+    /// <summary>
+    /// Replaces every remote workload and peer node at once (a discovery source's new view), keeping the local
+    /// workloads. A remote entry that claims a local workload's name or address is left out and named in the result:
+    /// this node's own captures are the truth about this node.
+    /// </summary>
+    public IReadOnlyList<string> ReplaceRemote(IEnumerable<Workload> remote, IReadOnlyDictionary<string, IPEndPoint> peers)
+    {
+        lock (_writeGate)
+        {
+            var conflicts = new List<string>();
+            var byIp = new Dictionary<IPAddress, Workload>();
+            var names = new HashSet<string>(StringComparer.Ordinal);
+            foreach (Workload local in _current.Workloads.Where(w => w.IsLocal))
+            {
+                byIp[local.Ip] = local;
+                names.Add(local.Name);
+            }
+
+            foreach (Workload workload in remote)
+            {
+                if (byIp.TryGetValue(workload.Ip, out Workload? holder))
+                {
+                    conflicts.Add($"{workload.Name} on {workload.Node}: address {workload.Ip} is already {holder.Name}'s (on {holder.Node})");
+                }
+                else if (!names.Add(workload.Name))
+                {
+                    conflicts.Add($"{workload.Name} on {workload.Node}: the name is already registered");
+                }
+                else
+                {
+                    byIp[workload.Ip] = workload;
+                }
+            }
+
+            Publish(new RegistrySnapshot(byIp.Values, peers, _current.Policies));
+            return conflicts;
+        }
+    }
+
+    /// <summary>Completes at the next change after <paramref name="version"/>, or at <paramref name="timeout"/> (then false).</summary>
+    public async Task<bool> WaitForChangeAsync(long version, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        Task changed = Volatile.Read(ref _changed).Task;
+        if (Version != version)
+        {
+            return true;
+        }
+
+        try
+        {
+            await changed.WaitAsync(timeout, cancellationToken);
+            return true;
+        }
+        catch (TimeoutException)
+        {
+            return Version != version;
+        }
+    }
+
     private void Publish(RegistrySnapshot snapshot)
     {
         Volatile.Write(ref _current, snapshot);
         Interlocked.Increment(ref _version);
+        Interlocked.Exchange(ref _changed, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
     }
 }

@@ -22,6 +22,9 @@ internal sealed class MeshMetrics : IDisposable
     private readonly Counter<long> _connectionsShed;
     private readonly Counter<long> _apiRefused;
     private readonly Counter<long> _memoryReclaimed;
+    private readonly Counter<long> _unknownDestinations;
+    private readonly Counter<long> _registryRefused;
+    private readonly Counter<long> _registryResyncs;
     private long _apiRefusedCount;
 
     /// <summary>The meter itself, for a collector that must see this instance's measurements only (tests).</summary>
@@ -40,6 +43,10 @@ internal sealed class MeshMetrics : IDisposable
         _connectionsShed = _meter.CreateCounter<long>("nodemesh_connections_shed_total",
             description: "Connections closed before authentication because a limit was reached or the handshake timed out, by listener and reason.");
         _apiRefused = _meter.CreateCounter<long>("nodemesh_api_callers_refused_total", description: "Local API connections refused: the caller is not root or in api.group.");
+        _unknownDestinations = _meter.CreateCounter<long>("nodemesh_mesh_unknown_destinations_total",
+            description: "Flows to an address in mesh.cidrs that the registry did not know within mesh.holdTimeout: refused, never passed through.");
+        _registryRefused = _meter.CreateCounter<long>("nodemesh_registry_entries_refused_total", description: "Registry entries refused as malformed (each with a log line naming the key and the fault).");
+        _registryResyncs = _meter.CreateCounter<long>("nodemesh_registry_resyncs_total", description: "Times the registry source lost its store (disconnected) or had to list again (compacted), by reason.");
         _memoryReclaimed = _meter.CreateCounter<long>("nodemesh_memory_reclaimed_bytes_total", unit: "By", description: "Resident memory given back after many flows ended.");
     }
 
@@ -68,6 +75,21 @@ internal sealed class MeshMetrics : IDisposable
             () => peers().Select(p => new Measurement<int>(p.Reachable ? 1 : 0, new KeyValuePair<string, object?>("peer", p.Peer))),
             description: "1 if the last attempt to reach the peer node's agent succeeded (or none failed yet), else 0.");
     }
+
+    /// <summary>The registry source's state as gauges: synced (1: listed and connected), the store revision, and seconds since the store last confirmed it (-1: never).</summary>
+    public void ObserveRegistry(Func<(bool Synced, long Revision, double LagSeconds)> registry)
+    {
+        _meter.CreateObservableGauge("nodemesh_registry_synced", () => registry().Synced ? 1 : 0, description: "1 when the registry is listed from its store and the store is reachable; 0 while it serves the last registry it had.");
+        _meter.CreateObservableGauge("nodemesh_registry_revision", () => registry().Revision, description: "The store revision the registry reflects.");
+        _meter.CreateObservableGauge("nodemesh_registry_lag_seconds", () => registry().LagSeconds, unit: "s", description: "Seconds since the store last confirmed the registry is current (a change or a progress notification); -1 before the first.");
+    }
+
+    public void UnknownMeshDestination() => _unknownDestinations.Add(1);
+
+    public void RegistryEntriesRefused(int count) => _registryRefused.Add(count);
+
+    /// <param name="reason"><c>disconnected</c> or <c>compacted</c>.</param>
+    public void RegistryResynced(string reason) => _registryResyncs.Add(1, new KeyValuePair<string, object?>("reason", reason));
 
     /// <summary>The Istio TCP metrics (istio_tcp_*).</summary>
     public TcpMetrics Tcp { get; }

@@ -22,13 +22,17 @@ internal abstract record OutboundPlan
 
     public sealed record Refuse(string Reason) : OutboundPlan;
 
+    /// <summary>An address of the mesh (mesh.cidrs) the registry does not know (yet): held for the registry, then refused.</summary>
+    public sealed record Unknown(Workload Source, IPNetwork Range) : OutboundPlan;
+
     public static OutboundPlan Decide(RegistrySnapshot registry, Workload source, IPEndPoint originalDestination, string thisNode) =>
         Decide(registry, source, originalDestination, thisNode, AgentEndpoints.None, acceptedOn: null);
 
     /// <param name="agent">The agent's own ports and addresses: a flow to one of them is refused.</param>
     /// <param name="acceptedOn">The local endpoint of the accepted socket (the listener the workload reached).</param>
+    /// <param name="meshCidrs">mesh.cidrs: an unknown destination in them is not passed through.</param>
     public static OutboundPlan Decide(RegistrySnapshot registry, Workload source, IPEndPoint originalDestination, string thisNode, AgentEndpoints agent,
-        IPEndPoint? acceptedOn)
+        IPEndPoint? acceptedOn, IReadOnlyList<IPNetwork>? meshCidrs = null)
     {
         if (IsSelf(registry, source, originalDestination, agent, acceptedOn) is { } loop)
         {
@@ -38,6 +42,15 @@ internal abstract record OutboundPlan
         Workload? destination = registry.FindByIp(originalDestination.Address);
         if (destination is null)
         {
+            IPAddress address = originalDestination.Address.IsIPv4MappedToIPv6 ? originalDestination.Address.MapToIPv4() : originalDestination.Address;
+            foreach (IPNetwork range in meshCidrs ?? [])
+            {
+                if (range.Contains(address))
+                {
+                    return new Unknown(source, range);
+                }
+            }
+
             return new Passthrough(source);
         }
 

@@ -22,7 +22,7 @@ namespace NodeMesh.Proxy.Outbound;
 /// </summary>
 internal sealed partial class OutboundProxy(
     WorkloadRegistry registry, TunnelPool pool, FlowRecorder recorder, ConnectionManager connections, AgentConfig config,
-    ILogger<OutboundProxy> logger)
+    MeshMetrics metrics, ILogger<OutboundProxy> logger)
 {
     private readonly AgentEndpoints _agent = AgentEndpoints.From(config);
 
@@ -52,7 +52,12 @@ internal sealed partial class OutboundProxy(
 
         flow.Source = source;
         flow.Destination = destination;
-        OutboundPlan plan = OutboundPlan.Decide(registry.Current, capture.Workload, destination, config.Node.Name, _agent, acceptedOn);
+        OutboundPlan plan = OutboundPlan.Decide(registry.Current, capture.Workload, destination, config.Node.Name, _agent, acceptedOn, config.Mesh.Cidrs);
+        if (plan is OutboundPlan.Unknown)
+        {
+            plan = await AwaitRegistryAsync(capture, destination, acceptedOn, flow.Stopping);
+        }
+
         try
         {
             switch (plan)
@@ -75,6 +80,10 @@ internal sealed partial class OutboundProxy(
                 case OutboundPlan.Refuse refuse:
                     Refuse(flow, refuse.Reason);
                     break;
+                case OutboundPlan.Unknown unknown:
+                    metrics.UnknownMeshDestination();
+                    Refuse(flow, $"{destination.Address} is in the mesh ({unknown.Range}, mesh.cidrs) but not in the registry after {Contracts.Duration.Format(config.Mesh.HoldTimeout)}; not sent in plaintext");
+                    break;
             }
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
@@ -83,6 +92,29 @@ internal sealed partial class OutboundProxy(
             Log.FlowFailed(logger, source.ToString(), destination.ToString(), ex);
             flow.Fail(ex.Message);
         }
+    }
+
+    /// <summary>
+    /// Holds a flow to an unknown mesh address until the registry changes in a way that places it, or
+    /// mesh.holdTimeout passes: a workload just added on another node is reached as soon as its entry arrives.
+    /// </summary>
+    private async Task<OutboundPlan> AwaitRegistryAsync(WorkloadCapture capture, IPEndPoint destination, IPEndPoint acceptedOn, CancellationToken stopping)
+    {
+        var deadline = System.Diagnostics.Stopwatch.StartNew();
+        OutboundPlan plan;
+        do
+        {
+            long version = registry.Version;
+            plan = OutboundPlan.Decide(registry.Current, capture.Workload, destination, config.Node.Name, _agent, acceptedOn, config.Mesh.Cidrs);
+            TimeSpan left = config.Mesh.HoldTimeout - deadline.Elapsed;
+            if (plan is not OutboundPlan.Unknown || left <= TimeSpan.Zero || !await registry.WaitForChangeAsync(version, left, stopping))
+            {
+                break;
+            }
+        }
+        while (true);
+
+        return plan;
     }
 
     private async Task ViaTunnelAsync(WorkloadCapture capture, Flow flow, Socket client, OutboundPlan.ViaTunnel plan)

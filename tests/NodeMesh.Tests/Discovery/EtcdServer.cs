@@ -14,23 +14,32 @@ internal sealed class EtcdServer : IAsyncDisposable
     private readonly string _dir;
     private readonly List<Member> _members;
 
-    private EtcdServer(string dir, List<Member> members)
+    private readonly string? _namespace;
+
+    private EtcdServer(string dir, List<Member> members, string? @namespace)
     {
         _dir = dir;
         _members = members;
+        _namespace = @namespace;
     }
 
     public IReadOnlyList<Uri> Endpoints => [.. _members.Select(m => m.ClientUrl)];
 
     public static Task<EtcdServer> StartAsync() => StartClusterAsync(1);
 
-    public static async Task<EtcdServer> StartClusterAsync(int size)
+    /// <summary>
+    /// <paramref name="size"/> members as one cluster: on loopback, or inside <paramref name="host"/>'s network
+    /// namespace on its address (ports 23790, 23792, … there) so that agents in other namespaces reach them.
+    /// </summary>
+    public static async Task<EtcdServer> StartClusterAsync(int size, Netns.NetnsHost? host = null)
     {
         string dir = Path.Combine(Path.GetTempPath(), "nm-etcd-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(dir);
-        var members = Enumerable.Range(1, size).Select(i => new Member($"m{i}", new Uri($"http://127.0.0.1:{FreePort()}"), new Uri($"http://127.0.0.1:{FreePort()}"))).ToList();
+        var members = Enumerable.Range(1, size).Select(i => host is null
+            ? new Member($"m{i}", new Uri($"http://127.0.0.1:{FreePort()}"), new Uri($"http://127.0.0.1:{FreePort()}"))
+            : new Member($"m{i}", new Uri($"http://{host.Ip}:{23788 + (2 * i)}"), new Uri($"http://{host.Ip}:{23789 + (2 * i)}"))).ToList();
         string cluster = string.Join(',', members.Select(m => $"{m.Name}={Bare(m.PeerUrl)}"));
-        var server = new EtcdServer(dir, members);
+        var server = new EtcdServer(dir, members, host?.Namespace);
         foreach (Member member in members)
         {
             server.Start(member, cluster);
@@ -45,11 +54,15 @@ internal sealed class EtcdServer : IAsyncDisposable
     }
 
     /// <summary>etcdctl against the cluster: (exit code, stdout + stderr).</summary>
-    public async Task<(int ExitCode, string Output)> CtlAsync(params string[] args)
+    public Task<(int ExitCode, string Output)> CtlAsync(params string[] args) => RunCtlAsync(string.Join(',', Endpoints.Select(Bare)), args);
+
+    private Task<(int ExitCode, string Output)> CtlOneAsync(Member member, params string[] args) => RunCtlAsync(Bare(member.ClientUrl), ["--command-timeout=2s", .. args]);
+
+    private async Task<(int ExitCode, string Output)> RunCtlAsync(string endpoints, string[] args)
     {
-        var start = new ProcessStartInfo("etcdctl") { RedirectStandardOutput = true, RedirectStandardError = true };
+        ProcessStartInfo start = InNamespace("etcdctl");
         start.Environment["ETCDCTL_API"] = "3";
-        start.ArgumentList.Add("--endpoints=" + string.Join(',', Endpoints.Select(Bare)));
+        start.ArgumentList.Add("--endpoints=" + endpoints);
         foreach (string arg in args)
         {
             start.ArgumentList.Add(arg);
@@ -69,7 +82,7 @@ internal sealed class EtcdServer : IAsyncDisposable
 
     private void Start(Member member, string cluster)
     {
-        var start = new ProcessStartInfo("etcd") { RedirectStandardOutput = true, RedirectStandardError = true };
+        ProcessStartInfo start = InNamespace("etcd");
         foreach (string arg in new[]
         {
             "--name", member.Name, "--data-dir", Path.Combine(_dir, member.Name),
@@ -89,9 +102,23 @@ internal sealed class EtcdServer : IAsyncDisposable
         member.Process = process;
     }
 
+    /// <summary>The program run directly, or through <c>ip netns exec</c> in the server's namespace.</summary>
+    private ProcessStartInfo InNamespace(string program)
+    {
+        var start = new ProcessStartInfo(_namespace is null ? program : "ip") { RedirectStandardOutput = true, RedirectStandardError = true };
+        if (_namespace is not null)
+        {
+            foreach (string arg in new[] { "netns", "exec", _namespace, program })
+            {
+                start.ArgumentList.Add(arg);
+            }
+        }
+
+        return start;
+    }
+
     private async Task WaitHealthyAsync(Member member)
     {
-        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
         for (DateTime end = DateTime.UtcNow + TimeSpan.FromSeconds(20); DateTime.UtcNow < end; await Task.Delay(100))
         {
             if (member.Process is { HasExited: true } exited)
@@ -99,17 +126,11 @@ internal sealed class EtcdServer : IAsyncDisposable
                 throw new InvalidOperationException($"etcd member {member.Name} exited ({exited.ExitCode}):\n{member.Log}");
             }
 
-            try
+            // etcdctl in the member's namespace (the test process may have no route to it); not listening yet or no leader yet: unhealthy.
+            (int code, string output) = await CtlOneAsync(member, "endpoint", "health");
+            if (code == 0 && output.Contains("is healthy", StringComparison.Ordinal))
             {
-                string health = await http.GetStringAsync(new Uri(member.ClientUrl, "/health"));
-                if (health.Contains("\"health\":\"true\"", StringComparison.Ordinal))
-                {
-                    return;
-                }
-            }
-            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
-            {
-                // Not listening yet, or no leader yet.
+                return;
             }
         }
 

@@ -32,6 +32,17 @@ public class OutboundPlanTests
     }
 
     [Fact]
+    public void UnknownAddressInTheMeshRanges_IsHeldForTheRegistry_NotPassedThrough()
+    {
+        IPNetwork[] mesh = [IPNetwork.Parse("10.240.0.0/16")];
+        var plan = Assert.IsType<OutboundPlan.Unknown>(OutboundPlan.Decide(Registry, Web, IPEndPoint.Parse("10.240.9.9:80"), "node1", AgentEndpoints.None, null, mesh));
+        Assert.Equal(mesh[0], plan.Range);
+        Assert.IsType<OutboundPlan.Unknown>(OutboundPlan.Decide(Registry, Web, IPEndPoint.Parse("[::ffff:10.240.9.9]:80"), "node1", AgentEndpoints.None, null, mesh));
+        Assert.IsType<OutboundPlan.ViaTunnel>(OutboundPlan.Decide(Registry, Web, IPEndPoint.Parse("10.240.2.2:80"), "node1", AgentEndpoints.None, null, mesh));
+        Assert.IsType<OutboundPlan.Passthrough>(OutboundPlan.Decide(Registry, Web, IPEndPoint.Parse("10.241.0.1:80"), "node1", AgentEndpoints.None, null, mesh));
+    }
+
+    [Fact]
     public void NonMeshAddress_IsPassedThrough() =>
         Assert.IsType<OutboundPlan.Passthrough>(OutboundPlan.Decide(Registry, Web, IPEndPoint.Parse("93.184.216.34:443"), "node1"));
 

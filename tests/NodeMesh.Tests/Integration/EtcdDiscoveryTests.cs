@@ -1,0 +1,116 @@
+using System.Diagnostics;
+using System.Net;
+using NodeMesh.Config;
+using NodeMesh.Contracts;
+using NodeMesh.Tests.Discovery;
+using NodeMesh.Tests.Netns;
+using Xunit.Abstractions;
+
+namespace NodeMesh.Tests.Integration;
+
+/// <summary>
+/// Agents that know nothing of each other from their config files: discovery.source etcd (a real etcd-server in
+/// the ext namespace). Each publishes its node and workloads under a lease and watches everyone's; addresses of the
+/// mesh (mesh.cidrs) that the registry does not know are refused, never passed through.
+/// </summary>
+[Collection(NetnsCollection.Name)]
+public sealed class EtcdDiscoveryTests(ITestOutputHelper output)
+{
+    private static readonly TimeSpan LeaseTtl = TimeSpan.FromSeconds(3);
+
+    /// <summary>The pods' addresses (10.240.N.M): the mesh.</summary>
+    private static readonly IPNetwork PodRange = IPNetwork.Parse("10.240.0.0/16");
+
+    internal static Action<AgentSetup> OnEtcd(EtcdServer etcd, Action<AgentSetup>? more = null) => setup =>
+    {
+        setup.RemotePods = [];
+        setup.Customize = config =>
+        {
+            config.Nodes = [];
+            config.RemoteWorkloads = [];
+            config.Discovery = new DiscoveryConfig
+            {
+                Source = DiscoverySource.Etcd,
+                Etcd = new EtcdConfig { Endpoints = etcd.Endpoints, LeaseTtl = LeaseTtl, DialTimeout = TimeSpan.FromSeconds(1), RequestTimeout = TimeSpan.FromSeconds(2) },
+            };
+            config.Mesh = new MeshConfig { Cidrs = [PodRange], HoldTimeout = TimeSpan.FromSeconds(1) };
+        };
+        more?.Invoke(setup);
+    };
+
+    internal static async Task<RegistryStatus> WaitForRegistryAsync(AgentProcess agent, Func<RegistryStatus, bool> condition, TimeSpan timeout, string what)
+    {
+        var watch = Stopwatch.StartNew();
+        RegistryStatus? last = null;
+        while (watch.Elapsed < timeout)
+        {
+            last = (await agent.StatusAsync()).Registry;
+            if (last is not null && condition(last))
+            {
+                return last;
+            }
+
+            await Task.Delay(100);
+        }
+
+        throw new TimeoutException(agent.Explain($"{agent.Node.Name}: {what} not within {timeout.TotalSeconds} s; registry: {last}"));
+    }
+
+    [Fact]
+    public async Task ThreeNodesOnEtcd_AWorkloadAddedOnOne_IsReachedEncryptedFromAnother_AndGoneWhenRemovedOrItsNodeDies()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 3, podsPerNode: 1, output);
+        await using EtcdServer etcd = await EtcdServer.StartClusterAsync(1, mesh.Ext);
+        AgentProcess node1 = await mesh.StartAgentAsync(mesh.Node(1), OnEtcd(etcd));
+        AgentProcess node2 = await mesh.StartAgentAsync(mesh.Node(2), OnEtcd(etcd));
+        AgentProcess node3 = await mesh.StartAgentAsync(mesh.Node(3), OnEtcd(etcd, setup => setup.LocalPods = []));
+        Pod client = mesh.Pod(1, 1);
+        Pod server = mesh.Pod(3, 1);
+        TcpTestServer echo = await server.StartTcpServerAsync(8080, ServerMode.Echo);
+
+        await WaitForRegistryAsync(node1, r => r is { State: "synced", Nodes: 2, RemoteWorkloads: 1, Published: true }, TimeSpan.FromSeconds(10), "node2's pod and both other nodes");
+
+        // Not registered yet: its address is in mesh.cidrs, so the flow is held for the registry, then refused; the
+        // uncaptured server would have answered a plaintext pass-through.
+        var held = Stopwatch.StartNew();
+        ProbeResult unknown = await client.ProbeAsync(echo.EndPoint, "before", TimeSpan.FromSeconds(5));
+        Assert.True(unknown.Outcome != ProbeOutcome.Answered, mesh.Explain($"an unregistered mesh address was passed through: {unknown}"));
+        Assert.True(held.Elapsed >= TimeSpan.FromSeconds(0.9), mesh.Explain($"the flow was refused after {held.Elapsed.TotalSeconds:F2} s, without waiting mesh.holdTimeout for the registry"));
+        await node1.WaitForFlowsAsync(f => f.Destination == echo.EndPoint.ToString() && f.Result.Contains("not in the registry", StringComparison.Ordinal));
+
+        // Added on node3 at run time: node1 learns of it within the hold (1 s), so the first flow is carried.
+        CommandResult added = await node3.WorkloadAddAsync(server);
+        Assert.True(added.Succeeded, mesh.Explain($"workload add: {added}"));
+        ProbeResult reached = await client.ProbeAsync(echo.EndPoint, "after add", TimeSpan.FromSeconds(5));
+        Assert.True(reached is { Outcome: ProbeOutcome.Answered, Answer: "after add" }, mesh.Explain($"the workload added on node3 was not reached from node1 within the 1 s hold: {reached}"));
+        await node1.WaitForFlowsAsync(f => f.Destination == echo.EndPoint.ToString() && f.Encrypted && f.Path == "tunnel" && f.DestinationIdentity == server.Identity);
+        RegistryStatus status = await WaitForRegistryAsync(node2, r => r.RemoteWorkloads == 2, TimeSpan.FromSeconds(2), "node3's new workload");
+        Assert.True(status.Revision > 0 && status.LagSeconds is < 30, $"{status}");
+
+        // Removed: every node forgets it, and flows to it are refused again.
+        Assert.True((await node3.WorkloadRemoveAsync(server)).Succeeded);
+        await WaitForRegistryAsync(node1, r => r.RemoteWorkloads == 1, TimeSpan.FromSeconds(2), "the removal");
+        ProbeResult removed = await client.ProbeAsync(echo.EndPoint, "after remove", TimeSpan.FromSeconds(5));
+        Assert.True(removed.Outcome != ProbeOutcome.Answered, mesh.Explain($"a removed workload's address was passed through: {removed}"));
+
+        // node3's agent dies without a word: its lease expires and every node drops node3 and its workloads.
+        Assert.True((await node3.WorkloadAddAsync(server)).Succeeded);
+        await WaitForRegistryAsync(node1, r => r is { Nodes: 2, RemoteWorkloads: 2 }, TimeSpan.FromSeconds(2), "the workload added again");
+        var killed = Stopwatch.StartNew();
+        await node3.KillAsync();
+        await WaitForRegistryAsync(node1, r => r is { Nodes: 1, RemoteWorkloads: 1 }, LeaseTtl + TimeSpan.FromSeconds(4), "node3's lease expiry");
+        output.WriteLine($"node3's entries expired {killed.Elapsed.TotalSeconds:F1} s after SIGKILL (lease TTL {LeaseTtl.TotalSeconds} s)");
+
+        // Back: it publishes again (its API workload restored from its state), and node1 reaches it again.
+        await node3.RestartAsync();
+        await WaitForRegistryAsync(node1, r => r is { Nodes: 2, RemoteWorkloads: 2 }, TimeSpan.FromSeconds(10), "node3 back");
+        ProbeResult back = await client.ProbeAsync(echo.EndPoint, "back", TimeSpan.FromSeconds(5));
+        Assert.True(back is { Outcome: ProbeOutcome.Answered, Answer: "back" }, mesh.Explain($"after node3's restart: {back}"));
+
+        // An orderly stop withdraws at once (the lease revoked), not after the TTL.
+        var stopping = Stopwatch.StartNew();
+        await node2.StopAsync();
+        await WaitForRegistryAsync(node1, r => r is { Nodes: 1, RemoteWorkloads: 1 }, TimeSpan.FromSeconds(2), "node2's withdrawal at its stop");
+        output.WriteLine($"node2 withdrawn {stopping.Elapsed.TotalSeconds:F1} s after SIGTERM");
+    }
+}
