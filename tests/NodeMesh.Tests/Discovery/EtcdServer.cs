@@ -75,6 +75,20 @@ internal sealed class EtcdServer : IAsyncDisposable
         return (process.ExitCode, await stdout + await stderr);
     }
 
+    /// <summary>Starts member <paramref name="index"/> again on its data directory (after <see cref="Kill"/>) and waits until it is healthy.</summary>
+    public async Task RestartAsync(int index)
+    {
+        Member member = _members[index];
+        if (member.Process is { } old)
+        {
+            await old.WaitForExitAsync();
+            old.Dispose();
+        }
+
+        Start(member, string.Join(',', _members.Select(m => $"{m.Name}={Bare(m.PeerUrl)}")));
+        await WaitHealthyAsync(member);
+    }
+
     /// <summary>SIGKILLs member <paramref name="index"/> (0-based).</summary>
     public void Kill(int index) => _members[index].Process?.Kill(entireProcessTree: true);
 
