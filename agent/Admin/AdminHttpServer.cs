@@ -81,8 +81,9 @@ internal sealed partial class AdminHttpServer(AdminPorts ports, TelemetryPlan pl
         {
             await _app.StartAsync(cancellationToken);
         }
-        catch (IOException ex)
+        catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketException)
         {
+            // Taken ports (IOException from Kestrel), or no descriptor left for a listener (SocketException).
             throw new IOException($"cannot serve the admin, metrics or readiness port ({ports.Admin}, {ports.Metrics}, {ports.Readiness}: ports.admin, ports.metrics, ports.readiness; 0 turns one off): {ex.Message}", ex);
         }
 

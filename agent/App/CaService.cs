@@ -38,12 +38,12 @@ internal sealed partial class CaService(
 
         try
         {
-            _server = new CaServer(IPEndPoint.Parse(config.Ca.Listen), config.TrustDomain, ca, tokens, IsPlacedOn,
+            _server = new CaServer(IPEndPoint.Parse(config.Ca.Listen), config.TrustDomain, ca, tokens, WhyNotPlaced,
                 new CaServerOptions
                 {
                     LeafLifetime = config.Ca.CertificateTtl,
                     NodeLifetime = config.Ca.NodeCertificateTtl,
-                }, loggers.CreateLogger<CaServer>(), metrics);
+                }, loggers.CreateLogger<CaServer>(), metrics, AwaitPlacementAsync);
             System.Diagnostics.Metrics.Counter<long> requests = _meter.CreateCounter<long>(
                 "nodemesh_ca_requests_total", description: "Certificate requests the CA service answered, by kind and result.");
             _server.Decided += d => requests.Add(1, new System.Diagnostics.TagList { { "kind", d.Kind }, { "result", d.Issued ? "issued" : "refused" } });
@@ -58,9 +58,31 @@ internal sealed partial class CaService(
         return Task.CompletedTask;
     }
 
-    /// <summary>A workload identity is issued only to the node the registry says it runs on.</summary>
-    private bool IsPlacedOn(string node, SpiffeId identity) =>
-        registry.Current.Workloads.Any(w => w.Identity == identity && string.Equals(w.Node, node, StringComparison.Ordinal));
+    /// <summary>How long a request for an identity not placed (yet) waits for the registry before it is refused.</summary>
+    internal static readonly TimeSpan PlacementWait = TimeSpan.FromSeconds(3);
+
+    /// <summary>
+    /// A workload identity is issued only to the node the registry says it runs on, and, where ca.nodeIdentities
+    /// lists the node, only an identity that list allows. Null when it may be issued, else why not.
+    /// </summary>
+    private string? WhyNotPlaced(string node, SpiffeId identity) =>
+        !NodeIdentityAllowList.Allows(config.Ca.NodeIdentities, node, identity) ? $"{identity} is not in ca.nodeIdentities for node {node}"
+        : registry.Current.Workloads.Any(w => w.Identity == identity && string.Equals(w.Node, node, StringComparison.Ordinal)) ? null
+        : $"{identity} is not registered on node {node}";
+
+    /// <summary>Waits up to <see cref="PlacementWait"/> for the registry to place the identity (not when the allow-list refuses it anyway).</summary>
+    private async Task AwaitPlacementAsync(string node, SpiffeId identity, CancellationToken cancellationToken)
+    {
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (NodeIdentityAllowList.Allows(config.Ca.NodeIdentities, node, identity) && waited.Elapsed < PlacementWait)
+        {
+            long version = registry.Version;
+            if (WhyNotPlaced(node, identity) is null || !await registry.WaitForChangeAsync(version, PlacementWait - waited.Elapsed, cancellationToken))
+            {
+                return;
+            }
+        }
+    }
 
     public async Task StopAsync(CancellationToken cancellationToken) => await DisposeAsync();
 

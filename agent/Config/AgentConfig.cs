@@ -35,6 +35,9 @@ internal sealed record AgentConfig
     /// <summary>L4 authorization policies, enforced by the receiving agent; reloaded when the file changes.</summary>
     public IReadOnlyList<Authz.PolicyConfig> Policies { get; set; } = [];
 
+    /// <summary>Services: virtual addresses whose flows are balanced over endpoint workloads (with etcd, besides those under PREFIX/services/).</summary>
+    public IReadOnlyList<ServiceConfig> Services { get; set; } = [];
+
     /// <summary>Where the agent learns the mesh's nodes and workloads besides its own.</summary>
     public DiscoveryConfig Discovery { get; set; } = new();
 
@@ -135,6 +138,13 @@ internal sealed record CaConfig
 
     /// <summary>File holding this node's join token (from <c>nodemesh ca token create</c>).</summary>
     public string JoinTokenFile { get; set; } = "";
+
+    /// <summary>
+    /// Role "server": per node name, the only workload identities the CA issues to that node, each an exact SPIFFE
+    /// id or a path prefix ending in "/*" (<c>spiffe://td/ns/shop/*</c>). A node not listed is limited by the
+    /// registry's placement alone.
+    /// </summary>
+    public IReadOnlyDictionary<string, IReadOnlyList<string>> NodeIdentities { get; set; } = new Dictionary<string, IReadOnlyList<string>>();
 }
 
 /// <summary>Where this agent's certificates come from.</summary>
@@ -290,4 +300,26 @@ internal sealed record RemoteWorkloadConfig
     public string Ip { get; set; } = "";
     public string Identity { get; set; } = "";
     public string Node { get; set; } = "";
+}
+
+/// <summary>A service: flows to one of its addresses and ports go to one of its endpoints, balanced.</summary>
+internal sealed record ServiceConfig
+{
+    public string Name { get; set; } = "";
+
+    /// <summary>Virtual IPv4 addresses (addresses no workload has).</summary>
+    public IReadOnlyList<string> Addresses { get; set; } = [];
+
+    public IReadOnlyList<ServicePortConfig> Ports { get; set; } = [];
+
+    /// <summary>Names of the workloads that serve it, on any node.</summary>
+    public IReadOnlyList<string> Endpoints { get; set; } = [];
+}
+
+internal sealed record ServicePortConfig
+{
+    public int Port { get; set; }
+
+    /// <summary>The endpoints' port; 0: the same as <see cref="Port"/>.</summary>
+    public int TargetPort { get; set; }
 }

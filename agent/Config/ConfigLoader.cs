@@ -67,7 +67,7 @@ internal static class ConfigLoader
         {
             ("node", c.Node), ("ca", c.Ca), ("certificates", c.Certificates), ("ports", c.Ports), ("tunnel", c.Tunnel), ("telemetry", c.Telemetry), ("logging", c.Logging), ("trustDomain", c.TrustDomain),
             ("stateDir", c.StateDir), ("apiSocket", c.ApiSocket), ("api", c.Api), ("workloads", c.Workloads), ("nodes", c.Nodes), ("remoteWorkloads", c.RemoteWorkloads),
-            ("discovery", c.Discovery), ("mesh", c.Mesh),
+            ("discovery", c.Discovery), ("mesh", c.Mesh), ("services", c.Services),
         })
         {
             if (section is null)
@@ -118,6 +118,25 @@ internal static class ConfigLoader
         }
 
         RequireAbsolutePath(errors, "ca.dir", c.Ca.Dir);
+        if (c.Ca.NodeIdentities is null)
+        {
+            errors.Add("ca.nodeIdentities: must not be null");
+        }
+        else
+        {
+            foreach ((string node, IReadOnlyList<string>? entries) in c.Ca.NodeIdentities)
+            {
+                RequireName(errors, $"ca.nodeIdentities.{SpiffeId.Printable(node)}", node);
+                for (int i = 0; i < (entries?.Count ?? 0); i++)
+                {
+                    if (NodeIdentityAllowList.Problem(entries![i], c.TrustDomain) is { } problem)
+                    {
+                        errors.Add($"ca.nodeIdentities.{SpiffeId.Printable(node)}[{i}]: {problem}");
+                    }
+                }
+            }
+        }
+
         RequireDuration(errors, "ca.certificateTtl", c.Ca.CertificateTtl, MinCertificateLifetime, MaxCertificateLifetime);
         RequireDuration(errors, "ca.nodeCertificateTtl", c.Ca.NodeCertificateTtl, MinCertificateLifetime, MaxCertificateLifetime);
         ValidateCertificates(errors, c);
@@ -220,6 +239,8 @@ internal static class ConfigLoader
             Unique(errors, ips, w.Ip, $"{at}.ip", "workload ip");
         }
 
+        ValidateServices(errors, c, ips);
+
         if (c.Policies is null)
         {
             errors.Add("policies: must not be null");
@@ -231,6 +252,80 @@ internal static class ConfigLoader
 
         return errors;
     }
+
+    private static void ValidateServices(List<string> errors, AgentConfig c, Dictionary<string, string> workloadIps)
+    {
+        if (c.Services is null)
+        {
+            errors.Add("services: must not be null");
+            return;
+        }
+
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        var addresses = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (int i = 0; i < c.Services.Count; i++)
+        {
+            string at = $"services[{i}]";
+            if (c.Services[i] is not { } service)
+            {
+                errors.Add($"{at}: must be an object, not null");
+                continue;
+            }
+
+            RequireName(errors, $"{at}.name", service.Name);
+            if (!string.IsNullOrEmpty(service.Name) && !names.Add(service.Name))
+            {
+                errors.Add($"{at}.name: service '{service.Name}' is listed twice");
+            }
+
+            if (service.Addresses is not { Count: > 0 })
+            {
+                errors.Add($"{at}.addresses: at least one virtual IPv4 address is needed");
+            }
+            else
+            {
+                for (int j = 0; j < service.Addresses.Count; j++)
+                {
+                    string path = $"{at}.addresses[{j}]";
+                    RequireIPv4(errors, path, service.Addresses[j]);
+                    if (service.Addresses[j] is { } address && workloadIps.TryGetValue(address, out string? workload))
+                    {
+                        errors.Add($"{path}: {address} is already {workload}");
+                    }
+                    else if (service.Addresses[j] is { } taken && !addresses.TryAdd(taken, path))
+                    {
+                        errors.Add($"{path}: {taken} is already {addresses[taken]}");
+                    }
+                }
+            }
+
+            if (service.Ports is not { Count: > 0 })
+            {
+                errors.Add($"{at}.ports: at least one port is needed");
+            }
+            else
+            {
+                for (int j = 0; j < service.Ports.Count; j++)
+                {
+                    RequirePort(errors, $"{at}.ports[{j}].port", service.Ports[j]?.Port ?? 0);
+                    if (service.Ports[j] is { TargetPort: not 0 } target)
+                    {
+                        RequirePort(errors, $"{at}.ports[{j}].targetPort", target.TargetPort);
+                    }
+                }
+            }
+
+            for (int j = 0; j < (service.Endpoints?.Count ?? 0); j++)
+            {
+                RequireName(errors, $"{at}.endpoints[{j}]", service.Endpoints![j]);
+            }
+        }
+    }
+
+    /// <summary>The services of the config file, as the registry holds them (after validation).</summary>
+    public static IReadOnlyList<State.MeshService> Services(AgentConfig c) =>
+        [.. c.Services.Select(s => new State.MeshService(s.Name, [.. s.Addresses.Select(IPAddress.Parse)],
+            [.. s.Ports.Select(p => new State.ServicePort(p.Port, p.TargetPort == 0 ? p.Port : p.TargetPort))], s.Endpoints))];
 
     private static void ValidateDiscovery(List<string> errors, AgentConfig c)
     {

@@ -44,6 +44,7 @@ internal sealed partial class EtcdRegistrySource : IRegistrySource
     private readonly LogThrottle _publishErrors = new(TimeSpan.FromSeconds(30));
     private readonly HashSet<string> _reportedConflicts = new(StringComparer.Ordinal);
     private readonly string _nodePrefix;
+    private readonly IReadOnlyList<MeshService> _configServices;
     private Task _watching = Task.CompletedTask;
     private Task _publishing = Task.CompletedTask;
     private volatile RegistryState _state;
@@ -64,6 +65,7 @@ internal sealed partial class EtcdRegistrySource : IRegistrySource
         _logger = logger;
         _state = RegistryState.Empty(_etcd.Prefix, config.TrustDomain);
         _nodePrefix = RegistryKey.NodePrefix(_etcd.Prefix, config.Node.Name);
+        _configServices = ConfigLoader.Services(config);
         _store = new EtcdStore(Options(_etcd));
         _desired[RegistryKey.ForNode(_etcd.Prefix, config.Node.Name)] = JsonSerializer.SerializeToUtf8Bytes(new NodeRecord
         {
@@ -91,6 +93,7 @@ internal sealed partial class EtcdRegistrySource : IRegistrySource
 
     public void Start()
     {
+        _registry.ReplaceRemote([], new Dictionary<string, IPEndPoint>(), _configServices);
         _metrics.ObserveRegistry(() => (_synced.Task.IsCompleted && _connected, _state.Revision, LagSeconds() ?? -1));
         _watching = Task.Run(() => WatchLoopAsync(_stopping.Token));
         _publishing = Task.Run(() => PublishLoopAsync(_stopping.Token));
@@ -351,7 +354,8 @@ internal sealed partial class EtcdRegistrySource : IRegistrySource
             peers[node.Name] = node.Tunnel;
         }
 
-        IReadOnlyList<string> conflicts = _registry.ReplaceRemote(state.Workloads.Where(w => w.Node != me), peers);
+        // The config file's services first: an address both claim stays the operator's local choice.
+        IReadOnlyList<string> conflicts = _registry.ReplaceRemote(state.Workloads.Where(w => w.Node != me), peers, [.. _configServices, .. state.Services]);
         foreach (string conflict in conflicts)
         {
             if (_reportedConflicts.Add(conflict))

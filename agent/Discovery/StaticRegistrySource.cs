@@ -14,7 +14,7 @@ internal sealed class StaticRegistrySource(AgentConfig config, WorkloadRegistry 
     public void Start()
     {
         var peers = config.Nodes.ToDictionary(n => n.Name, n => new IPEndPoint(IPAddress.Parse(n.Address), config.Ports.Tunnel), StringComparer.Ordinal);
-        registry.ReplaceRemote(config.RemoteWorkloads.Select(w => new Workload(w.Name, IPAddress.Parse(w.Ip), SpiffeId.Parse(w.Identity), w.Node, null)), peers);
+        registry.ReplaceRemote(config.RemoteWorkloads.Select(w => new Workload(w.Name, IPAddress.Parse(w.Ip), SpiffeId.Parse(w.Identity), w.Node, null)), peers, ConfigLoader.Services(config));
     }
 
     public void Publish(Workload workload)

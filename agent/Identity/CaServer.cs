@@ -52,7 +52,8 @@ internal sealed partial class CaServer : IAsyncDisposable
     private readonly Socket _listener;
     private readonly CertificateAuthority _ca;
     private readonly JoinTokens _tokens;
-    private readonly Func<string, SpiffeId, bool> _isPlacedOn;
+    private readonly Func<string, SpiffeId, string?> _whyNotPlaced;
+    private readonly Func<string, SpiffeId, CancellationToken, Task>? _awaitPlacement;
     private readonly CaServerOptions _options;
     private readonly ILogger _logger;
     private readonly string _trustDomain;
@@ -67,18 +68,23 @@ internal sealed partial class CaServer : IAsyncDisposable
     private long _issued;
     private long _refused;
 
-    /// <param name="isPlacedOn">
-    /// Whether a workload with the identity runs on the node (by node name), according to the mesh's registry.
-    /// The CA issues workload identities only to the node they are placed on.
+    /// <param name="whyNotPlaced">
+    /// Null when a workload with the identity runs on the node (by node name) according to the mesh's registry
+    /// (and the node may hold it), else why not. The CA issues workload identities only to the node they are placed on.
     /// </param>
-    public CaServer(IPEndPoint endPoint, string trustDomain, CertificateAuthority ca, JoinTokens tokens, Func<string, SpiffeId, bool> isPlacedOn,
-        CaServerOptions options, ILogger<CaServer> logger, MeshMetrics? metrics = null)
+    /// <param name="awaitPlacement">
+    /// Waits (bounded) for the registry to place an identity not placed yet: a workload just added on its node is
+    /// published there and reaches this CA's registry a moment later; its node asks for the certificate at once.
+    /// </param>
+    public CaServer(IPEndPoint endPoint, string trustDomain, CertificateAuthority ca, JoinTokens tokens, Func<string, SpiffeId, string?> whyNotPlaced,
+        CaServerOptions options, ILogger<CaServer> logger, MeshMetrics? metrics = null, Func<string, SpiffeId, CancellationToken, Task>? awaitPlacement = null)
     {
+        _awaitPlacement = awaitPlacement;
         _metrics = metrics;
         _trustDomain = trustDomain;
         _ca = ca;
         _tokens = tokens;
-        _isPlacedOn = isPlacedOn;
+        _whyNotPlaced = whyNotPlaced;
         _options = options;
         _logger = logger;
         _verifier = new PeerCertificateVerifier(trustDomain, () => ca.TrustBundle.Roots);
@@ -174,7 +180,15 @@ internal sealed partial class CaServer : IAsyncDisposable
             CaResponse response;
             try
             {
-                response = Decide(CaProtocol.ParseRequest(payload), caller, remote);
+                CaRequest request = CaProtocol.ParseRequest(payload);
+                if (_awaitPlacement is not null && request is { Kind: CaRequestKinds.Certificate, Identity: { } asked } && caller is not null
+                    && MeshIdentities.TryGetNodeName(caller, out string? node) && SpiffeId.TryParse(asked, out SpiffeId? identity, out _)
+                    && identity != caller && identity.Namespace != MeshIdentities.Namespace && _whyNotPlaced(node, identity) is not null)
+                {
+                    await _awaitPlacement(node, identity, timeout.Token);
+                }
+
+                response = Decide(request, caller, remote);
             }
             catch (InvalidDataException ex)
             {
@@ -264,9 +278,9 @@ internal sealed partial class CaServer : IAsyncDisposable
                     return Refuse(new CaDecision("certificate", remote, node, identity.Uri, false, $"namespace {MeshIdentities.Namespace} is reserved for the mesh"));
                 }
 
-                if (!_isPlacedOn(node, identity))
+                if (_whyNotPlaced(node, identity) is { } notPlaced)
                 {
-                    return Refuse(new CaDecision("certificate", remote, node, identity.Uri, false, $"{identity} is not registered on node {node}"));
+                    return Refuse(new CaDecision("certificate", remote, node, identity.Uri, false, notPlaced));
                 }
 
                 return IssueFor(new CaDecision("certificate", remote, node, identity.Uri, true, null), identity, request.Csr, _options.LeafLifetime);

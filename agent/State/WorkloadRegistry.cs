@@ -74,10 +74,10 @@ internal sealed class WorkloadRegistry
 
     /// <summary>
     /// Replaces every remote workload and peer node at once (a discovery source's new view), keeping the local
-    /// workloads. A remote entry that claims a local workload's name or address is left out and named in the result:
+    /// workloads, and the services. A remote entry that claims a local workload's name or address is left out and named in the result:
     /// this node's own captures are the truth about this node.
     /// </summary>
-    public IReadOnlyList<string> ReplaceRemote(IEnumerable<Workload> remote, IReadOnlyDictionary<string, IPEndPoint> peers)
+    public IReadOnlyList<string> ReplaceRemote(IEnumerable<Workload> remote, IReadOnlyDictionary<string, IPEndPoint> peers, IEnumerable<MeshService>? services = null)
     {
         lock (_writeGate)
         {
@@ -106,7 +106,7 @@ internal sealed class WorkloadRegistry
                 }
             }
 
-            Publish(new RegistrySnapshot(byIp.Values, peers, _current.Policies));
+            Publish(new RegistrySnapshot(byIp.Values, peers, _current.Policies, services));
             return conflicts;
         }
     }

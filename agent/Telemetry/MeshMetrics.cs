@@ -25,6 +25,8 @@ internal sealed class MeshMetrics : IDisposable
     private readonly Counter<long> _unknownDestinations;
     private readonly Counter<long> _registryRefused;
     private readonly Counter<long> _registryResyncs;
+    private readonly Counter<long> _serviceEjections;
+    private readonly Counter<long> _serviceRetries;
     private long _apiRefusedCount;
 
     /// <summary>The meter itself, for a collector that must see this instance's measurements only (tests).</summary>
@@ -47,6 +49,9 @@ internal sealed class MeshMetrics : IDisposable
             description: "Flows to an address in mesh.cidrs that the registry did not know within mesh.holdTimeout: refused, never passed through.");
         _registryRefused = _meter.CreateCounter<long>("nodemesh_registry_entries_refused_total", description: "Registry entries refused as malformed (each with a log line naming the key and the fault).");
         _registryResyncs = _meter.CreateCounter<long>("nodemesh_registry_resyncs_total", description: "Times the registry source lost its store (disconnected) or had to list again (compacted), by reason.");
+        _serviceEjections = _meter.CreateCounter<long>("nodemesh_service_endpoint_ejections_total",
+            description: "Service endpoints marked down after a failed connect (no new flows for 10 s while others are up), by service.");
+        _serviceRetries = _meter.CreateCounter<long>("nodemesh_service_retries_total", description: "Service flows tried again on another endpoint after a failed connect, by service.");
         _memoryReclaimed = _meter.CreateCounter<long>("nodemesh_memory_reclaimed_bytes_total", unit: "By", description: "Resident memory given back after many flows ended.");
     }
 
@@ -85,6 +90,10 @@ internal sealed class MeshMetrics : IDisposable
     }
 
     public void UnknownMeshDestination() => _unknownDestinations.Add(1);
+
+    public void ServiceEndpointEjected(string service) => _serviceEjections.Add(1, new KeyValuePair<string, object?>("service", service));
+
+    public void ServiceRetried(string service) => _serviceRetries.Add(1, new KeyValuePair<string, object?>("service", service));
 
     public void RegistryEntriesRefused(int count) => _registryRefused.Add(count);
 

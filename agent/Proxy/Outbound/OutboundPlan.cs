@@ -22,6 +22,9 @@ internal abstract record OutboundPlan
 
     public sealed record Refuse(string Reason) : OutboundPlan;
 
+    /// <summary>A service's virtual address: one of <paramref name="Endpoints"/> (registered workloads) on <paramref name="TargetPort"/>.</summary>
+    public sealed record ViaService(Workload Source, MeshService Service, int TargetPort, IReadOnlyList<Workload> Endpoints) : OutboundPlan;
+
     /// <summary>An address of the mesh (mesh.cidrs) the registry does not know (yet): held for the registry, then refused.</summary>
     public sealed record Unknown(Workload Source, IPNetwork Range) : OutboundPlan;
 
@@ -39,6 +42,25 @@ internal abstract record OutboundPlan
             return new Refuse(loop);
         }
 
+        if (registry.FindService(originalDestination.Address) is { } service)
+        {
+            if (service.Ports.FirstOrDefault(p => p.Port == originalDestination.Port) is not { Port: > 0 } port)
+            {
+                return new Refuse($"service {service.Name} has no port {originalDestination.Port}");
+            }
+
+            List<Workload> endpoints = [.. service.Endpoints.Select(registry.FindByName).OfType<Workload>()];
+            return endpoints.Count > 0
+                ? new ViaService(source, service, port.TargetPort, endpoints)
+                : new Refuse($"service {service.Name} has no endpoint in the registry ({(service.Endpoints.Count == 0 ? "none listed" : string.Join(", ", service.Endpoints))})");
+        }
+
+        return ForWorkload(registry, source, originalDestination, thisNode, meshCidrs);
+    }
+
+    /// <summary>The plan for a destination that is not a service: a workload (local or remote), unknown, or outside the mesh.</summary>
+    public static OutboundPlan ForWorkload(RegistrySnapshot registry, Workload source, IPEndPoint originalDestination, string thisNode, IReadOnlyList<IPNetwork>? meshCidrs)
+    {
         Workload? destination = registry.FindByIp(originalDestination.Address);
         if (destination is null)
         {

@@ -24,7 +24,11 @@ internal sealed partial class OutboundProxy(
     WorkloadRegistry registry, TunnelPool pool, FlowRecorder recorder, ConnectionManager connections, AgentConfig config,
     MeshMetrics metrics, ILogger<OutboundProxy> logger)
 {
+    /// <summary>Endpoints a service flow tries before it is refused (nothing has been sent yet, so a retry is safe).</summary>
+    private const int MaxServiceAttempts = 3;
+
     private readonly AgentEndpoints _agent = AgentEndpoints.From(config);
+    private readonly ServiceBalancer _balancer = new();
 
     public Task RunAsync(WorkloadCapture capture) =>
         ListenerLoop.RunAsync(capture.OutboundListener, "outbound", "local", connections, recorder, (flow, client) => HandleAsync(capture, flow, client), capture.Stopping);
@@ -66,12 +70,16 @@ internal sealed partial class OutboundProxy(
                     flow.Path = "tunnel";
                     flow.SourceWorkload = tunnel.Source;
                     flow.DestinationWorkload = tunnel.Destination;
-                    await ViaTunnelAsync(capture, flow, client, tunnel);
+                    RefuseIfNotCarried(flow, await ViaTunnelAsync(flow, client, tunnel, destination));
                     break;
                 case OutboundPlan.Local local:
                     flow.SourceWorkload = local.Source;
                     flow.DestinationWorkload = local.Destination;
-                    await LocalAsync(flow, client, local);
+                    RefuseIfNotCarried(flow, await LocalAsync(flow, client, local, destination));
+                    break;
+                case OutboundPlan.ViaService service:
+                    flow.SourceWorkload = service.Source;
+                    await ViaServiceAsync(flow, client, service);
                     break;
                 case OutboundPlan.Passthrough:
                     flow.Path = "passthrough";
@@ -117,7 +125,76 @@ internal sealed partial class OutboundProxy(
         return plan;
     }
 
-    private async Task ViaTunnelAsync(WorkloadCapture capture, Flow flow, Socket client, OutboundPlan.ViaTunnel plan)
+    /// <summary>Why a flow could not be set up (null: it was carried), and whether another endpoint might take it.</summary>
+    private readonly record struct Attempt(string? Refusal, bool TryAnother)
+    {
+        public static readonly Attempt Carried = new(null, false);
+
+        public static Attempt Unhealthy(string reason) => new(reason, true);
+
+        public static Attempt Final(string reason) => new(reason, false);
+    }
+
+    private async Task ViaServiceAsync(Flow flow, Socket client, OutboundPlan.ViaService plan)
+    {
+        var tried = new List<string>();
+        var failures = new List<string>();
+        MeshService service = plan.Service;
+        while (tried.Count < MaxServiceAttempts && _balancer.Pick(service, plan.Endpoints, tried, Random.Shared) is { } endpoint)
+        {
+            tried.Add(endpoint.Name);
+            var target = new IPEndPoint(endpoint.Ip, plan.TargetPort);
+            flow.DestinationWorkload = endpoint;
+            Attempt attempt;
+            using (_balancer.Begin(service, endpoint))
+            {
+                OutboundPlan step = ForEndpoint(plan.Source, endpoint, target);
+                flow.Path = step is OutboundPlan.ViaTunnel ? "tunnel" : "local";
+                attempt = step switch
+                {
+                    OutboundPlan.ViaTunnel tunnel => await ViaTunnelAsync(flow, client, tunnel, target),
+                    OutboundPlan.Local local => await LocalAsync(flow, client, local, target),
+                    OutboundPlan.Refuse refuse => Attempt.Unhealthy(refuse.Reason),
+                    _ => Attempt.Unhealthy($"{endpoint.Name} is not a workload of the mesh"),
+                };
+            }
+
+            if (attempt.Refusal is null)
+            {
+                return;
+            }
+
+            failures.Add($"{endpoint.Name}: {attempt.Refusal}");
+            if (!attempt.TryAnother)
+            {
+                Refuse(flow, $"service {service.Name} -> {attempt.Refusal}");
+                return;
+            }
+
+            if (_balancer.MarkDown(service, endpoint))
+            {
+                metrics.ServiceEndpointEjected(service.Name);
+                Log.EndpointDown(logger, service.Name, endpoint.Name, attempt.Refusal, Contracts.Duration.Format(ServiceBalancer.DownFor));
+            }
+
+            if (tried.Count < Math.Min(MaxServiceAttempts, plan.Endpoints.Count))
+            {
+                metrics.ServiceRetried(service.Name);
+            }
+        }
+
+        Refuse(flow, $"service {service.Name}: no endpoint took the flow ({string.Join("; ", failures)})");
+    }
+
+    /// <summary>The plan for one endpoint of a service, from the registry as it is now.</summary>
+    private OutboundPlan ForEndpoint(Workload source, Workload endpoint, IPEndPoint target) =>
+        OutboundPlan.ForWorkload(registry.Current, source, target, config.Node.Name, meshCidrs: null) switch
+        {
+            OutboundPlan.Passthrough => new OutboundPlan.Refuse($"{endpoint.Name} is no longer in the registry"),
+            var plan => plan,
+        };
+
+    private async Task<Attempt> ViaTunnelAsync(Flow flow, Socket client, OutboundPlan.ViaTunnel plan, IPEndPoint target)
     {
         TunnelLease lease;
         try
@@ -127,8 +204,9 @@ internal sealed partial class OutboundProxy(
         catch (Exception ex) when (ex is SocketException or IOException or System.Security.Authentication.AuthenticationException or OperationCanceledException
             or CertificateUnavailableException)
         {
-            Refuse(flow, $"no tunnel to node {plan.Destination.Node} ({plan.PeerAgent}): {ex.Message}");
-            return;
+            return ex is CertificateUnavailableException
+                ? Attempt.Final($"no certificate for {plan.Source.Identity}: {ex.Message}")
+                : Attempt.Unhealthy($"no tunnel to node {plan.Destination.Node} ({plan.PeerAgent}): {ex.Message}");
         }
 
         using (lease)
@@ -137,7 +215,7 @@ internal sealed partial class OutboundProxy(
             FlowStatus status;
             try
             {
-                var header = new FlowHeader(flow.Destination, flow.Source, FlowTracing.TraceParent(flow.Activity));
+                var header = new FlowHeader(target, flow.Source, FlowTracing.TraceParent(flow.Activity));
                 stream = flow.Own(await lease.Connection.OpenFlowAsync(header, flow.Stopping));
 
                 // A peer that stops answering (a partition) must not hold the client until keepalive gives up.
@@ -155,57 +233,56 @@ internal sealed partial class OutboundProxy(
             }
             catch (Exception ex) when (ex is IOException or ObjectDisposedException or OperationCanceledException)
             {
-                Refuse(flow, $"tunnel to node {plan.Destination.Node} failed: {ex.Message}");
-                return;
+                return Attempt.Unhealthy($"tunnel to node {plan.Destination.Node} failed: {ex.Message}");
             }
 
             if (status != FlowStatus.Connected)
             {
                 await stream.ResetAsync(TunnelError.Cancelled);
-                Refuse(flow, $"peer agent answered {status}");
-                return;
+                // A denial is the destination's policy, not its health: no other endpoint is tried.
+                return status == FlowStatus.Denied ? Attempt.Final($"peer agent answered {status}") : Attempt.Unhealthy($"peer agent answered {status}");
             }
 
             flow.Encrypted = true;
             await flow.CarryAsync(client, stream);
+            return Attempt.Carried;
         }
     }
 
-    private async Task LocalAsync(Flow flow, Socket client, OutboundPlan.Local plan)
+    private async Task<Attempt> LocalAsync(Flow flow, Socket client, OutboundPlan.Local plan, IPEndPoint target)
     {
-        WorkloadCapture? target = registry.FindCapture(plan.Destination.Ip);
-        if (target is null)
+        WorkloadCapture? destination = registry.FindCapture(plan.Destination.Ip);
+        if (destination is null)
         {
-            Refuse(flow, $"{plan.Destination.Name} is not captured on this node");
-            return;
+            return Attempt.Unhealthy($"{plan.Destination.Name} is not captured on this node");
         }
 
         // The source address is bound transparently in the destination's namespace and judged by ipBlocks
         // rules, so it must be the source workload's own (a pod could add an alias address).
         if (!flow.Source.Address.Equals(plan.Source.Ip))
         {
-            Refuse(flow, $"source address {flow.Source.Address} is not {plan.Source.Name}'s ({plan.Source.Ip})");
-            return;
+            return Attempt.Final($"source address {flow.Source.Address} is not {plan.Source.Name}'s ({plan.Source.Ip})");
         }
 
         // Same node, same rules: the destination's policies apply as if the flow had come through a tunnel.
-        flow.StopWith(target.Stopping);
+        flow.StopWith(destination.Stopping);
         RegistrySnapshot snapshot = registry.Current;
-        var request = new AuthzRequest(snapshot.FindByIp(plan.Destination.Ip) ?? plan.Destination, flow.Destination.Port, plan.Source.Identity, flow.Source.Address);
+        var request = new AuthzRequest(snapshot.FindByIp(plan.Destination.Ip) ?? plan.Destination, target.Port, plan.Source.Identity, flow.Source.Address);
         if (!connections.Admit(flow, snapshot, request, "local").Allowed)
         {
-            return;
+            // Admit recorded the denial.
+            return Attempt.Carried;
         }
 
-        (Socket? upstream, SocketError error) = await WorkloadDelivery.ConnectAsync(target, flow.Source, flow.Destination, config.Tunnel.ConnectTimeout, flow.Stopping);
+        (Socket? upstream, SocketError error) = await WorkloadDelivery.ConnectAsync(destination, flow.Source, target, config.Tunnel.ConnectTimeout, flow.Stopping);
         if (upstream is null)
         {
-            Refuse(flow, $"connect to {flow.Destination} failed: {error}");
-            return;
+            return Attempt.Unhealthy($"connect to {target} failed: {error}");
         }
 
         flow.Own(upstream);
         await flow.CarryAsync(client, upstream);
+        return Attempt.Carried;
     }
 
     private async Task PassthroughAsync(WorkloadCapture capture, Flow flow, Socket client)
@@ -243,6 +320,14 @@ internal sealed partial class OutboundProxy(
         return status;
     }
 
+    private void RefuseIfNotCarried(Flow flow, Attempt attempt)
+    {
+        if (attempt.Refusal is { } reason)
+        {
+            Refuse(flow, reason);
+        }
+    }
+
     private void Refuse(Flow flow, string reason)
     {
         Log.Refused(logger, flow.Source.ToString(), flow.SourceWorkload?.Identity.Uri ?? "-", flow.Destination.ToString(), flow.DestinationWorkload?.Identity.Uri ?? "-", reason);
@@ -256,6 +341,9 @@ internal sealed partial class OutboundProxy(
 
         [LoggerMessage(EventId = 101, Level = LogLevel.Warning, Message = "captured connection of {Workload} dropped: no original destination ({Error})")]
         public static partial void NoOriginalDestination(ILogger logger, string workload, string error);
+
+        [LoggerMessage(EventId = 103, Level = LogLevel.Warning, Message = "service {Service}: endpoint {Endpoint} marked down for {DownFor} ({Reason}); its flows go to the others")]
+        public static partial void EndpointDown(ILogger logger, string service, string endpoint, string reason, string downFor);
 
         [LoggerMessage(EventId = 102, Level = LogLevel.Error, Message = "outbound flow {Source} -> {Destination} failed")]
         public static partial void FlowFailed(ILogger logger, string source, string destination, Exception exception);

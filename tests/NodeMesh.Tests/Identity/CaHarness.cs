@@ -56,7 +56,7 @@ internal sealed class CaHarness : IAsyncDisposable
     /// <summary>Starts (or restarts, on the same port) the CA service.</summary>
     public CaServer Start()
     {
-        _server = new CaServer(EndPoint, TrustDomain, Ca, Tokens, (node, id) => _placements.ContainsKey((node, id)), Options, Logger);
+        _server = new CaServer(EndPoint, TrustDomain, Ca, Tokens, (node, id) => _placements.ContainsKey((node, id)) ? null : $"{id} is not registered on node {node}", Options, Logger);
         _server.Decided += Decisions.Enqueue;
         _server.Start();
         EndPoint = _server.EndPoint;

@@ -21,11 +21,15 @@ public sealed class EtcdDiscoveryTests(ITestOutputHelper output)
     /// <summary>The pods' addresses (10.240.N.M): the mesh.</summary>
     private static readonly IPNetwork PodRange = IPNetwork.Parse("10.240.0.0/16");
 
+    /// <summary>discovery.source etcd and mesh.cidrs on top of what <paramref name="more"/> sets (its Customize runs first).</summary>
     internal static Action<AgentSetup> OnEtcd(EtcdServer etcd, Action<AgentSetup>? more = null) => setup =>
     {
+        more?.Invoke(setup);
+        Action<AgentConfig>? theirs = setup.Customize;
         setup.RemotePods = [];
         setup.Customize = config =>
         {
+            theirs?.Invoke(config);
             config.Nodes = [];
             config.RemoteWorkloads = [];
             config.Discovery = new DiscoveryConfig
@@ -35,7 +39,6 @@ public sealed class EtcdDiscoveryTests(ITestOutputHelper output)
             };
             config.Mesh = new MeshConfig { Cidrs = [PodRange], HoldTimeout = TimeSpan.FromSeconds(1) };
         };
-        more?.Invoke(setup);
     };
 
     internal static async Task<RegistryStatus> WaitForRegistryAsync(AgentProcess agent, Func<RegistryStatus, bool> condition, TimeSpan timeout, string what)
@@ -164,5 +167,51 @@ public sealed class EtcdDiscoveryTests(ITestOutputHelper output)
         await WaitForRegistryAsync(node1, r => r is { RemoteWorkloads: 1 }, TimeSpan.FromSeconds(15), "the workload added with a member down");
         ProbeResult reached = await mesh.Pod(1, 1).ProbeAsync(echo.EndPoint, "two of three", TimeSpan.FromSeconds(5));
         Assert.True(reached is { Outcome: ProbeOutcome.Answered, Answer: "two of three" }, mesh.Explain($"with one of three members down: {reached}"));
+    }
+
+    [Fact]
+    public async Task JoinedNodeOnEtcd_GetsTheCertificateOfAWorkloadAddedAtRunTime_ButNotOneOutsideItsAllowList()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 2, output);
+        await using EtcdServer etcd = await EtcdServer.StartClusterAsync(1, mesh.Ext);
+        Pod allowed = mesh.Pod(2, 1), notAllowed = mesh.Pod(2, 2);
+        AgentProcess ca = await mesh.StartAgentAsync(mesh.Node(1), OnEtcd(etcd, setup =>
+        {
+            MeshCaTests.CaServer(mesh)(setup);
+            Action<AgentConfig> server = setup.Customize!;
+            setup.Customize = c =>
+            {
+                server(c);
+                c.Ca = c.Ca with { NodeIdentities = new Dictionary<string, IReadOnlyList<string>> { ["node2"] = [allowed.Identity] } };
+            };
+        }));
+        Action<AgentConfig> join2 = await MeshCaTests.JoinAsync(mesh, mesh.Node(2), "node2");
+        AgentProcess node2 = await mesh.StartAgentAsync(mesh.Node(2), OnEtcd(etcd, setup =>
+        {
+            setup.LocalPods = [];
+            setup.Customize = join2;
+        }));
+        TcpTestServer first = await allowed.StartTcpServerAsync(8080, ServerMode.Echo);
+        await WaitForRegistryAsync(ca, r => r is { State: "synced", Nodes: 1 }, TimeSpan.FromSeconds(10), "node2");
+
+        // Known to no config file: the CA issues its identity because etcd places it on node2, the node asking.
+        Assert.True((await node2.WorkloadAddAsync(allowed)).Succeeded);
+        ProbeResult reached = await mesh.Pod(1, 1).ProbeAsync(first.EndPoint, "placed", TimeSpan.FromSeconds(5));
+        Assert.True(reached is { Outcome: ProbeOutcome.Answered, Answer: "placed" }, mesh.Explain($"to the workload added on the joined node: {reached}"));
+        FlowRecord inbound = (await node2.WaitForFlowsAsync(f => f.Direction == "inbound" && f.Destination == first.EndPoint.ToString()))[0];
+        Assert.Equal(mesh.Pod(1, 1).Identity, inbound.SourceIdentity);
+
+        // Placed on node2 as well, but ca.nodeIdentities allows node2 only the first identity.
+        Assert.True((await node2.WorkloadAddAsync(notAllowed)).Succeeded);
+        string refusal = $"CA refused certificate for {notAllowed.Identity} from node node2";
+        Assert.True(await ca.WaitForOutputAsync(refusal), ca.Explain($"no '{refusal}'"));
+        Assert.Contains($"{notAllowed.Identity} is not in ca.nodeIdentities for node node2", ca.Output, StringComparison.Ordinal);
+        // Without its certificate it cannot call out under its identity (inbound flows are authenticated by the
+        // caller's identity and the receiving node's, so they do not need it).
+        TcpTestServer home = await mesh.Pod(1, 1).StartTcpServerAsync(8080, ServerMode.Echo);
+        ProbeResult refused = await notAllowed.ProbeAsync(home.EndPoint, "not allowed", TimeSpan.FromSeconds(5));
+        Assert.True(refused.Outcome != ProbeOutcome.Answered, mesh.Explain($"a workload without a certificate called out: {refused}"));
+        ProbeResult allowedOut = await allowed.ProbeAsync(home.EndPoint, "allowed", TimeSpan.FromSeconds(5));
+        Assert.True(allowedOut is { Outcome: ProbeOutcome.Answered, Answer: "allowed" }, mesh.Explain($"the allowed workload calling out: {allowedOut}"));
     }
 }

@@ -15,13 +15,13 @@ namespace NodeMesh.Tests.Integration;
 public sealed class MeshCaTests(ITestOutputHelper output)
 {
     private const int Port = 7200;
-    private const int CaPort = 15012;
+    internal const int CaPort = 15012;
 
-    private static Action<AgentSetup> CaServer(Topology mesh, string ttl = "24h") => s => s.Customize = c =>
+    internal static Action<AgentSetup> CaServer(Topology mesh, string ttl = "24h") => s => s.Customize = c =>
         c.Ca = new CaConfig { Dir = mesh.CaDir, Role = "server", Listen = $"{mesh.Node(1).Ip}:{CaPort}", CertificateTtl = Contracts.Duration.Parse(ttl), NodeCertificateTtl = Contracts.Duration.Parse(ttl) };
 
     /// <summary>A join token for <paramref name="tokenFor"/>, written where <paramref name="node"/>'s agent reads it.</summary>
-    private static async Task<Action<AgentConfig>> JoinAsync(Topology mesh, Node node, string tokenFor, string ttl = "10m")
+    internal static async Task<Action<AgentConfig>> JoinAsync(Topology mesh, Node node, string tokenFor, string ttl = "10m")
     {
         string tokenFile = Path.Combine(mesh.WorkDir, $"{node.Name}.token");
         CommandResult token = await Command.RunCheckedAsync(TimeSpan.FromSeconds(20), TestPaths.NodeMesh,

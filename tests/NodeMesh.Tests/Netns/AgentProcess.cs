@@ -62,6 +62,7 @@ internal sealed partial class AgentProcess : IAsyncDisposable
     private readonly int? _fileLimit;
     private readonly Dictionary<string, string> _environment;
     private int _runs;
+    private int _runOutputStart;
 
     private AgentProcess(Node node, string directory, AgentConfig config, IReadOnlyList<Pod> localPods, string? searchPath, int? fileLimit, IDictionary<string, string> environment)
     {
@@ -196,6 +197,11 @@ internal sealed partial class AgentProcess : IAsyncDisposable
 
         _runs++;
         AppendOutput($"--- {Node.Name} agent, run {_runs}: nodemesh run --config {ConfigPath} ---");
+        lock (_outputGate)
+        {
+            _runOutputStart = _output.Length;
+        }
+
         // prlimit sets the limit and execs, like `ip netns exec`: the process started is still the agent.
         string[] command = ["ip", "netns", "exec", Node.Namespace, TestPaths.NodeMesh, "run", "--config", ConfigPath];
         if (_fileLimit is int limit)
@@ -276,7 +282,9 @@ internal sealed partial class AgentProcess : IAsyncDisposable
             if (list.Succeeded)
             {
                 List<WorkloadInfo> workloads = ParseWorkloads(list.Stdout);
-                if (LocalPods.All(p => workloads.Any(w => w.Name == p.Name)))
+
+                // The admin server starts after the local API: a test that exhausts fds or kills at once must not race it.
+                if (LocalPods.All(p => workloads.Any(w => w.Name == p.Name)) && AdminStarted())
                 {
                     return;
                 }
@@ -292,6 +300,19 @@ internal sealed partial class AgentProcess : IAsyncDisposable
         }
 
         throw new TimeoutException(Explain($"the {Node.Name} agent was not ready within {ReadyTimeout.TotalSeconds} s; last 'workload list': {last}"));
+    }
+
+    private bool AdminStarted()
+    {
+        if (Config.Ports is { Admin: 0, Metrics: 0, Readiness: 0 })
+        {
+            return true;
+        }
+
+        lock (_outputGate)
+        {
+            return _output.ToString(_runOutputStart, _output.Length - _runOutputStart).Contains("admin on 127.0.0.1:", StringComparison.Ordinal);
+        }
     }
 
     /// <summary>SIGTERM, then waits for the agent to drain and exit.</summary>
