@@ -52,6 +52,7 @@ internal sealed partial class EtcdRegistrySource : IRegistrySource
     private long _entriesRefused;
     private long _lastCurrent;
     private volatile bool _connected;
+    private int _disposed;
     private volatile bool _published;
     private volatile string? _lastError;
     private DateTimeOffset? _disconnectedSince;
@@ -122,6 +123,11 @@ internal sealed partial class EtcdRegistrySource : IRegistrySource
     public async Task WithdrawAsync(TimeSpan timeout)
     {
         long lease = Interlocked.Read(ref _lease);
+        if (Volatile.Read(ref _disposed) == 1)
+        {
+            return;
+        }
+
         await _stopping.CancelAsync();
         if (lease == 0)
         {
@@ -415,8 +421,14 @@ internal sealed partial class EtcdRegistrySource : IRegistrySource
         ex is RpcException or HttpRequestException or IOException or TimeoutException or InvalidOperationException
             or System.Security.Authentication.AuthenticationException or OperationCanceledException;
 
+    /// <summary>Idempotent: the agent disposes it at its stop, the host's container again at the end.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+
         await _stopping.CancelAsync();
         await Task.WhenAll(_watching, _publishing).WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         await _store.DisposeAsync();

@@ -6,6 +6,7 @@ using NodeMesh.Bench;
 // both over the same TLS 1.3 loopback connection setup, with the same 1 MiB per-stream window.
 //
 // Usage: NodeMesh.Bench [--quick] [--runs N] [--seconds S] [--markdown FILE]
+//        NodeMesh.Bench registry [--workloads N] [--markdown FILE]   (the registry at fleet size; see RegistryBench)
 //   --quick          3 runs of 2 s per measurement (default: 5 runs of 5 s)
 //   --runs N         runs per transport; the report gives the median and the range
 //   --seconds S      counted seconds per measurement (each after a warm-up)
@@ -25,6 +26,28 @@ internal static class BenchCommand
             if (args.Length > 0 && args[0] == ChildFlag)
             {
                 return await RunChildAsync(args);
+            }
+
+            if (args.Length > 0 && args[0] == "registry")
+            {
+                int workloads = 10_000;
+                string? markdown = null;
+                for (int i = 1; i < args.Length; i++)
+                {
+                    switch (args[i])
+                    {
+                        case "--workloads":
+                            workloads = PositiveInt(args, ++i, "--workloads");
+                            break;
+                        case "--markdown":
+                            markdown = i + 1 < args.Length ? args[++i] : throw new ArgumentException("--markdown needs a file");
+                            break;
+                        default:
+                            throw new ArgumentException($"unknown argument '{args[i]}' (registry [--workloads N] [--markdown FILE])");
+                    }
+                }
+
+                return await RegistryBench.RunAsync(workloads, markdown);
             }
 
             return await RunDriverAsync(args);

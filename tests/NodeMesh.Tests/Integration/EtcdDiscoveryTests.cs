@@ -75,8 +75,11 @@ public sealed class EtcdDiscoveryTests(ITestOutputHelper output)
 
         // Not registered yet: its address is in mesh.cidrs, so the flow is held for the registry, then refused; the
         // uncaptured server would have answered a plaintext pass-through.
+        // node1's link is watched from here: what is refused must not cross it in plaintext either.
+        LinkCapture link = await mesh.CaptureAsync(mesh.Node(1));
+        string[] markers = [TestData.Marker("unknown"), TestData.Marker("removed"), TestData.Marker("expired")];
         var held = Stopwatch.StartNew();
-        ProbeResult unknown = await client.ProbeAsync(echo.EndPoint, "before", TimeSpan.FromSeconds(5));
+        ProbeResult unknown = await client.ProbeAsync(echo.EndPoint, markers[0], TimeSpan.FromSeconds(5));
         Assert.True(unknown.Outcome != ProbeOutcome.Answered, mesh.Explain($"an unregistered mesh address was passed through: {unknown}"));
         Assert.True(held.Elapsed >= TimeSpan.FromSeconds(0.9), mesh.Explain($"the flow was refused after {held.Elapsed.TotalSeconds:F2} s, without waiting mesh.holdTimeout for the registry"));
         await node1.WaitForFlowsAsync(f => f.Destination == echo.EndPoint.ToString() && f.Result.Contains("not in the registry", StringComparison.Ordinal));
@@ -93,7 +96,7 @@ public sealed class EtcdDiscoveryTests(ITestOutputHelper output)
         // Removed: every node forgets it, and flows to it are refused again.
         Assert.True((await node3.WorkloadRemoveAsync(server)).Succeeded);
         await WaitForRegistryAsync(node1, r => r.RemoteWorkloads == 1, TimeSpan.FromSeconds(2), "the removal");
-        ProbeResult removed = await client.ProbeAsync(echo.EndPoint, "after remove", TimeSpan.FromSeconds(5));
+        ProbeResult removed = await client.ProbeAsync(echo.EndPoint, markers[1], TimeSpan.FromSeconds(5));
         Assert.True(removed.Outcome != ProbeOutcome.Answered, mesh.Explain($"a removed workload's address was passed through: {removed}"));
 
         // node3's agent dies without a word: its lease expires and every node drops node3 and its workloads.
@@ -103,6 +106,11 @@ public sealed class EtcdDiscoveryTests(ITestOutputHelper output)
         await node3.KillAsync();
         await WaitForRegistryAsync(node1, r => r is { Nodes: 1, RemoteWorkloads: 1 }, LeaseTtl + TimeSpan.FromSeconds(4), "node3's lease expiry");
         output.WriteLine($"node3's entries expired {killed.Elapsed.TotalSeconds:F1} s after SIGKILL (lease TTL {LeaseTtl.TotalSeconds} s)");
+        ProbeResult expired = await client.ProbeAsync(echo.EndPoint, markers[2], TimeSpan.FromSeconds(5));
+        Assert.True(expired.Outcome != ProbeOutcome.Answered, mesh.Explain($"a workload of an expired node was reached: {expired}"));
+        CapturedTraffic wire = await link.StopAsync();
+        Assert.All(markers, marker => Assert.False(wire.Contains(marker), $"'{marker}' crossed node1's link in plaintext ({wire})"));
+        Assert.Empty(wire.PayloadBetween("10.240."));
 
         // Back: it publishes again (its API workload restored from its state), and node1 reaches it again.
         await node3.RestartAsync();
@@ -112,7 +120,8 @@ public sealed class EtcdDiscoveryTests(ITestOutputHelper output)
 
         // An orderly stop withdraws at once (the lease revoked), not after the TTL.
         var stopping = Stopwatch.StartNew();
-        await node2.StopAsync();
+        int exit = await node2.StopAsync();
+        Assert.True(exit == 0, node2.Explain($"node2 exited with {exit} after SIGTERM"));
         await WaitForRegistryAsync(node1, r => r is { Nodes: 1, RemoteWorkloads: 1 }, TimeSpan.FromSeconds(2), "node2's withdrawal at its stop");
         output.WriteLine($"node2 withdrawn {stopping.Elapsed.TotalSeconds:F1} s after SIGTERM");
     }
