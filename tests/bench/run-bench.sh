@@ -15,6 +15,9 @@
 # Then the tunnel protocol microbench (tests/NodeMesh.Bench, needs the .NET SDK): the agent's own
 # tunnel protocol against Nerdbank.Streams' MultiplexingStream, in one process over loopback TLS 1.3
 # at equal 1 MiB stream windows (1 and 8 streams, 64-byte round trips, memory), reported apart.
+# And the registry (once, after the rounds): on etcd-server in ext, the time from `nodemesh workload add`
+# on node2 to the first encrypted flow from n1p1 to it (5 times, median); then, in process (NodeMesh.Bench
+# registry), the agent's etcd source with 10,000 workloads: first sync, memory held, one change's time.
 #
 # Usage: tests/bench/run-bench.sh [--nodemesh PATH] [--quick] [--out FILE] [--haproxy-threads N]
 #   --nodemesh PATH       agent binary (default: artifacts/bin/nodemesh; column is n/a if missing)
@@ -22,7 +25,7 @@
 #                         idle connections: RSS 10 s after they close, not 60 s)
 #   --out FILE            also write the results as a markdown table to FILE
 #   --haproxy-threads N   set haproxy's nbthread (default: haproxy's own default, one per CPU)
-#   --only LIST           run only these of direct,nodemesh,telemetry,haproxy,microbench (comma-separated;
+#   --only LIST           run only these of direct,nodemesh,telemetry,haproxy,microbench,registry (comma-separated;
 #                         telemetry is nodemesh's runs with OTLP export on, to show what telemetry costs)
 #   --rounds N            run the scenarios N times (default 3, 1 with --quick), each round every scenario
 #                         once on fresh topologies, the order reversed every other round; the table shows
@@ -43,7 +46,7 @@ NODEMESH=$REPO_DIR/artifacts/bin/nodemesh
 QUICK=0
 OUT=""
 HAPROXY_THREADS=""
-ONLY="direct,nodemesh,telemetry,haproxy,microbench"
+ONLY="direct,nodemesh,telemetry,haproxy,microbench,registry"
 ROUNDS=""
 
 # Fixed by the topology (2 nodes x 1 pod).
@@ -92,8 +95,8 @@ parse_args() {
             ;;
         --only)
             ONLY=${2:?--only needs a list}
-            [[ "$ONLY" =~ ^(direct|nodemesh|telemetry|haproxy|microbench)(,(direct|nodemesh|telemetry|haproxy|microbench))*$ ]] ||
-                die "--only: a comma-separated list of direct, nodemesh, telemetry, haproxy, microbench"
+            [[ "$ONLY" =~ ^(direct|nodemesh|telemetry|haproxy|microbench|registry)(,(direct|nodemesh|telemetry|haproxy|microbench|registry))*$ ]] ||
+                die "--only: a comma-separated list of direct, nodemesh, telemetry, haproxy, microbench, registry"
             shift 2
             ;;
         --rounds)
@@ -552,6 +555,103 @@ run_microbench() {
     FAILED+=(microbench)
 }
 
+# --- registry: workload add -> first encrypted flow on etcd; the registry at 10,000 workloads ---
+
+ETCD_IP=10.231.0.200
+ETCD_PORT=23790
+
+# agent_config_etcd I PODS: node I on discovery.source etcd (no nodes or remote workloads in the file),
+# its first PODS pods local, the pods' range in mesh.cidrs.
+agent_config_etcd() {
+    local i=$1 pods=$2
+    printf '{\n  "node": { "name": "node%d", "address": "10.231.0.%d" },\n' "$i" "$i"
+    printf '  "trustDomain": "%s",\n  "ca": { "dir": "%s" },\n' "$TRUST_DOMAIN" "$WORK/ca"
+    printf '  "stateDir": "%s",\n  "apiSocket": "%s",\n' "$WORK/n$i/state" "$WORK/n$i/agent.sock"
+    printf '  "discovery": { "source": "etcd", "etcd": { "endpoints": ["http://%s:%d"], "leaseTtl": "5s" } },\n' "$ETCD_IP" "$ETCD_PORT"
+    printf '  "mesh": { "cidrs": ["10.240.0.0/16"], "holdTimeout": "2s" },\n  "workloads": ['
+    if ((pods > 0)); then
+        printf '\n    { "name": "n%dp1", "ip": "10.240.%d.2", "identity": "spiffe://%s/ns/bench/sa/n%dp1", "netns": "/var/run/netns/%s-n%dp1" }\n  ' \
+            "$i" "$i" "$TRUST_DOMAIN" "$i" "$PREFIX" "$i"
+    fi
+    printf ']\n}\n'
+}
+
+# registry_view I: node I's registry as "STATE NODES REMOTE_WORKLOADS".
+registry_view() {
+    "$NODEMESH" status --json --socket "$WORK/n$1/agent.sock" 2>/dev/null |
+        python3 -c 'import json, sys; r = json.load(sys.stdin)["registry"]; print(r["state"], r["nodes"], r["remoteWorkloads"])' 2>/dev/null || true
+}
+
+# wait_registry I VIEW: until registry_view I prints VIEW (10 s).
+wait_registry() {
+    local n
+    for ((n = 0; n < 100; n++)); do
+        [[ "$(registry_view "$1")" == "$2" ]] && return 0
+        sleep 0.1
+    done
+    die "node$1's registry is '$(registry_view "$1")', not '$2', after 10 s; log: $(tail -5 "$WORK/agent-n$1.log")"
+}
+
+scenario_registry() {
+    local i r t0 t1 code
+    local -a times=()
+    fresh_topology
+    rm -rf "$WORK/ca" "$WORK/n1" "$WORK/n2" "$WORK/etcd"
+    mesh_ca_init
+    bg etcd "$PREFIX-ext" etcd --name bench --data-dir "$WORK/etcd" \
+        --listen-client-urls "http://$ETCD_IP:$ETCD_PORT" --advertise-client-urls "http://$ETCD_IP:$ETCD_PORT" \
+        --listen-peer-urls "http://$ETCD_IP:$((ETCD_PORT + 1))" --initial-advertise-peer-urls "http://$ETCD_IP:$((ETCD_PORT + 1))" \
+        --initial-cluster "bench=http://$ETCD_IP:$((ETCD_PORT + 1))"
+    wait_port "$PREFIX-ext" "$ETCD_PORT" "$ETCD_IP" || die "etcd did not start: $(tail -5 "$WORK/etcd.log")"
+    AGENT_PIDS=()
+    for i in 1 2; do
+        mkdir -p "$WORK/n$i/state"
+        agent_config_etcd "$i" $((2 - i)) >"$WORK/n$i.json"
+        bg "agent-n$i" "$PREFIX-n$i" "$NODEMESH" run --config "$WORK/n$i.json"
+        AGENT_PIDS+=("$BG_PID")
+    done
+    mesh_wait_ready 1 1 || die "$MESH_ERROR; log: $(tail -20 "$WORK/agent-n1.log")"
+    mesh_wait_ready 2 0 || die "$MESH_ERROR; log: $(tail -20 "$WORK/agent-n2.log")"
+    start_servers
+    wait_registry 1 "synced 1 0"
+    for ((r = 1; r <= 5; r++)); do
+        t0=$(date +%s%N)
+        "$NODEMESH" workload add --socket "$WORK/n2/agent.sock" --name n2p1 --ip "$SERVER_IP" \
+            --identity "spiffe://$TRUST_DOMAIN/ns/bench/sa/n2p1" --netns "/var/run/netns/$PREFIX-n2p1" >/dev/null
+        # The first connect is held at node1 (mesh.cidrs) until its registry places n2p1.
+        code=$(ip netns exec "$PREFIX-n1p1" curl -s -o /dev/null --max-time 5 -w '%{http_code}' "http://$SERVER_IP:$HTTP_PORT/" || true)
+        t1=$(date +%s%N)
+        [[ "$code" == 200 ]] || die "the first flow after workload add got '$code'; node1 log: $(tail -5 "$WORK/agent-n1.log")"
+        times+=("$(((t1 - t0) / 1000000))")
+        "$NODEMESH" workload remove --socket "$WORK/n2/agent.sock" --name n2p1 >/dev/null
+        wait_registry 1 "synced 1 0"
+    done
+    local encrypted
+    encrypted=$("$NODEMESH" flows --socket "$WORK/n1/agent.sock" --json 2>/dev/null |
+        python3 -c 'import json, sys; fs = [json.loads(l) for l in sys.stdin if l.strip()]; print(sum(1 for f in fs if f.get("encrypted") and f["path"] == "tunnel" and f["result"] == "ok"))')
+    ((encrypted >= 5)) || die "node1 recorded $encrypted encrypted tunnel flows, not 5"
+    record registry add_to_flow_ms "$(printf '%s\n' "${times[@]}" | sort -n | sed -n 3p)"
+    record registry add_to_flow_all "$(IFS=,; echo "${times[*]}")"
+}
+
+# run_registry_bench: NodeMesh.Bench registry (10,000 workloads, in process); its text in REGISTRY_TEXT.
+run_registry_bench() {
+    local dir=$WORK/microbench
+    REGISTRY_TEXT=""
+    if ! command -v dotnet >/dev/null 2>&1; then
+        REGISTRY_STATUS="n/a: the .NET SDK (dotnet) is not on PATH"
+    elif ! dotnet build "$REPO_DIR/tests/NodeMesh.Bench/NodeMesh.Bench.csproj" -c Release -o "$dir" -nologo -v quiet >"$WORK/registry-build.log" 2>&1; then
+        REGISTRY_STATUS="failed: the build failed: $(tail -5 "$WORK/registry-build.log")"
+    elif ! REGISTRY_TEXT=$(dotnet "$dir/NodeMesh.Bench.dll" registry --workloads 10000 --markdown "$WORK/registry.md"); then
+        REGISTRY_STATUS="failed (see the messages above)"
+    else
+        REGISTRY_STATUS=ok
+        return 0
+    fi
+    log "registry bench: $REGISTRY_STATUS"
+    FAILED+=(registry-bench)
+}
+
 # run_scenario NAME: the scenario in a subshell (errexit works there) with its own cleanup;
 # a failed scenario is recorded and the others still run. The subshell runs in the background
 # and is waited for, so that Ctrl-C / SIGTERM reach this script's trap at once (bash defers
@@ -769,6 +869,10 @@ print_report() {
     echo
     echo "Tunnel protocol microbench (in process, loopback TLS; ratios within this run are what counts):"
     if [[ "$MICROBENCH_STATUS" == ok ]]; then echo "$MICROBENCH_TEXT"; else echo "  $MICROBENCH_STATUS"; fi
+    echo
+    echo "Registry (etcd):"
+    echo "  workload add on node2 -> first encrypted flow from node1: $(registry_line)"
+    if [[ "$REGISTRY_STATUS" == ok ]]; then echo "$REGISTRY_TEXT"; else echo "  10,000 workloads: $REGISTRY_STATUS"; fi
     if [[ -n "$OUT" ]]; then
         {
             echo "# NodeMesh benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
@@ -782,6 +886,12 @@ print_report() {
             echo "## Tunnel protocol microbench"
             echo
             if [[ "$MICROBENCH_STATUS" == ok ]]; then cat "$WORK/microbench.md"; else echo "$MICROBENCH_STATUS"; fi
+            echo
+            echo "## Registry (etcd)"
+            echo
+            echo "- workload add on node2 -> first encrypted flow from node1: $(registry_line)"
+            echo
+            if [[ "$REGISTRY_STATUS" == ok ]]; then cat "$WORK/registry.md"; else echo "10,000 workloads: $REGISTRY_STATUS"; fi
         } >"$OUT"
         echo
         echo "markdown written to $OUT"
@@ -789,6 +899,16 @@ print_report() {
 }
 
 wanted() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+# registry_line: the add -> first flow result (median of 5, and each), or why there is none.
+registry_line() {
+    local f=$WORK/results.registry median all status
+    [[ -f "$f" ]] || { echo "not run (--only $ONLY)"; return; }
+    median=$(awk -F= '$1 == "registry.add_to_flow_ms" { print $2 }' "$f")
+    all=$(awk -F= '$1 == "registry.add_to_flow_all" { print $2 }' "$f")
+    status=$(awk -F= '$1 == "registry.status" { print $2 }' "$f")
+    if [[ -n "$median" ]]; then echo "median $median ms (each: $all ms)"; else echo "${status:-failed}"; fi
+}
 
 # run_wanted SCENARIO: runs it, or records why not.
 run_wanted() {
@@ -835,6 +955,13 @@ main() {
         for s in "${order[@]}"; do run_wanted "$s"; done
     done
     if wanted microbench; then run_microbench; else MICROBENCH_STATUS="not run (--only $ONLY)"; fi
+    REGISTRY_STATUS="not run (--only $ONLY)"
+    if wanted registry; then
+        RESULTS=$WORK/results.registry
+        : >"$RESULTS"
+        if [[ -x "$NODEMESH" ]]; then run_scenario registry; else record registry status "n/a: binary missing"; fi
+        run_registry_bench
+    fi
 
     load_results
     print_report
