@@ -223,4 +223,24 @@ public sealed class EtcdDiscoveryTests(ITestOutputHelper output)
         ProbeResult allowedOut = await allowed.ProbeAsync(home.EndPoint, "allowed", TimeSpan.FromSeconds(5));
         Assert.True(allowedOut is { Outcome: ProbeOutcome.Answered, Answer: "allowed" }, mesh.Explain($"the allowed workload calling out: {allowedOut}"));
     }
+
+    [Fact]
+    public async Task EtcdUnreachableAtStart_TheAgentServesItsOwnWorkloads_ButIsNotReady_UntilTheFirstSync()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 1, podsPerNode: 1, output);
+        await using EtcdServer etcd = await EtcdServer.StartClusterAsync(1, mesh.Ext);
+        etcd.Kill(0);
+        AgentProcess node1 = await mesh.StartAgentAsync(mesh.Node(1), OnEtcd(etcd));
+        string readiness = $"http://{mesh.Node(1).Ip}:15021/healthz/ready";
+
+        RegistryStatus syncing = await WaitForRegistryAsync(node1, r => r is { State: "syncing", LastError: not null }, TimeSpan.FromSeconds(10), "the failed first sync");
+        CommandResult notReady = await mesh.Ext.RunAsync("curl", "-sS", "--max-time", "3", "-w", "\n%{http_code}", readiness);
+        Assert.True(notReady.Stdout.EndsWith("503", StringComparison.Ordinal) && notReady.Stdout.Contains("registry: not listed from etcd yet", StringComparison.Ordinal),
+            node1.Explain($"readiness while etcd is unreachable at start ({syncing}): {notReady}"));
+
+        await etcd.RestartAsync(0);
+        await WaitForRegistryAsync(node1, r => r.State == "synced", TimeSpan.FromSeconds(15), "the first sync once etcd is up");
+        CommandResult ready = await mesh.Ext.RunAsync("curl", "-sS", "--max-time", "3", "-w", "\n%{http_code}", readiness);
+        Assert.True(ready.Stdout.EndsWith("200", StringComparison.Ordinal), node1.Explain($"readiness after the first sync: {ready}"));
+    }
 }
