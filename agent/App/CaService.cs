@@ -73,14 +73,9 @@ internal sealed partial class CaService(
     /// <summary>Waits up to <see cref="PlacementWait"/> for the registry to place the identity (not when the allow-list refuses it anyway).</summary>
     private async Task AwaitPlacementAsync(string node, SpiffeId identity, CancellationToken cancellationToken)
     {
-        var waited = System.Diagnostics.Stopwatch.StartNew();
-        while (NodeIdentityAllowList.Allows(config.Ca.NodeIdentities, node, identity) && waited.Elapsed < PlacementWait)
+        if (NodeIdentityAllowList.Allows(config.Ca.NodeIdentities, node, identity))
         {
-            long version = registry.Version;
-            if (WhyNotPlaced(node, identity) is null || !await registry.WaitForChangeAsync(version, PlacementWait - waited.Elapsed, cancellationToken))
-            {
-                return;
-            }
+            await registry.WaitUntilAsync(_ => WhyNotPlaced(node, identity) is null, PlacementWait, cancellationToken);
         }
     }
 

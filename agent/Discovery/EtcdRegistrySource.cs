@@ -239,7 +239,7 @@ internal sealed partial class EtcdRegistrySource : IRegistrySource
             catch (Exception ex) when (!stopping.IsCancellationRequested && IsStoreFailure(ex))
             {
                 Disconnected(ex.Message, _watchErrors, "watch");
-                backoff = backoff == TimeSpan.Zero ? FirstBackoff : TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxBackoff.Ticks));
+                backoff = NextBackoff(backoff);
                 await Task.Delay(backoff, stopping).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             }
             catch (OperationCanceledException) when (stopping.IsCancellationRequested)
@@ -316,7 +316,7 @@ internal sealed partial class EtcdRegistrySource : IRegistrySource
                     Log.PublishFailed(_logger, ex.Message, held);
                 }
 
-                backoff = backoff == TimeSpan.Zero ? FirstBackoff : TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxBackoff.Ticks));
+                backoff = NextBackoff(backoff);
                 await Task.Delay(backoff, stopping).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             }
             catch (OperationCanceledException) when (stopping.IsCancellationRequested)
@@ -416,6 +416,10 @@ internal sealed partial class EtcdRegistrySource : IRegistrySource
             Log.StoreUnreachable(_logger, what, error, _state.Revision, held);
         }
     }
+
+    /// <summary>200 ms, doubling while failures go on, at most 5 s.</summary>
+    private static TimeSpan NextBackoff(TimeSpan current) =>
+        current == TimeSpan.Zero ? FirstBackoff : TimeSpan.FromTicks(Math.Min(current.Ticks * 2, MaxBackoff.Ticks));
 
     private static bool IsStoreFailure(Exception ex) =>
         ex is RpcException or HttpRequestException or IOException or TimeoutException or InvalidOperationException

@@ -111,6 +111,29 @@ internal sealed class WorkloadRegistry
         }
     }
 
+    /// <summary>
+    /// True as soon as <paramref name="condition"/> holds for the snapshot in force (checked now and after each
+    /// change, never polled); false if it still does not after <paramref name="timeout"/>.
+    /// </summary>
+    public async Task<bool> WaitUntilAsync(Func<RegistrySnapshot, bool> condition, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            long version = Version;
+            if (condition(Current))
+            {
+                return true;
+            }
+
+            TimeSpan left = timeout - waited.Elapsed;
+            if (left <= TimeSpan.Zero || !await WaitForChangeAsync(version, left, cancellationToken))
+            {
+                return condition(Current);
+            }
+        }
+    }
+
     /// <summary>Completes at the next change after <paramref name="version"/>, or at <paramref name="timeout"/> (then false).</summary>
     public async Task<bool> WaitForChangeAsync(long version, TimeSpan timeout, CancellationToken cancellationToken)
     {

@@ -108,16 +108,10 @@ internal static class RegistryBench
     private static async Task<double> TimeChangeAsync(WorkloadRegistry registry, Func<Task> change, Func<RegistrySnapshot, bool> shows)
     {
         var watch = Stopwatch.StartNew();
-        long version = registry.Version;
         await change();
-        while (!shows(registry.Current))
+        if (!await registry.WaitUntilAsync(shows, TimeSpan.FromSeconds(10), CancellationToken.None))
         {
-            if (!await registry.WaitForChangeAsync(version, TimeSpan.FromSeconds(10), CancellationToken.None) && !shows(registry.Current))
-            {
-                throw new BenchFailedException("a change did not reach the registry within 10 s");
-            }
-
-            version = registry.Version;
+            throw new BenchFailedException("a change did not reach the registry within 10 s");
         }
 
         return watch.Elapsed.TotalMilliseconds;

@@ -57,9 +57,9 @@ internal sealed partial class OutboundProxy(
         flow.Source = source;
         flow.Destination = destination;
         OutboundPlan plan = OutboundPlan.Decide(registry.Current, capture.Workload, destination, config.Node.Name, _agent, acceptedOn, config.Mesh.Cidrs);
-        if (plan is OutboundPlan.Unknown)
+        if (plan is OutboundPlan.Unknown unknownYet)
         {
-            plan = await AwaitRegistryAsync(capture, destination, acceptedOn, flow.Stopping);
+            plan = await AwaitRegistryAsync(unknownYet, capture, destination, acceptedOn, flow.Stopping);
         }
 
         try
@@ -106,22 +106,13 @@ internal sealed partial class OutboundProxy(
     /// Holds a flow to an unknown mesh address until the registry changes in a way that places it, or
     /// mesh.holdTimeout passes: a workload just added on another node is reached as soon as its entry arrives.
     /// </summary>
-    private async Task<OutboundPlan> AwaitRegistryAsync(WorkloadCapture capture, IPEndPoint destination, IPEndPoint acceptedOn, CancellationToken stopping)
+    private async Task<OutboundPlan> AwaitRegistryAsync(OutboundPlan.Unknown first, WorkloadCapture capture, IPEndPoint destination, IPEndPoint acceptedOn,
+        CancellationToken stopping)
     {
-        var deadline = System.Diagnostics.Stopwatch.StartNew();
-        OutboundPlan plan;
-        do
-        {
-            long version = registry.Version;
-            plan = OutboundPlan.Decide(registry.Current, capture.Workload, destination, config.Node.Name, _agent, acceptedOn, config.Mesh.Cidrs);
-            TimeSpan left = config.Mesh.HoldTimeout - deadline.Elapsed;
-            if (plan is not OutboundPlan.Unknown || left <= TimeSpan.Zero || !await registry.WaitForChangeAsync(version, left, stopping))
-            {
-                break;
-            }
-        }
-        while (true);
-
+        OutboundPlan plan = first;
+        await registry.WaitUntilAsync(
+            snapshot => (plan = OutboundPlan.Decide(snapshot, capture.Workload, destination, config.Node.Name, _agent, acceptedOn, config.Mesh.Cidrs)) is not OutboundPlan.Unknown,
+            config.Mesh.HoldTimeout, stopping);
         return plan;
     }
 

@@ -52,4 +52,19 @@ public sealed class RegistryRemoteTests
         // A change that came before the wait began is seen at once.
         Assert.True(await registry.WaitForChangeAsync(version, TimeSpan.FromSeconds(30), CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(1)));
     }
+
+    [Fact]
+    public async Task WaitUntil_IsTrueAtTheChangeThatMakesTheConditionHold_NotAtOthers_AndFalseAtTheTimeout()
+    {
+        var registry = new WorkloadRegistry();
+        IPAddress db = IPAddress.Parse("10.240.2.2");
+        Task<bool> waiting = registry.WaitUntilAsync(s => s.FindByIp(db) is not null, TimeSpan.FromSeconds(30), CancellationToken.None);
+        registry.ReplaceRemote([Remote("cache", "10.240.3.2", "node3")], new Dictionary<string, IPEndPoint>());
+        await Task.Delay(50);
+        Assert.False(waiting.IsCompleted);
+        registry.ReplaceRemote([Remote("db", "10.240.2.2", "node2")], new Dictionary<string, IPEndPoint>());
+        Assert.True(await waiting.WaitAsync(TimeSpan.FromSeconds(5)));
+
+        Assert.False(await registry.WaitUntilAsync(s => s.FindByIp(IPAddress.Parse("10.240.9.9")) is not null, TimeSpan.FromMilliseconds(50), CancellationToken.None));
+    }
 }
