@@ -18,7 +18,7 @@ DEPS=(
   "haproxy:haproxy" "wrk:wrk" "socat:socat" "conntrack:conntrack" "openssl:openssl" "nginx:nginx-light"
   "python3:python3" "gcc:gcc" "ping:iputils-ping" "prometheus:prometheus" "chromium:chromium"
   "dpkg-deb:dpkg" "lintian:lintian" "systemd-analyze:systemd" "groff:groff-base" "man:man-db"
-  "etcd:etcd-server" "etcdctl:etcd-client"
+  "etcd:etcd-server" "etcdctl:etcd-client" "/usr/lib/cni/bridge:containernetworking-plugins"
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -52,6 +52,8 @@ deps() {
   local missing=() entry cmd pkg
   for entry in "${DEPS[@]}"; do
     cmd="${entry%%:*}"; pkg="${entry#*:}"
+    # A command on PATH or in /usr/sbin, or a full path (the CNI reference plug-ins are not on PATH).
+    if [[ "$cmd" == /* ]]; then [[ -x "$cmd" ]] || missing+=("$pkg"); continue; fi
     if ! command -v "$cmd" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$cmd" ]]; then missing+=("$pkg"); fi
   done
   if ((${#missing[@]} == 0)); then return 0; fi
