@@ -324,6 +324,8 @@ internal static class CommandLine
             ? new Discovery.EtcdRegistrySource(config, sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<MeshMetrics>(),
                 sp.GetRequiredService<ILogger<Discovery.EtcdRegistrySource>>())
             : new Discovery.StaticRegistrySource(config, sp.GetRequiredService<WorkloadRegistry>()));
+        // Pods' service accounts and placement come from the kubernetes source; the others know no pods.
+        builder.Services.AddSingleton<Discovery.IPodDirectory>(Discovery.NoPodDirectory.Instance);
         builder.Services.AddSingleton(new FlowLog());
         builder.Services.AddSingleton<MeshMetrics>();
         builder.Services.AddSingleton(sp => new FlowRecorder(
