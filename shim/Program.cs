@@ -1,3 +1,4 @@
 using NodeMesh.Shim;
 
-return await CniPlugin.RunAsync(Environment.GetEnvironmentVariable("CNI_COMMAND"), Console.OpenStandardInput(), Console.Out, Console.Error);
+return await CniPlugin.RunAsync(Environment.GetEnvironmentVariable("CNI_COMMAND"), Environment.GetEnvironmentVariable, Console.OpenStandardInput(),
+    Console.Out, Console.Error);

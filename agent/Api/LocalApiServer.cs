@@ -18,7 +18,7 @@ internal sealed partial class LocalApiServer : IAsyncDisposable
     private static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(30);
 
     private readonly string _path;
-    private readonly Func<ApiRequest, CancellationToken, Task<ApiResponse>> _handler;
+    private readonly Func<ApiCall, CancellationToken, Task<ApiResponse>> _handler;
     private readonly ILogger _logger;
     private readonly ApiAccess _access;
     private readonly Telemetry.MeshMetrics _metrics;
@@ -26,7 +26,7 @@ internal sealed partial class LocalApiServer : IAsyncDisposable
     private Socket? _listener;
     private Task? _loop;
 
-    public LocalApiServer(string path, ApiAccess access, Func<ApiRequest, CancellationToken, Task<ApiResponse>> handler, Telemetry.MeshMetrics metrics,
+    public LocalApiServer(string path, ApiAccess access, Func<ApiCall, CancellationToken, Task<ApiResponse>> handler, Telemetry.MeshMetrics metrics,
         ILogger<LocalApiServer> logger)
     {
         _path = path;
@@ -113,10 +113,11 @@ internal sealed partial class LocalApiServer : IAsyncDisposable
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
             timeout.CancelAfter(RequestTimeout);
             ApiResponse response;
+            var descriptors = new List<Interop.SafeFileDescriptor>();
             try
             {
                 string? refusal = _access.Refusal(Interop.PeerCredentials.Of(client));
-                byte[] request = await ReadRequestAsync(client, timeout.Token);
+                byte[] request = await ReadRequestAsync(client, descriptors, timeout.Token);
                 if (refusal is not null)
                 {
                     // Read first, so the caller gets the reply rather than a reset for its unread request.
@@ -127,9 +128,15 @@ internal sealed partial class LocalApiServer : IAsyncDisposable
                 }
 
                 ApiRequest? parsed = JsonSerializer.Deserialize(request, ApiJsonContext.Default.ApiRequest);
-                response = parsed is null
-                    ? new ApiResponse { Ok = false, Error = "request is empty" }
-                    : await HandleAsync(parsed, timeout.Token);
+                if (parsed is null)
+                {
+                    response = new ApiResponse { Ok = false, Error = "request is empty" };
+                }
+                else
+                {
+                    using var call = new ApiCall(parsed, descriptors);
+                    response = await HandleAsync(call, timeout.Token);
+                }
             }
             catch (JsonException ex)
             {
@@ -139,10 +146,15 @@ internal sealed partial class LocalApiServer : IAsyncDisposable
             {
                 response = new ApiResponse { Ok = false, Error = ex.Message };
             }
-            catch (Exception ex) when (ex is OperationCanceledException or SocketException or IOException)
+            catch (Exception ex) when (ex is OperationCanceledException or SocketException or IOException or Interop.InteropException)
             {
                 Log.ClientFailed(_logger, ex.Message);
                 return;
+            }
+            finally
+            {
+                // Whatever no handler took (a refused caller's, a request that failed to parse) is closed here.
+                descriptors.ForEach(d => d.Dispose());
             }
 
             await ReplyAsync(client, response, timeout.Token);
@@ -164,33 +176,43 @@ internal sealed partial class LocalApiServer : IAsyncDisposable
     }
 
     /// <summary>The handler's answer; a handler that fails still answers, with the reason (the API always replies).</summary>
-    private async Task<ApiResponse> HandleAsync(ApiRequest request, CancellationToken cancellationToken)
+    private async Task<ApiResponse> HandleAsync(ApiCall call, CancellationToken cancellationToken)
     {
+        string command = Contracts.Printable.Of(call.Request.Command ?? "");
         try
         {
-            return await _handler(request, cancellationToken);
+            return await _handler(call, cancellationToken);
+        }
+        catch (InvalidDataException ex)
+        {
+            return new ApiResponse { Ok = false, Error = $"{command}: {ex.Message}" };
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
-            Log.HandlerFailed(_logger, Contracts.Printable.Of(request.Command ?? ""), ex);
-            return new ApiResponse { Ok = false, Error = $"{Contracts.Printable.Of(request.Command ?? "")} failed: {ex.Message}" };
+            Log.HandlerFailed(_logger, command, ex);
+            return new ApiResponse { Ok = false, Error = $"{command} failed: {ex.Message}" };
         }
     }
 
-    /// <summary>Reads until the client half-closes; requests are bounded in size.</summary>
-    internal static Task<byte[]> ReadRequestAsync(Socket client, CancellationToken cancellationToken) =>
-        ReadToEndAsync(client, MaxRequestBytes, cancellationToken);
+    /// <summary>
+    /// Reads until the client half-closes; requests are bounded in size. The first read takes the descriptors sent
+    /// with the request's first bytes (SCM_RIGHTS): an ordinary read would make the kernel discard them.
+    /// </summary>
+    internal static Task<byte[]> ReadRequestAsync(Socket client, List<Interop.SafeFileDescriptor> descriptors, CancellationToken cancellationToken) =>
+        ReadToEndAsync(client, MaxRequestBytes, descriptors, cancellationToken);
 
     internal static Task<byte[]> ReadResponseAsync(Socket client, CancellationToken cancellationToken) =>
-        ReadToEndAsync(client, 64 * 1024 * 1024, cancellationToken);
+        ReadToEndAsync(client, 64 * 1024 * 1024, descriptors: null, cancellationToken);
 
-    private static async Task<byte[]> ReadToEndAsync(Socket client, int limit, CancellationToken cancellationToken)
+    private static async Task<byte[]> ReadToEndAsync(Socket client, int limit, List<Interop.SafeFileDescriptor>? descriptors, CancellationToken cancellationToken)
     {
         using var buffer = new MemoryStream();
         byte[] chunk = new byte[8192];
         while (true)
         {
-            int read = await client.ReceiveAsync(chunk, SocketFlags.None, cancellationToken);
+            int read = descriptors is not null && buffer.Length == 0
+                ? await Interop.DescriptorPassing.ReceiveAsync(client, chunk, descriptors, cancellationToken)
+                : await client.ReceiveAsync(chunk, SocketFlags.None, cancellationToken);
             if (read == 0)
             {
                 return buffer.ToArray();

@@ -39,10 +39,12 @@ internal sealed partial class MeshAgent(
     StateDirectory stateDirectory,
     MeshMetrics metrics,
     Discovery.IRegistrySource registrySource,
+    Discovery.IPodDirectory podDirectory,
     ILoggerFactory loggerFactory,
     ILogger<MeshAgent> logger) : IHostedService, IDisposable, Admin.IAgentState
 {
     private readonly SemaphoreSlim _changeGate = new(1, 1);
+    /// <summary>Workloads registered at run time (the local API and the CNI shim), as saved in the state directory.</summary>
     private readonly Dictionary<string, WorkloadInfo> _apiWorkloads = new(StringComparer.Ordinal);
     private readonly List<Task> _loops = [];
     private TunnelListener? _tunnel;
@@ -88,7 +90,7 @@ internal sealed partial class MeshAgent(
         {
             try
             {
-                await CaptureAsync(new WorkloadInfo { Name = w.Name, Ip = w.Ip, Identity = w.Identity, Netns = w.Netns, Mode = w.Mode, Labels = w.Labels, Source = "config" }, cancellationToken);
+                await CaptureAsync(new WorkloadInfo { Name = w.Name, Ip = w.Ip, Identity = w.Identity, Netns = w.Netns, Mode = w.Mode, Labels = w.Labels, Source = "config" }, handle: null, cancellationToken);
             }
             catch (Exception ex) when (ex is CaptureException or IOException or InvalidOperationException or TimeoutException)
             {
@@ -106,7 +108,7 @@ internal sealed partial class MeshAgent(
 
             try
             {
-                _apiWorkloads[saved.Name] = await CaptureAsync(saved with { Source = "api" }, cancellationToken);
+                _apiWorkloads[saved.Name] = await CaptureAsync(saved with { Source = saved.Source == "cni" ? "cni" : "api" }, handle: null, cancellationToken);
             }
             catch (Exception ex) when (ex is CaptureException or IOException or InvalidOperationException)
             {
@@ -192,7 +194,8 @@ internal sealed partial class MeshAgent(
     }
 
     /// <summary>Captures the workload; returns its registration with the identity of the namespace captured.</summary>
-    private async Task<WorkloadInfo> CaptureAsync(WorkloadInfo info, CancellationToken cancellationToken)
+    /// <param name="handle">The namespace handed over by the CNI shim (owned from now on), or null to open <see cref="WorkloadInfo.Netns"/>.</param>
+    private async Task<WorkloadInfo> CaptureAsync(WorkloadInfo info, SafeFileDescriptor? handle, CancellationToken cancellationToken)
     {
         PeerMode mode = ConfigLoader.ParseMode(info.Mode);
         var workload = new Workload(info.Name, IPAddress.Parse(info.Ip), SpiffeId.Parse(info.Identity), config.Node.Name, info.Netns)
@@ -201,7 +204,7 @@ internal sealed partial class MeshAgent(
             Labels = info.Labels ?? new Dictionary<string, string>(),
         };
         NamespaceId? expected = info.NetnsInode is ulong inode && info.NetnsDevice is ulong device ? new NamespaceId(device, inode) : null;
-        WorkloadCapture capture = await WorkloadCapture.StartAsync(workload, Ports, stateDirectory.Owner,
+        WorkloadCapture capture = await WorkloadCapture.StartAsync(workload, handle, Ports, stateDirectory.Owner,
             found =>
             {
                 if (WorkloadNamespace.Refusal(info.Name, info.Netns, found, expected, _ownNamespace) is { } refusal)
@@ -222,10 +225,28 @@ internal sealed partial class MeshAgent(
         return info with { NetnsInode = capture.Thread.Id.Inode, NetnsDevice = capture.Thread.Id.Device };
     }
 
-    private async Task<ApiResponse> HandleApiAsync(ApiRequest request, CancellationToken cancellationToken)
+    private async Task<ApiResponse> HandleApiAsync(ApiCall call, CancellationToken cancellationToken)
     {
+        ApiRequest request = call.Request;
+        if (call.DescriptorCount > 0 && request.Command is not ("pod-add" or "pod-check"))
+        {
+            return new ApiResponse { Ok = false, Error = $"'{Contracts.Printable.Of(request.Command)}' takes no file descriptor" };
+        }
+
         switch (request.Command)
         {
+            case "pod-add":
+                return await AddPodAsync(request.Pod, call.TakeDescriptor(), cancellationToken);
+            case "pod-check":
+                return await CheckPodAsync(request.Pod, call.TakeDescriptor(), cancellationToken);
+            case "pod-remove":
+                return await RemovePodAsync(request.Pod, cancellationToken);
+            case "pod-gc":
+                return await CollectPodsAsync(request.ValidContainers, cancellationToken);
+            case "ready":
+                return NotReady() is { Count: > 0 } missing
+                    ? new ApiResponse { Ok = false, Error = "not ready: " + string.Join("; ", missing) }
+                    : new ApiResponse { Ok = true };
             case "workload-add":
                 return await AddAsync(request.Workload, cancellationToken);
             case "workload-remove":
@@ -357,7 +378,9 @@ internal sealed partial class MeshAgent(
             Netns = w.Netns!,
             Mode = w.Mode == PeerMode.Strict ? "STRICT" : "PERMISSIVE",
             Labels = w.Labels,
-            Source = _apiWorkloads.ContainsKey(w.Name) ? "api" : "config",
+            Source = _apiWorkloads.GetValueOrDefault(w.Name)?.Source ?? "config",
+            ContainerId = _apiWorkloads.GetValueOrDefault(w.Name)?.ContainerId,
+            PodUid = _apiWorkloads.GetValueOrDefault(w.Name)?.PodUid,
             Certificate = DescribeCertificate(held.GetValueOrDefault(w.Identity), now),
             Capture = DescribeCapture(w),
         }).ToList();
@@ -410,7 +433,7 @@ internal sealed partial class MeshAgent(
             WorkloadInfo stored;
             try
             {
-                stored = await CaptureAsync(info with { Source = "api" }, cancellationToken);
+                stored = await CaptureAsync(info with { Source = "api" }, handle: null, cancellationToken);
             }
             catch (Exception ex) when (ex is CaptureException or IOException or InvalidOperationException or TimeoutException)
             {
@@ -437,48 +460,56 @@ internal sealed partial class MeshAgent(
         await _changeGate.WaitAsync(cancellationToken);
         try
         {
-            WorkloadCapture? capture = name is null ? null : registry.Remove(name);
-            if (capture is null)
-            {
-                return new ApiResponse { Ok = false, Error = $"no local workload named '{Contracts.Printable.Of(name ?? "")}'" };
-            }
-
-            // Rules first, while the namespace handle is still held: they are removed from that namespace, not the path's.
-            bool removed;
-            try
-            {
-                removed = await RuleInstaller.RemoveAsync(capture.Thread, stateDirectory.Owner, cancellationToken);
-            }
-            finally
-            {
-                await capture.DisposeAsync();
-            }
-
-            if (!removed)
-            {
-                Log.RulesOfAnotherAgent(logger, name!, capture.Thread.NetnsPath);
-            }
-
-            _apiWorkloads.Remove(name!);
-            registrySource.Unpublish(name!);
-            await stateStore.SaveAsync(_apiWorkloads.Values);
-
-            // Replicas share an identity: its certificate goes with the last local workload that has it.
-            SpiffeId identity = capture.Workload.Identity;
-            if (!registry.Current.Workloads.Any(w => w.IsLocal && w.Identity == identity))
-            {
-                certificates.Forget(identity);
-            }
-
-            // Its metric series go with it (a scrape no longer shows a workload that is not there).
-            metrics.Tcp.DropWorkload(name!);
-            Log.Removed(logger, name!);
-            return new ApiResponse { Ok = true, Workloads = ListWorkloads() };
+            return await RemoveUnderGateAsync(name, cancellationToken)
+                ? new ApiResponse { Ok = true, Workloads = ListWorkloads() }
+                : new ApiResponse { Ok = false, Error = $"no local workload named '{Contracts.Printable.Of(name ?? "")}'" };
         }
         finally
         {
             _changeGate.Release();
         }
+    }
+
+    /// <summary>Removes a local workload (the caller holds the change gate); false if there is none of that name.</summary>
+    private async Task<bool> RemoveUnderGateAsync(string? name, CancellationToken cancellationToken)
+    {
+        WorkloadCapture? capture = name is null ? null : registry.Remove(name);
+        if (capture is null)
+        {
+            return false;
+        }
+
+        // Rules first, while the namespace handle is still held: they are removed from that namespace, not the path's.
+        bool removed;
+        try
+        {
+            removed = await RuleInstaller.RemoveAsync(capture.Thread, stateDirectory.Owner, cancellationToken);
+        }
+        finally
+        {
+            await capture.DisposeAsync();
+        }
+
+        if (!removed)
+        {
+            Log.RulesOfAnotherAgent(logger, name!, capture.Thread.NetnsPath);
+        }
+
+        _apiWorkloads.Remove(name!);
+        registrySource.Unpublish(name!);
+        await stateStore.SaveAsync(_apiWorkloads.Values);
+
+        // Replicas share an identity: its certificate goes with the last local workload that has it.
+        SpiffeId identity = capture.Workload.Identity;
+        if (!registry.Current.Workloads.Any(w => w.IsLocal && w.Identity == identity))
+        {
+            certificates.Forget(identity);
+        }
+
+        // Its metric series go with it (a scrape no longer shows a workload that is not there).
+        metrics.Tcp.DropWorkload(name!);
+        Log.Removed(logger, name!);
+        return true;
     }
 
     public void Dispose()
@@ -489,8 +520,14 @@ internal sealed partial class MeshAgent(
 
     public Task<ApiResponse> QueryAsync(string command, CancellationToken cancellationToken) =>
         command is "status" or "workload-list" or "flows"
-            ? HandleApiAsync(new ApiRequest { Command = command }, cancellationToken)
+            ? QueryCoreAsync(command, cancellationToken)
             : throw new ArgumentException($"'{command}' is not a read-only query", nameof(command));
+
+    private async Task<ApiResponse> QueryCoreAsync(string command, CancellationToken cancellationToken)
+    {
+        using var call = new ApiCall(new ApiRequest { Command = command }, []);
+        return await HandleApiAsync(call, cancellationToken);
+    }
 
     public IReadOnlyList<Admin.CertificateView> Certificates()
     {

@@ -136,6 +136,9 @@ internal static class CaptureRules
     /// <summary>True if any of our chains is present in an <c>iptables-save</c> dump.</summary>
     public static bool AnyInstalled(string existingRules) => Jumps.Any(j => HasChain(existingRules, j.Table, j.Chain));
 
+    /// <summary>Whether every chain of the capture is in <paramref name="existingRules"/> (a CNI CHECK).</summary>
+    public static bool AllInstalled(string existingRules) => Jumps.All(j => HasChain(existingRules, j.Table, j.Chain));
+
     /// <summary>The <c>ip -batch</c> commands for the policy route that returns marked replies over lo.</summary>
     public static string RoutingInstall() =>
         $"rule add fwmark {Hex(ReturnMark, MarkMask)} pref {RulePriority} lookup {RouteTable}\n" +

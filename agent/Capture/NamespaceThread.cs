@@ -45,9 +45,15 @@ internal sealed class NamespaceThread : IDisposable
     /// Opens the namespace, lets <paramref name="check"/> refuse it by its identity (it throws), then starts the
     /// thread in it. The identity checked is the one of the handle kept, not of a second look at the path.
     /// </summary>
-    public static async Task<NamespaceThread> StartAsync(string netnsPath, Action<NamespaceId>? check)
+    public static Task<NamespaceThread> StartAsync(string netnsPath, Action<NamespaceId>? check) =>
+        StartAsync(NetworkNamespace.Open(netnsPath), netnsPath, check);
+
+    /// <summary>
+    /// Starts the thread in the namespace held by <paramref name="handle"/> (one handed over by the CNI shim), which
+    /// the thread owns from now on, also when starting fails. <paramref name="netnsPath"/> names it in messages.
+    /// </summary>
+    public static async Task<NamespaceThread> StartAsync(SafeFileDescriptor handle, string netnsPath, Action<NamespaceId>? check)
     {
-        SafeFileDescriptor handle = NetworkNamespace.Open(netnsPath);
         NamespaceThread thread;
         try
         {

@@ -82,6 +82,20 @@ internal static class RuleInstaller
         return true;
     }
 
+    /// <summary>Null if this agent's capture rules are all in place in the namespace, else what is wrong (a CNI CHECK).</summary>
+    public static async Task<string?> VerifyAsync(NamespaceThread ns, RuleOwner owner, CancellationToken cancellationToken)
+    {
+        string existing = await RunAsync(ns, "iptables-save", [], stdin: null, cancellationToken);
+        if (!CaptureRules.AllInstalled(existing))
+        {
+            return $"the capture rules in {ns.NetnsPath} are missing or incomplete";
+        }
+
+        return owner.Claim(RuleOwner.Find(existing), RuleOwner.IsRunningAgent) == RuleClaim.OtherRunningAgent
+            ? $"the capture rules in {ns.NetnsPath} belong to another running agent"
+            : null;
+    }
+
     /// <summary>The iptables-save output of the namespace at a path (tests and diagnostics).</summary>
     public static Task<string> SaveAsync(string netns, CancellationToken cancellationToken) =>
         RunInAsync(netns, netns, "iptables-save", [], stdin: null, allowFailure: false, cancellationToken);

@@ -44,10 +44,13 @@ internal sealed class WorkloadCapture : IAsyncDisposable
     /// <summary>Enters the namespace, opens the listeners there, then installs the rules (listeners first, so
     /// there is never a moment where rules redirect to nothing while the agent is up).</summary>
     /// <param name="checkNamespace">Refuses the namespace by its identity (throws), before anything is created in it.</param>
-    public static async Task<WorkloadCapture> StartAsync(Workload workload, CapturePorts ports, RuleOwner owner, Action<NamespaceId> checkNamespace,
-        CancellationToken cancellationToken)
+    /// <param name="handle">The namespace, already open (handed over by the CNI shim; owned from now on), or null to open <see cref="Workload.Netns"/>.</param>
+    public static async Task<WorkloadCapture> StartAsync(Workload workload, SafeFileDescriptor? handle, CapturePorts ports, RuleOwner owner,
+        Action<NamespaceId> checkNamespace, CancellationToken cancellationToken)
     {
-        NamespaceThread thread = await NamespaceThread.StartAsync(workload.Netns!, checkNamespace);
+        NamespaceThread thread = handle is null
+            ? await NamespaceThread.StartAsync(workload.Netns!, checkNamespace)
+            : await NamespaceThread.StartAsync(handle, workload.Netns!, checkNamespace);
         Socket? outbound = null;
         Socket? inbound = null;
         try

@@ -599,7 +599,7 @@ internal static class ConfigLoader
     {
         if (!IsName(name))
         {
-            yield return MustBe("name", name, "1-63 characters of a-z, 0-9, '-', '.', starting with a letter or digit");
+            yield return MustBe("name", name, "1-253 characters of a-z, 0-9, '-', '.', starting with a letter or digit");
         }
 
         if (!IsIPv4(ip))
@@ -632,7 +632,7 @@ internal static class ConfigLoader
 
     public static bool IsName(string? value)
     {
-        if (value is null || value.Length is 0 or > 63 || !char.IsAsciiLetterOrDigit(value[0]))
+        if (value is null || value.Length is 0 or > 253 || !char.IsAsciiLetterOrDigit(value[0]))
         {
             return false;
         }
@@ -667,7 +667,7 @@ internal static class ConfigLoader
     {
         if (!IsName(value))
         {
-            errors.Add(MustBe(path, value, "1-63 characters of a-z, 0-9, '-', '.', starting with a letter or digit"));
+            errors.Add(MustBe(path, value, "1-253 characters of a-z, 0-9, '-', '.', starting with a letter or digit"));
         }
     }
 

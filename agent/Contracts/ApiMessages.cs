@@ -5,10 +5,19 @@ namespace NodeMesh.Contracts;
 /// <summary>A request on the agent's local Unix socket: one JSON object per connection, then one response.</summary>
 public sealed record ApiRequest
 {
-    /// <summary>"workload-add", "workload-remove", "workload-list", "flows" or "status".</summary>
+    /// <summary>
+    /// "workload-add", "workload-remove", "workload-list", "flows", "status", "ready", or from the CNI shim "pod-add",
+    /// "pod-check", "pod-remove" and "pod-gc".
+    /// </summary>
     public string Command { get; init; } = "";
     public WorkloadInfo? Workload { get; init; }
     public string? Name { get; init; }
+
+    /// <summary>"pod-add", "pod-check", "pod-remove": the pod (its namespace rides along as a descriptor on add and check).</summary>
+    public PodInfo? Pod { get; init; }
+
+    /// <summary>"pod-gc": the container ids the runtime still has; captured pods of any other are removed.</summary>
+    public IReadOnlyList<string>? ValidContainers { get; init; }
 
     /// <summary>"flows": only flows recorded after this sequence number (a cursor from <see cref="ApiResponse.FlowCursor"/>).</summary>
     public long? Since { get; init; }

@@ -21,7 +21,12 @@ public sealed record WorkloadInfo
 
     public ulong? NetnsDevice { get; init; }
 
-    /// <summary>Where the registration came from: "config" or "api". Set by the agent.</summary>
+    /// <summary>A pod registered by the CNI shim: its sandbox's container id and its uid.</summary>
+    public string? ContainerId { get; init; }
+
+    public string? PodUid { get; init; }
+
+    /// <summary>Where the registration came from: "config", "api" or "cni". Set by the agent.</summary>
     public string? Source { get; init; }
 
     /// <summary>

@@ -31,4 +31,9 @@ internal static class LinuxConstants
     public const int SO_PEERCRED = 17;
     public const int SO_PEERGROUPS = 59;
     public const int ERANGE = 34;
+
+    /// <summary>ioctl on an nsfs file: the CLONE_NEW* type of the namespace (linux/nsfs.h: _IO(0xb7, 0x3)).</summary>
+    public const int NS_GET_NSTYPE = 0xb703;
+    public const int ENOTTY = 25;
+    public const int EINVAL = 22;
 }

@@ -73,6 +73,34 @@ internal static unsafe class NetworkNamespace
         }
     }
 
+    /// <summary>
+    /// Null if <paramref name="handle"/> is a network namespace, else what it is instead: a descriptor someone hands the
+    /// agent (the CNI shim's) is checked by asking the kernel (NS_GET_NSTYPE), not trusted for its path.
+    /// </summary>
+    public static string? NotANetworkNamespace(SafeFileDescriptor handle)
+    {
+        bool added = false;
+        handle.DangerousAddRef(ref added);
+        try
+        {
+            int type = LibC.ioctl(handle.Fd, NS_GET_NSTYPE, null);
+            if (type < 0)
+            {
+                int errno = LibC.errno;
+                return errno == ENOTTY || errno == EINVAL ? "not a namespace" : $"not a namespace ({new InteropException("ioctl", errno, "NS_GET_NSTYPE").Message})";
+            }
+
+            return type == CLONE_NEWNET ? null : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"a namespace of another kind (type 0x{type:x}), not a network namespace");
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
     /// <summary>The identity of the namespace at <paramref name="path"/> (opened and closed again).</summary>
     public static NamespaceId Identify(string path)
     {

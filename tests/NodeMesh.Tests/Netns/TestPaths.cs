@@ -12,6 +12,9 @@ internal static class TestPaths
     /// <summary>The AOT agent binary: $NODEMESH_BIN (set by ./build.sh test), else artifacts/bin/nodemesh.</summary>
     public static string NodeMesh => Binary.Value;
 
+    /// <summary>The AOT CNI plug-in, beside the agent binary.</summary>
+    public static string Shim => Path.Combine(Path.GetDirectoryName(NodeMesh)!, "nodemesh-cni");
+
     public static string TopologyScript => Path.Combine(RepoRoot, "tests", "netns", "topology.sh");
 
     private static string FindRepoRoot()

@@ -24,12 +24,15 @@ public class LinuxConstantsTests
                 #include <netinet/tcp.h>
                 #include <linux/netfilter_ipv4.h>
                 #include <sys/file.h>
+                #include <sys/ioctl.h>
+                #include <linux/nsfs.h>
                 int main(void) {
                   printf("%d %d %d %d %d %d %d %d %d %d %d %d", CLONE_NEWNET, SOL_SOCKET, SOL_IP, SO_REUSEADDR, SO_LINGER, SO_MARK,
                          IP_TRANSPARENT, SO_ORIGINAL_DST, O_RDONLY, O_CLOEXEC, EINTR, AF_INET);
                   printf(" %d %d", IPPROTO_TCP, TCP_USER_TIMEOUT);
                   printf("\n");
-                  printf("%d %d %d %d %d %d %d %d\n", O_RDWR, O_CREAT, LOCK_EX, LOCK_NB, EWOULDBLOCK, SO_PEERCRED, SO_PEERGROUPS, ERANGE);
+                  printf("%d %d %d %d %d %d %d %d", O_RDWR, O_CREAT, LOCK_EX, LOCK_NB, EWOULDBLOCK, SO_PEERCRED, SO_PEERGROUPS, ERANGE);
+                  printf(" %d %d %d\n", (int)NS_GET_NSTYPE, ENOTTY, EINVAL);
                   return 0;
                 }
                 """);
@@ -49,6 +52,7 @@ public class LinuxConstantsTests
             [
                 LinuxConstants.O_RDWR, LinuxConstants.O_CREAT, LinuxConstants.LOCK_EX, LinuxConstants.LOCK_NB, LinuxConstants.EWOULDBLOCK,
                 LinuxConstants.SO_PEERCRED, LinuxConstants.SO_PEERGROUPS, LinuxConstants.ERANGE,
+                LinuxConstants.NS_GET_NSTYPE, LinuxConstants.ENOTTY, LinuxConstants.EINVAL,
             ];
             Assert.Equal(string.Join(' ', expected) + "\n" + string.Join(' ', expectedMore), output.Trim());
         }

@@ -17,7 +17,7 @@ public class MissingFieldMessageTests
               "remoteWorkloads": [ { "name": "b", "identity": "spiffe://cluster.local/ns/x/sa/b" } ] }
             """, "f"));
         Assert.Contains("node.address: missing (it must be an IPv4 address)", ex.Errors);
-        Assert.Contains("workloads[0].name: missing (it must be 1-63 characters of a-z, 0-9, '-', '.', starting with a letter or digit)", ex.Errors);
+        Assert.Contains("workloads[0].name: missing (it must be 1-253 characters of a-z, 0-9, '-', '.', starting with a letter or digit)", ex.Errors);
         Assert.Contains(ex.Errors, e => e.StartsWith("workloads[0].netns: missing (it must be an absolute path", StringComparison.Ordinal));
         Assert.Contains(ex.Errors, e => e.StartsWith("nodes[0].name: missing (", StringComparison.Ordinal));
         Assert.Contains("remoteWorkloads[0].ip: missing (it must be an IPv4 address)", ex.Errors);
@@ -33,7 +33,7 @@ public class MissingFieldMessageTests
     public void GivenButMalformed_StillQuotesTheValue()
     {
         ConfigException ex = Assert.Throws<ConfigException>(() => ConfigLoader.Parse("""{ "node": { "name": "Bad_Name", "address": "10.0.0.1" } }""", "f"));
-        Assert.Contains("node.name: 'Bad_Name' must be 1-63 characters", ex.Errors[0], StringComparison.Ordinal);
+        Assert.Contains("node.name: 'Bad_Name' must be 1-253 characters", ex.Errors[0], StringComparison.Ordinal);
     }
 
     [Fact]
