@@ -18,7 +18,7 @@ DEPS=(
   "haproxy:haproxy" "wrk:wrk" "socat:socat" "conntrack:conntrack" "openssl:openssl" "nginx:nginx-light"
   "python3:python3" "gcc:gcc" "ping:iputils-ping" "prometheus:prometheus" "chromium:chromium"
   "dpkg-deb:dpkg" "lintian:lintian" "systemd-analyze:systemd" "groff:groff-base" "man:man-db"
-  "etcd:etcd-server" "etcdctl:etcd-client" "/usr/lib/cni/bridge:containernetworking-plugins"
+  "etcd:etcd-server" "etcdctl:etcd-client" "/usr/lib/cni/bridge:containernetworking-plugins" "jq:jq"
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
