@@ -19,7 +19,7 @@
 #   NODEMESH_CNI_BIN    the shim binary to install                 (default /usr/bin/nodemesh-cni)
 #   AGENT_SOCKET        the agent's local API socket on the host   (default /run/nodemesh/agent.sock)
 #   EXCLUDE_NAMESPACES  comma-separated namespaces the shim leaves alone (default kube-system,nodemesh-system)
-#   SHIM_TIMEOUT        how long the shim waits for the agent      (default 5s)
+#   SHIM_TIMEOUT        how long the shim waits for the agent      (default 30s: an ADD waits for the capture, and for the API server to list a new pod)
 set -eu
 
 CNI_BIN_DIR="${CNI_BIN_DIR:-/host/opt/cni/bin}"
@@ -27,7 +27,7 @@ CNI_NET_DIR="${CNI_NET_DIR:-/host/etc/cni/net.d}"
 NODEMESH_CNI_BIN="${NODEMESH_CNI_BIN:-/usr/bin/nodemesh-cni}"
 AGENT_SOCKET="${AGENT_SOCKET:-/run/nodemesh/agent.sock}"
 EXCLUDE_NAMESPACES="${EXCLUDE_NAMESPACES-kube-system,nodemesh-system}"
-SHIM_TIMEOUT="${SHIM_TIMEOUT:-5s}"
+SHIM_TIMEOUT="${SHIM_TIMEOUT:-30s}"
 PLUGIN=nodemesh-cni
 
 TMP=""

@@ -276,7 +276,7 @@ public sealed class KubernetesManifestTests : IDisposable
         JsonNode shim = plugins[2]!;
         Assert.Equal("/run/nodemesh/agent.sock", shim["agentSocket"]!.GetValue<string>());
         Assert.Equal(["kube-system", Ns], shim["excludeNamespaces"]!.AsArray().Select(n => n!.GetValue<string>()));
-        Assert.Equal("5s", shim["timeout"]!.GetValue<string>());
+        Assert.Equal("30s", shim["timeout"]!.GetValue<string>());
         Assert.Equal(OtherConflist, File.ReadAllText(Path.Combine(net, "20-other.conflist"))); // only the first is the runtime's
         Assert.Equal(File.ReadAllBytes(ShimBinary), File.ReadAllBytes(Path.Combine(bin, "nodemesh-cni")));
         Assert.True(File.GetUnixFileMode(Path.Combine(bin, "nodemesh-cni")).HasFlag(UnixFileMode.UserExecute | UnixFileMode.OtherExecute));
