@@ -82,6 +82,48 @@ public sealed class CniShimTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task ARestartedAgent_CapturesItsCniPodsAgain_ForgetsOnesDeletedWhileItWasDown_AndGcRemovesOnesTheRuntimeNoLongerHas()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 1, podsPerNode: 1, output);
+        AgentProcess node1 = await mesh.StartAgentAsync(mesh.Node(1));
+        var runtime = new CniRuntime(mesh, mesh.Node(1), CniRuntime.BridgeThenShim(mesh, mesh.Node(1), node1.SocketPath));
+        var pods = new List<CniPod>();
+        foreach (string name in new[] { "kept-1", "deleted-2", "collected-3" })
+        {
+            (CniPod? pod, CniResult added) = await runtime.AddPodAsync("shop", name);
+            Assert.True(pod is not null, mesh.Explain($"ADD {name}: {added}"));
+            pods.Add(pod);
+        }
+
+        // Outside the mesh, reached through the agent's passthrough while it runs.
+        TcpTestServer outside = await mesh.Ext.StartTcpServerAsync(8081, ServerMode.Echo);
+        ProbeResult open = await pods[0].ProbeAsync(outside.EndPoint, "while the agent runs", TimeSpan.FromSeconds(5));
+        Assert.True(open is { Outcome: ProbeOutcome.Answered }, mesh.Explain($"{open}"));
+
+        // Down: a pod deleted meanwhile (DEL succeeds without the agent, the runtime removes its namespace).
+        Assert.Equal(0, await node1.StopAsync());
+        Assert.True((await runtime.DeleteAsync(pods[1])).Succeeded, "DEL with the agent down must succeed");
+        await Command.RunCheckedAsync(TimeSpan.FromSeconds(10), "ip", "netns", "del", pods[1].Namespace);
+        // Meanwhile the kept pod stays closed: its rules are in place, nothing listens, nothing leaves in plaintext.
+        ProbeResult closed = await pods[0].ProbeAsync(outside.EndPoint, "while the agent is down", TimeSpan.FromSeconds(2));
+        Assert.True(closed.Outcome != ProbeOutcome.Answered, $"{closed}");
+
+        await node1.RestartAsync();
+        List<string> listed = [.. (await node1.WorkloadListAsync()).Where(w => w.Source == "cni").Select(w => w.Name).Order()];
+        Assert.Equal(["collected-3.shop", "kept-1.shop"], listed);
+        Assert.True(await node1.WaitForOutputAsync("saved workload deleted-2.shop not restored"), node1.Explain("the gone pod's drop is not logged"));
+        CniResult check = await runtime.RepeatAsync("nodemesh-cni", "CHECK", pods[0]);
+        Assert.True(check.Succeeded, mesh.Explain($"CHECK of the restored pod: {check}"));
+
+        // GC (asked of the shim alone: Debian's bridge speaks CNI 1.0, before GC): the runtime has only the kept pod; the other goes, rules and all.
+        CniResult collected = await runtime.GcAsync([pods[0]]);
+        Assert.True(collected.Succeeded, collected.ToString());
+        Assert.Equal(["kept-1.shop"], (await node1.WorkloadListAsync()).Where(w => w.Source == "cni").Select(w => w.Name));
+        Assert.DoesNotContain("NODEMESH", await pods[2].IptablesSaveAsync(), StringComparison.Ordinal);
+        Assert.Contains("NODEMESH", await pods[0].IptablesSaveAsync(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task MalformedInput_AMissingNetns_AndAnUnreachableAgent_GiveTheRightCodes_AndAnExcludedNamespaceNeedsNoAgent()
     {
         await using Topology mesh = await Topology.CreateAsync(nodes: 1, podsPerNode: 1, output);

@@ -183,6 +183,14 @@ internal sealed class CniRuntime
     public Task<CniResult> StatusAsync(string type = "nodemesh-cni") =>
         InvokeAsync(Plugins().Single(p => p["type"]!.GetValue<string>() == type), "STATUS", new Dictionary<string, string>(), previous: null);
 
+    /// <summary>GC (CNI 1.1) of the plug-in named <paramref name="type"/>: the attachments the runtime still has.</summary>
+    public Task<CniResult> GcAsync(IEnumerable<CniPod> keep, string type = "nodemesh-cni")
+    {
+        JsonObject plugin = (JsonObject)Plugins().Single(p => p["type"]!.GetValue<string>() == type).DeepClone();
+        plugin["cni.dev/valid-attachments"] = new JsonArray([.. keep.Select(p => (JsonNode)new JsonObject { ["containerID"] = p.ContainerId, ["ifname"] = "eth0" })]);
+        return InvokeAsync(plugin, "GC", new Dictionary<string, string>(), previous: null);
+    }
+
     public Task<CniResult> VersionAsync(string type = "nodemesh-cni") =>
         RunAsync(type, "VERSION", new Dictionary<string, string>(), """{"cniVersion":"1.1.0"}""");
 
