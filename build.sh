@@ -123,6 +123,9 @@ package() {
     "$root/usr/share/man/man1" "$root/usr/share/doc/nodemesh" "$root/usr/share/lintian/overrides"
   install -d -m 0700 "$root/var/lib/nodemesh"
   install -m 0755 "$bin/nodemesh" "$bin/nodemesh-cni" "$root/usr/bin/"
+  # Where Debian's container runtimes look for CNI plug-ins (containernetworking-plugins installs there too).
+  install -d -m 0755 "$root/usr/lib/cni"
+  ln -s ../../bin/nodemesh-cni "$root/usr/lib/cni/nodemesh-cni"
   install -m 0644 "$pkg/nodemesh.service" "$root/lib/systemd/system/nodemesh.service"
   install -m 0644 "$pkg/config.json" "$root/etc/nodemesh/config.json"
   gzip -9n < "$pkg/man/nodemesh.1" > "$root/usr/share/man/man1/nodemesh.1.gz"

@@ -113,6 +113,18 @@ public sealed partial class PackageTests(ITestOutputHelper output)
         CommandResult check = await Command.RunAsync(TimeSpan.FromSeconds(10), "/usr/bin/nodemesh", "check", "--config", "/etc/nodemesh/config.json");
         Assert.True(check.Succeeded, $"the default configuration must be valid: {check}");
         Assert.True(File.Exists("/usr/bin/nodemesh-cni"), "/usr/bin/nodemesh-cni is missing");
+        // Found where Debian's runtimes look for CNI plug-ins, and answering there as a plug-in.
+        Assert.Equal("../../bin/nodemesh-cni", new FileInfo("/usr/lib/cni/nodemesh-cni").LinkTarget);
+        var cni = new System.Diagnostics.ProcessStartInfo("/usr/lib/cni/nodemesh-cni") { RedirectStandardOutput = true, RedirectStandardInput = true };
+        cni.Environment["CNI_COMMAND"] = "VERSION";
+        using (var plugin = System.Diagnostics.Process.Start(cni)!)
+        {
+            plugin.StandardInput.Close();
+            string answer = await plugin.StandardOutput.ReadToEndAsync();
+            await plugin.WaitForExitAsync();
+            Assert.True(plugin.ExitCode == 0 && answer.Contains("\"supportedVersions\"", StringComparison.Ordinal), $"nodemesh-cni VERSION: {plugin.ExitCode} {answer}");
+        }
+
         Assert.True(File.Exists("/usr/share/man/man1/nodemesh.1.gz"), "the man page is missing");
         Assert.True(File.Exists("/usr/share/doc/nodemesh/copyright") && File.Exists("/usr/share/doc/nodemesh/changelog.Debian.gz"), "copyright or changelog missing");
         Assert.True(Directory.Exists("/var/lib/nodemesh"), "the state directory is missing");
@@ -157,7 +169,7 @@ public sealed partial class PackageTests(ITestOutputHelper output)
     private sealed class PackageFactAttribute : FactAttribute
     {
         private static readonly string[] Owned =
-            ["/usr/bin/nodemesh", "/usr/bin/nodemesh-cni", "/lib/systemd/system/nodemesh.service", "/etc/nodemesh", "/var/lib/nodemesh", "/usr/share/doc/nodemesh"];
+            ["/usr/bin/nodemesh", "/usr/bin/nodemesh-cni", "/usr/lib/cni/nodemesh-cni", "/lib/systemd/system/nodemesh.service", "/etc/nodemesh", "/var/lib/nodemesh", "/usr/share/doc/nodemesh"];
 
         public PackageFactAttribute()
         {
