@@ -44,41 +44,9 @@ internal sealed partial class MeshAgent
             await _changeGate.WaitAsync(cancellationToken);
             try
             {
-                PodDecision decision = PodAdmission.Decide(pod, podDirectory, facts, config.TrustDomain, config.Node.Name, _apiWorkloads.Values.Where(w => w.Source == "cni").ToList(), registry.Current);
-                switch (decision)
-                {
-                    case PodDecision.Refuse refuse:
-                        return Refused(refuse.Reason);
-                    case PodDecision.AlreadyCaptured already:
-                        return SameNamespace(already.Name, handle) is { } different ? Refused(different) : new ApiResponse { Ok = true, Workloads = ListWorkloads() };
-                    case PodDecision.Capture capture:
-                        foreach (string old in capture.Replaces)
-                        {
-                            Log.PodReplaced(logger, old, capture.Workload.Name);
-                            await RemoveUnderGateAsync(old, cancellationToken);
-                        }
-
-                        WorkloadInfo stored;
-                        try
-                        {
-                            // The handle goes to the capture, which closes it when the pod goes.
-                            SafeFileDescriptor owned = handle;
-                            handle = null;
-                            stored = await CaptureAsync(capture.Workload, owned, cancellationToken);
-                        }
-                        catch (Exception ex) when (ex is CaptureException or IOException or InvalidOperationException or TimeoutException or InteropException
-                            or System.Net.Sockets.SocketException)
-                        {
-                            return Refused($"capture of pod {pod.Namespace}/{pod.Name} failed: {ex.Message}");
-                        }
-
-                        _apiWorkloads[stored.Name] = stored;
-                        await stateStore.SaveAsync(_apiWorkloads.Values);
-                        Log.PodCaptured(logger, pod.Namespace, pod.Name, pod.ContainerId, stored.Identity);
-                        return new ApiResponse { Ok = true, Workloads = ListWorkloads() };
-                    default:
-                        throw new InvalidOperationException($"unknown pod decision {decision}");
-                }
+                SafeFileDescriptor owned = handle;
+                handle = null;
+                return await AdmitUnderGateAsync(pod, owned, facts, cancellationToken);
             }
             finally
             {
@@ -91,6 +59,129 @@ internal sealed partial class MeshAgent
             handle?.Dispose();
         }
     }
+
+    /// <summary>Decides on a pod and captures it in <paramref name="handle"/> (owned from now on); the caller holds the change gate.</summary>
+    private async Task<ApiResponse> AdmitUnderGateAsync(PodInfo pod, SafeFileDescriptor handle, PodFacts? facts, CancellationToken cancellationToken)
+    {
+        SafeFileDescriptor? held = handle;
+        try
+        {
+            PodDecision decision = PodAdmission.Decide(pod, podDirectory, facts, config.TrustDomain, config.Node.Name, CniPods(), registry.Current);
+            switch (decision)
+            {
+                case PodDecision.Refuse refuse:
+                    return Refused(refuse.Reason);
+                case PodDecision.AlreadyCaptured already:
+                    return SameNamespace(already.Name, handle) is { } different ? Refused(different) : new ApiResponse { Ok = true, Workloads = ListWorkloads() };
+                case PodDecision.Capture capture:
+                    foreach (string old in capture.Replaces)
+                    {
+                        Log.PodReplaced(logger, old, capture.Workload.Name);
+                        await RemoveUnderGateAsync(old, cancellationToken);
+                    }
+
+                    WorkloadInfo stored;
+                    try
+                    {
+                        // The handle goes to the capture, which closes it when the pod goes.
+                        held = null;
+                        stored = await CaptureAsync(capture.Workload, handle, cancellationToken);
+                    }
+                    catch (Exception ex) when (ex is CaptureException or IOException or InvalidOperationException or TimeoutException or InteropException
+                        or System.Net.Sockets.SocketException)
+                    {
+                        return Refused($"capture of pod {pod.Namespace}/{pod.Name} failed: {ex.Message}");
+                    }
+
+                    _apiWorkloads[stored.Name] = stored;
+                    await stateStore.SaveAsync(_apiWorkloads.Values);
+                    Log.PodCaptured(logger, pod.Namespace, pod.Name, pod.ContainerId, stored.Identity);
+                    return new ApiResponse { Ok = true, Workloads = ListWorkloads() };
+                default:
+                    throw new InvalidOperationException($"unknown pod decision {decision}");
+            }
+        }
+        finally
+        {
+            held?.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Once the API server's first listing is in: forgets CNI pods it no longer places here, and captures pods of
+    /// this node that are not captured, found by address among the namespaces in <paramref name="netnsDirectory"/>.
+    /// </summary>
+    private async Task ReconcilePodsAsync(IReadOnlySet<string> excluded, string netnsDirectory, CancellationToken cancellationToken)
+    {
+        await registrySource.Synced.WaitAsync(cancellationToken);
+        if (podDirectory.PodsOnThisNode() is not { } onThisNode)
+        {
+            return;
+        }
+
+        await _changeGate.WaitAsync(cancellationToken);
+        try
+        {
+            PodReconcilePlan plan = PodReconciliation.Plan(onThisNode, CniPods(), excluded, name => registry.Current.FindByName(name) is { IsLocal: true });
+            foreach (string gone in plan.Remove)
+            {
+                Log.PodGone(logger, gone);
+                await RemoveUnderGateAsync(gone, cancellationToken);
+            }
+
+            if (plan.Adopt.Count == 0)
+            {
+                Log.Reconciled(logger, plan.Remove.Count, 0, 0);
+                return;
+            }
+
+            var captured = registry.Captures.Select(c => c.Thread.Id).ToHashSet();
+            List<FoundNamespace> found = await NamespaceScan.ScanAsync(netnsDirectory, id => id == _ownNamespace || captured.Contains(id),
+                (path, error) => Log.NamespaceUnreadable(logger, path, error));
+            int adopted = 0;
+            foreach (FoundNamespace candidate in found)
+            {
+                using (candidate)
+                {
+                    if (PodReconciliation.Owner(plan.Adopt, candidate.Addresses) is not { } facts)
+                    {
+                        continue;
+                    }
+
+                    var pod = new PodInfo
+                    {
+                        Namespace = facts.Namespace,
+                        Name = facts.Name,
+                        Uid = facts.Uid,
+                        ContainerId = AdoptedContainerId(facts.Uid),
+                        Netns = candidate.Path,
+                        Ips = [.. facts.Ips.Select(ip => ip.ToString())],
+                    };
+                    ApiResponse result = await AdmitUnderGateAsync(pod, NetworkNamespace.Open(NetworkNamespace.HeldPath(candidate.Handle)), facts, cancellationToken);
+                    if (result.Ok)
+                    {
+                        adopted++;
+                        Log.PodAdopted(logger, facts.Namespace, facts.Name, candidate.Path);
+                    }
+                    else
+                    {
+                        Log.PodNotAdopted(logger, facts.Namespace, facts.Name, result.Error ?? "");
+                    }
+                }
+            }
+
+            Log.Reconciled(logger, plan.Remove.Count, adopted, plan.Adopt.Count - adopted);
+        }
+        finally
+        {
+            _changeGate.Release();
+        }
+    }
+
+    /// <summary>The container id an adopted pod is registered with: its sandbox's id is not known, its DEL is matched by name.</summary>
+    private static string AdoptedContainerId(string uid) => "adopted-" + uid;
+
+    private List<WorkloadInfo> CniPods() => [.. _apiWorkloads.Values.Where(w => w.Source == "cni")];
 
     /// <summary>CNI CHECK: the pod's attachment is captured, in the namespace passed, with every rule in place.</summary>
     private async Task<ApiResponse> CheckPodAsync(PodInfo? pod, SafeFileDescriptor? handle, CancellationToken cancellationToken)
@@ -136,7 +227,11 @@ internal sealed partial class MeshAgent
         await _changeGate.WaitAsync(cancellationToken);
         try
         {
-            WorkloadInfo? registered = _apiWorkloads.Values.FirstOrDefault(w => w.Source == "cni" && w.ContainerId == pod.ContainerId);
+            WorkloadInfo? registered = _apiWorkloads.Values.FirstOrDefault(w => w.Source == "cni" && w.ContainerId == pod.ContainerId)
+                ?? (KubernetesNames.IsLabel(pod.Namespace) && KubernetesNames.IsSubdomain(pod.Name)
+                    ? _apiWorkloads.Values.FirstOrDefault(w => w.Source == "cni" && w.Name == PodFacts.WorkloadName(pod.Namespace, pod.Name)
+                        && w.ContainerId?.StartsWith("adopted-", StringComparison.Ordinal) == true)
+                    : null);
             if (registered is not null)
             {
                 await RemoveUnderGateAsync(registered.Name, cancellationToken);
@@ -196,6 +291,21 @@ internal sealed partial class MeshAgent
 
         [LoggerMessage(EventId = 31, Level = LogLevel.Information, Message = "pod {Name} removed (container {ContainerId})")]
         public static partial void PodRemoved(ILogger logger, string name, string containerId);
+
+        [LoggerMessage(EventId = 33, Level = LogLevel.Information, Message = "pod {Name}: the API server no longer places it on this node; removed")]
+        public static partial void PodGone(ILogger logger, string name);
+
+        [LoggerMessage(EventId = 34, Level = LogLevel.Information, Message = "pod {Namespace}/{Name} was not captured; captured now in {Netns} (found by its address)")]
+        public static partial void PodAdopted(ILogger logger, string @namespace, string name, string netns);
+
+        [LoggerMessage(EventId = 35, Level = LogLevel.Warning, Message = "pod {Namespace}/{Name} is on this node but not captured: {Error}")]
+        public static partial void PodNotAdopted(ILogger logger, string @namespace, string name, string error);
+
+        [LoggerMessage(EventId = 36, Level = LogLevel.Information, Message = "pods reconciled with the API server: {Removed} removed, {Adopted} captured, {Missing} on this node without a namespace found")]
+        public static partial void Reconciled(ILogger logger, int removed, int adopted, int missing);
+
+        [LoggerMessage(EventId = 37, Level = LogLevel.Debug, Message = "namespace {Path} not looked into: {Error}")]
+        public static partial void NamespaceUnreadable(ILogger logger, string path, string error);
 
         [LoggerMessage(EventId = 32, Level = LogLevel.Information, Message = "workload {Old} replaced by pod {New} (a new sandbox, or its address handed out again)")]
         public static partial void PodReplaced(ILogger logger, string old, string @new);
