@@ -8,6 +8,9 @@ internal enum ResourceEventKind
     Modified,
     Deleted,
 
+    /// <summary>A watch from <see cref="ResourceEvent{T}.ResourceVersion"/> is open (answered 200): the server is reachable, however quiet the resource.</summary>
+    Watching,
+
     /// <summary>Nothing changed up to <see cref="ResourceEvent{T}.ResourceVersion"/> (the watch is current).</summary>
     Bookmark,
 

@@ -157,6 +157,7 @@ internal sealed class ResourceWatch<T, TList>(KubernetesApiClient api, Kubernete
 
         using (response)
         {
+            onEvent(new ResourceEvent<T>(ResourceEventKind.Watching, version));
             await using Stream body = await response.Content.ReadAsStreamAsync(alive.Token);
             using var reader = new StreamReader(body, Encoding.UTF8);
             int events = 0;

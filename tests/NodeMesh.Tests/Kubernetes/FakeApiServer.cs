@@ -396,7 +396,9 @@ internal sealed class FakeApiServer : IAsyncDisposable
         }
 
         context.Response.ContentType = "application/json";
+        // The headers go at once, as a real API server sends them: a quiet watch is still an answered one.
         await context.Response.StartAsync();
+        await context.Response.Body.FlushAsync();
         if (gone)
         {
             await WriteLineAsync(context, Event("ERROR", StatusJson(410, "Expired", tooOld)));

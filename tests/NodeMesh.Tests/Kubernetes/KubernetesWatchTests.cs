@@ -222,6 +222,7 @@ public sealed class KubernetesWatchTests : IAsyncLifetime
         Assert.Equal(added.ToString(), late.ResourceVersion);
         Assert.True(_server.Requests.Count(r => r.StartsWith("watch pods", StringComparison.Ordinal)) >= 2, string.Join(", ", _server.Requests));
         Assert.DoesNotContain(watch.All, e => e.Kind == ResourceEventKind.Failed);
+        Assert.True(watch.WatchesOpened >= 2, $"{watch.WatchesOpened} watches opened");
     }
 
     private async Task WaitForWatchAsync()

@@ -16,6 +16,7 @@ internal sealed class WatchRecorder<T, TList> : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly KubernetesApiClient _api;
     private readonly Task _running;
+    private int _watchesOpened;
 
     public WatchRecorder(KubernetesApiClient api, KubernetesResource<T, TList> resource, int pageSize = 500, TimeSpan? watchTimeout = null)
     {
@@ -24,6 +25,12 @@ internal sealed class WatchRecorder<T, TList> : IAsyncDisposable
             new ResourceWatchOptions(pageSize, TimeSpan.FromSeconds(3), watchTimeout ?? TimeSpan.FromMinutes(1), TimeSpan.FromMilliseconds(50), TimeSpan.FromMilliseconds(400)));
         _running = Task.Run(() => watch.RunAsync(e =>
         {
+            if (e.Kind == ResourceEventKind.Watching)
+            {
+                Interlocked.Increment(ref _watchesOpened);
+                return;
+            }
+
             lock (_all)
             {
                 _all.Add(e);
@@ -36,6 +43,9 @@ internal sealed class WatchRecorder<T, TList> : IAsyncDisposable
     /// <summary>A client of <paramref name="server"/> through a kubeconfig written in <paramref name="directory"/>.</summary>
     public static KubernetesApiClient Client(FakeApiServer server, string directory, string? token = "test-token") =>
         KubernetesApiClient.Create(new KubernetesConfig { Kubeconfig = KubeconfigFile.Write(directory, server.Url, token) }, _ => null);
+
+    /// <summary>Watches the server answered (the Watching events, kept out of <see cref="All"/> so that it reads as the resource's history).</summary>
+    public int WatchesOpened => Volatile.Read(ref _watchesOpened);
 
     public IReadOnlyList<ResourceEvent<T>> All
     {
