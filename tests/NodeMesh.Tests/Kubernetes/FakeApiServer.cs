@@ -388,7 +388,7 @@ internal sealed class FakeApiServer : IAsyncDisposable
             }
         }
 
-        string tooOld = $"too old resource version: {from} ({_compactedThrough + 1})";
+        string tooOld = $"too old resource version: {from} ({_compactedThrough})";
         if (gone && Gone == GoneStyle.HttpStatus)
         {
             await StatusAsync(context, 410, "Expired", tooOld);
