@@ -40,13 +40,14 @@ public sealed class KubernetesDiscoveryTests(ITestOutputHelper output)
     private static string WorkloadName(Pod pod) => $"{pod.Name}.{Namespace}";
 
     /// <summary>discovery.source kubernetes through a kubeconfig for <paramref name="server"/>; no pod in the config file.</summary>
-    private static Action<AgentSetup> OnKubernetes(Topology mesh, FakeApiServer server) => setup =>
+    private static Action<AgentSetup> OnKubernetes(Topology mesh, FakeApiServer server, Action<AgentConfig>? more = null) => setup =>
     {
         setup.LocalPods = [];
         setup.RemotePods = [];
         string kubeconfig = KubeconfigFile.Write(Path.Combine(mesh.WorkDir, "kube"), server.Url, server.Token);
         setup.Customize = config =>
         {
+            more?.Invoke(config);
             config.Nodes = [];
             config.RemoteWorkloads = [];
             config.Discovery = new DiscoveryConfig
@@ -176,5 +177,44 @@ public sealed class KubernetesDiscoveryTests(ITestOutputHelper output)
         Assert.True(await node1.WaitForOutputAsync("is gone (410"), node1.Explain("no re-list after 410 logged"));
         Assert.True(await node1.WaitForOutputAsync("kubernetes API server reachable again"), node1.Explain("the recovery is not logged"));
         Assert.True(api.Requests.Count(r => r == "list pods") >= 4, string.Join(", ", api.Requests));
+    }
+
+    [Fact]
+    public async Task JoinedNode_GetsTheCertificateOfAPodTheApiServerSchedulesThere_EvenPending_ButNotOfAPodItDoesNot()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 2, output);
+        await using FakeApiServer api = await StartApiServerAsync(mesh);
+        Pod home = mesh.Pod(1, 1), scheduled = mesh.Pod(2, 1), unknown = mesh.Pod(2, 2);
+        api.Apply(PodOf(home));
+        // Bound to node2, its network being set up: no address yet, so no registry workload; only the placement knows it.
+        api.Apply(PodOf(scheduled, phase: "Pending"));
+        var caSetup = new AgentSetup();
+        MeshCaTests.CaServer(mesh)(caSetup);
+        AgentProcess ca = await mesh.StartAgentAsync(mesh.Node(1), OnKubernetes(mesh, api, caSetup.Customize));
+        Action<AgentConfig> join = await MeshCaTests.JoinAsync(mesh, mesh.Node(2), "node2");
+        AgentProcess node2 = await mesh.StartAgentAsync(mesh.Node(2), OnKubernetes(mesh, api, join));
+        await AddPodAsync(ca, home);
+        await EtcdDiscoveryTests.WaitForRegistryAsync(ca, r => r is { State: "synced", Nodes: 1 }, TimeSpan.FromSeconds(10), "node2");
+
+        await AddPodAsync(node2, scheduled);
+        string issued = $"CA issued {scheduled.Identity} (";
+        Assert.True(await ca.WaitForOutputAsync(issued), ca.Explain($"no '{issued}' for a pod the API server schedules on node2"));
+
+        // Running now: its address is known and it calls out under its own certificate.
+        api.Apply(PodOf(scheduled));
+        await EtcdDiscoveryTests.WaitForRegistryAsync(ca, r => r.RemoteWorkloads == 1, TimeSpan.FromSeconds(5), "the pod running");
+        TcpTestServer echo = await home.StartTcpServerAsync(8080, ServerMode.Echo);
+        ProbeResult outbound = await scheduled.ProbeAsync(echo.EndPoint, "placed", TimeSpan.FromSeconds(5));
+        Assert.True(outbound is { Outcome: ProbeOutcome.Answered, Answer: "placed" }, mesh.Explain($"the placed pod calling out: {outbound}"));
+        FlowRecord inbound = (await ca.WaitForFlowsAsync(f => f.Direction == "inbound" && f.Destination == echo.EndPoint.ToString()))[0];
+        Assert.Equal(scheduled.Identity, inbound.SourceIdentity);
+
+        // Registered on node2 but never scheduled there by the API server: refused.
+        await AddPodAsync(node2, unknown);
+        string refusal = $"CA refused certificate for {unknown.Identity} from node node2";
+        Assert.True(await ca.WaitForOutputAsync(refusal), ca.Explain($"no '{refusal}'"));
+        Assert.Contains($"{unknown.Identity} is not registered on node node2", ca.Output, StringComparison.Ordinal);
+        ProbeResult refused = await unknown.ProbeAsync(echo.EndPoint, "not placed", TimeSpan.FromSeconds(5));
+        Assert.True(refused.Outcome != ProbeOutcome.Answered, mesh.Explain($"a pod the API server does not place called out: {refused}"));
     }
 }
