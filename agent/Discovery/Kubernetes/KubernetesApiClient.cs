@@ -196,7 +196,7 @@ internal sealed class KubernetesApiClient : IDisposable
     {
         try
         {
-            return JsonSerializer.Deserialize(body, k8s.SourceGenerationContext.Default.V1Status) is { Message: { Length: > 0 } message } ? Bounded(message) : null;
+            return JsonSerializer.Deserialize(body, KubernetesJsonContext.Default.V1Status) is { Message: { Length: > 0 } message } ? Bounded(message) : null;
         }
         catch (JsonException)
         {

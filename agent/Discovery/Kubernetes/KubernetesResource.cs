@@ -20,14 +20,14 @@ internal sealed record KubernetesResource<T, TList>(string Name, string ApiGroup
 internal static class KubernetesResources
 {
     public static readonly KubernetesResource<V1Pod, V1PodList> Pods =
-        new("pods", "", "/api/v1/pods", SourceGenerationContext.Default.V1Pod, SourceGenerationContext.Default.V1PodList);
+        new("pods", "", "/api/v1/pods", KubernetesJsonContext.Default.V1Pod, KubernetesJsonContext.Default.V1PodList);
 
     public static readonly KubernetesResource<V1Service, V1ServiceList> Services =
-        new("services", "", "/api/v1/services", SourceGenerationContext.Default.V1Service, SourceGenerationContext.Default.V1ServiceList);
+        new("services", "", "/api/v1/services", KubernetesJsonContext.Default.V1Service, KubernetesJsonContext.Default.V1ServiceList);
 
     public static readonly KubernetesResource<V1EndpointSlice, V1EndpointSliceList> EndpointSlices =
-        new("endpointslices", "discovery.k8s.io", "/apis/discovery.k8s.io/v1/endpointslices", SourceGenerationContext.Default.V1EndpointSlice, SourceGenerationContext.Default.V1EndpointSliceList);
+        new("endpointslices", "discovery.k8s.io", "/apis/discovery.k8s.io/v1/endpointslices", KubernetesJsonContext.Default.V1EndpointSlice, KubernetesJsonContext.Default.V1EndpointSliceList);
 
     public static readonly KubernetesResource<V1Node, V1NodeList> Nodes =
-        new("nodes", "", "/api/v1/nodes", SourceGenerationContext.Default.V1Node, SourceGenerationContext.Default.V1NodeList);
+        new("nodes", "", "/api/v1/nodes", KubernetesJsonContext.Default.V1Node, KubernetesJsonContext.Default.V1NodeList);
 }

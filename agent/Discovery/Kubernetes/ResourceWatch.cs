@@ -208,7 +208,7 @@ internal sealed class ResourceWatch<T, TList>(KubernetesApiClient api, Kubernete
             string kind = type.GetString()!;
             if (kind == "ERROR")
             {
-                V1Status? status = item.Deserialize(SourceGenerationContext.Default.V1Status);
+                V1Status? status = item.Deserialize(KubernetesJsonContext.Default.V1Status);
                 int code = status?.Code ?? 500;
                 throw new KubernetesApiException((HttpStatusCode)code, $"watch {resource.Name}: ERROR event {code} {status?.Reason}: {KubernetesApiClient.Bounded(status?.Message ?? "")}");
             }
