@@ -12,7 +12,8 @@ namespace NodeMesh.App;
 /// then get workload certificates, each only for a workload the registry places on that node.
 /// </summary>
 internal sealed partial class CaService(
-    AgentConfig config, IdentitySetup.Certificates certificates, WorkloadRegistry registry, ILoggerFactory loggers, Telemetry.MeshMetrics? metrics = null)
+    AgentConfig config, IdentitySetup.Certificates certificates, WorkloadRegistry registry, ILoggerFactory loggers, Telemetry.MeshMetrics? metrics = null,
+    Discovery.IIdentityPlacement? placement = null)
     : IHostedService, IAsyncDisposable
 {
     private readonly System.Diagnostics.Metrics.Meter _meter = new("NodeMesh.Ca");
@@ -62,12 +63,15 @@ internal sealed partial class CaService(
     internal static readonly TimeSpan PlacementWait = TimeSpan.FromSeconds(3);
 
     /// <summary>
-    /// A workload identity is issued only to the node the registry says it runs on, and, where ca.nodeIdentities
-    /// lists the node, only an identity that list allows. Null when it may be issued, else why not.
+    /// A workload identity is issued only to the node the registry says it runs on (or, with the kubernetes source,
+    /// where the API server schedules a pod of that service account: <paramref name="node"/>'s pods have no address
+    /// while their network is set up), and, where ca.nodeIdentities lists the node, only an identity that list
+    /// allows. Null when it may be issued, else why not.
     /// </summary>
     private string? WhyNotPlaced(string node, SpiffeId identity) =>
         !NodeIdentityAllowList.Allows(config.Ca.NodeIdentities, node, identity) ? $"{identity} is not in ca.nodeIdentities for node {node}"
         : registry.Current.Workloads.Any(w => w.Identity == identity && string.Equals(w.Node, node, StringComparison.Ordinal)) ? null
+        : placement?.Places(node, identity) == true ? null
         : $"{identity} is not registered on node {node}";
 
     /// <summary>Waits up to <see cref="PlacementWait"/> for the registry to place the identity (not when the allow-list refuses it anyway).</summary>

@@ -320,12 +320,34 @@ internal static class CommandLine
             node => MeshIdentities.Node(config.TrustDomain, node), config.Tunnel, sp.GetRequiredService<TunnelOptions>(),
             sp.GetRequiredService<ILogger<TunnelPool>>()));
         builder.Services.AddSingleton<WorkloadRegistry>();
-        builder.Services.AddSingleton<Discovery.IRegistrySource>(sp => config.Discovery.Source == DiscoverySource.Etcd
-            ? new Discovery.EtcdRegistrySource(config, sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<MeshMetrics>(),
-                sp.GetRequiredService<ILogger<Discovery.EtcdRegistrySource>>())
-            : new Discovery.StaticRegistrySource(config, sp.GetRequiredService<WorkloadRegistry>()));
-        // Pods' service accounts and placement come from the kubernetes source; the others know no pods.
-        builder.Services.AddSingleton<Discovery.IPodDirectory>(Discovery.NoPodDirectory.Instance);
+        if (config.Discovery.Source == DiscoverySource.Kubernetes)
+        {
+            // One source is the registry's, the pod directory and the CA's placement: what the API server says.
+            builder.Services.AddSingleton(sp =>
+            {
+                try
+                {
+                    return new Discovery.Kubernetes.KubernetesRegistrySource(config, sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<MeshMetrics>(),
+                        sp.GetRequiredService<ILogger<Discovery.Kubernetes.KubernetesRegistrySource>>());
+                }
+                catch (Discovery.Kubernetes.KubernetesSetupException ex)
+                {
+                    throw new StartupException(ex.Message, ex);
+                }
+            });
+            builder.Services.AddSingleton<Discovery.IRegistrySource>(sp => sp.GetRequiredService<Discovery.Kubernetes.KubernetesRegistrySource>());
+            builder.Services.AddSingleton<Discovery.IPodDirectory>(sp => sp.GetRequiredService<Discovery.Kubernetes.KubernetesRegistrySource>());
+            builder.Services.AddSingleton<Discovery.IIdentityPlacement>(sp => sp.GetRequiredService<Discovery.Kubernetes.KubernetesRegistrySource>());
+        }
+        else
+        {
+            builder.Services.AddSingleton<Discovery.IRegistrySource>(sp => config.Discovery.Source == DiscoverySource.Etcd
+                ? new Discovery.EtcdRegistrySource(config, sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<MeshMetrics>(),
+                    sp.GetRequiredService<ILogger<Discovery.EtcdRegistrySource>>())
+                : new Discovery.StaticRegistrySource(config, sp.GetRequiredService<WorkloadRegistry>()));
+            // Pods' service accounts and placement come from the kubernetes source; the others know no pods.
+            builder.Services.AddSingleton<Discovery.IPodDirectory>(Discovery.NoPodDirectory.Instance);
+        }
         builder.Services.AddSingleton(new FlowLog());
         builder.Services.AddSingleton<MeshMetrics>();
         builder.Services.AddSingleton(sp => new FlowRecorder(
@@ -341,7 +363,7 @@ internal static class CommandLine
         builder.Services.AddSingleton(stateDirectory);
         builder.Services.AddHostedService(sp => new CaService(
             config, sp.GetRequiredService<IdentitySetup.Certificates>(), sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<ILoggerFactory>(),
-            sp.GetRequiredService<MeshMetrics>()));
+            sp.GetRequiredService<MeshMetrics>(), sp.GetService<Discovery.IIdentityPlacement>()));
         // Before MeshAgent, so it stops after it: watchdog pings go on through the drain.
         SystemdWatchdog.Register(builder.Services);
         builder.Services.AddSingleton<MeshAgent>();

@@ -53,6 +53,9 @@ internal enum DiscoverySource
 
     /// <summary>etcd: each agent publishes its node and workloads under a lease and watches everyone's.</summary>
     Etcd,
+
+    /// <summary>The Kubernetes API server: pods, services, endpoint slices and nodes, listed and watched.</summary>
+    Kubernetes,
 }
 
 internal sealed record DiscoveryConfig
@@ -60,6 +63,35 @@ internal sealed record DiscoveryConfig
     public DiscoverySource Source { get; set; } = DiscoverySource.Static;
 
     public EtcdConfig Etcd { get; set; } = new();
+
+    public KubernetesConfig Kubernetes { get; set; } = new();
+}
+
+/// <summary>The API server of source "kubernetes": in the cluster (the pod's service account) or through a kubeconfig file.</summary>
+internal sealed record KubernetesConfig
+{
+    /// <summary>A kubeconfig file (its current context); empty: in-cluster (service-account token and CA, KUBERNETES_SERVICE_HOST/PORT).</summary>
+    public string Kubeconfig { get; set; } = "";
+
+    /// <summary>This node's name in the cluster (spec.nodeName of its pods); empty: node.name.</summary>
+    public string NodeName { get; set; } = "";
+
+    /// <summary>Pods in these namespaces are never mesh workloads (the cluster's own machinery).</summary>
+    public IReadOnlyList<string> ExcludeNamespaces { get; set; } = ["kube-system"];
+
+    /// <summary>The deadline of one list request (each page).</summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>A watch is ended by the server after this (timeoutSeconds) and resumed from its last resourceVersion.</summary>
+    public TimeSpan WatchTimeout { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>Objects per list page (limit); the rest follow with continue.</summary>
+    public int PageSize { get; set; } = 500;
+
+    /// <summary>The first wait after a failed list or watch, doubled while failures go on, up to <see cref="MaxBackoff"/>.</summary>
+    public TimeSpan InitialBackoff { get; set; } = TimeSpan.FromMilliseconds(200);
+
+    public TimeSpan MaxBackoff { get; set; } = TimeSpan.FromSeconds(5);
 }
 
 /// <summary>The etcd cluster of source "etcd".</summary>

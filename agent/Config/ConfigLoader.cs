@@ -329,9 +329,9 @@ internal static class ConfigLoader
 
     private static void ValidateDiscovery(List<string> errors, AgentConfig c)
     {
-        if (c.Discovery.Etcd is null)
+        if (c.Discovery.Etcd is null || c.Discovery.Kubernetes is null)
         {
-            errors.Add("discovery.etcd: must not be null");
+            errors.Add($"discovery.{(c.Discovery.Etcd is null ? "etcd" : "kubernetes")}: must not be null");
             return;
         }
 
@@ -351,6 +351,17 @@ internal static class ConfigLoader
         }
 
         RequireDuration(errors, "mesh.holdTimeout", c.Mesh.HoldTimeout, TimeSpan.Zero, TimeSpan.FromSeconds(30));
+        if (c.Discovery.Source == DiscoverySource.Kubernetes)
+        {
+            if (c.Nodes.Count > 0 || c.RemoteWorkloads.Count > 0)
+            {
+                errors.Add("nodes, remoteWorkloads: must be empty with discovery.source kubernetes (the API server places every pod)");
+            }
+
+            ValidateKubernetes(errors, c.Discovery.Kubernetes);
+            return;
+        }
+
         if (c.Discovery.Source != DiscoverySource.Etcd)
         {
             return;
@@ -409,6 +420,46 @@ internal static class ConfigLoader
         RequireDuration(errors, "discovery.etcd.leaseTtl", e.LeaseTtl, TimeSpan.FromSeconds(2), TimeSpan.FromHours(1));
         RequireDuration(errors, "discovery.etcd.dialTimeout", e.DialTimeout, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(1));
         RequireDuration(errors, "discovery.etcd.requestTimeout", e.RequestTimeout, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(5));
+    }
+
+    private static void ValidateKubernetes(List<string> errors, KubernetesConfig k)
+    {
+        if (!string.IsNullOrEmpty(k.Kubeconfig))
+        {
+            RequireAbsolutePath(errors, "discovery.kubernetes.kubeconfig", k.Kubeconfig);
+        }
+
+        if (!string.IsNullOrEmpty(k.NodeName))
+        {
+            RequireName(errors, "discovery.kubernetes.nodeName", k.NodeName);
+        }
+
+        if (k.ExcludeNamespaces is null)
+        {
+            errors.Add("discovery.kubernetes.excludeNamespaces: must be a list, not null (empty: none excluded)");
+        }
+        else
+        {
+            for (int i = 0; i < k.ExcludeNamespaces.Count; i++)
+            {
+                // A namespace is a DNS label: 1-63 of a-z, 0-9, '-'.
+                string? ns = k.ExcludeNamespaces[i];
+                if (ns is null || ns.Length is 0 or > 63 || !char.IsAsciiLetterOrDigit(ns[0]) || ns.Any(ch => !(char.IsAsciiLetterLower(ch) || char.IsAsciiDigit(ch) || ch == '-')))
+                {
+                    errors.Add(MustBe($"discovery.kubernetes.excludeNamespaces[{i}]", ns, "a namespace name (1-63 characters of a-z, 0-9, '-')"));
+                }
+            }
+        }
+
+        RequireRange(errors, "discovery.kubernetes.pageSize", k.PageSize, 1, 10_000);
+        RequireDuration(errors, "discovery.kubernetes.requestTimeout", k.RequestTimeout, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(5));
+        RequireDuration(errors, "discovery.kubernetes.watchTimeout", k.WatchTimeout, TimeSpan.FromSeconds(1), TimeSpan.FromHours(1));
+        RequireDuration(errors, "discovery.kubernetes.initialBackoff", k.InitialBackoff, TimeSpan.FromMilliseconds(10), TimeSpan.FromMinutes(1));
+        RequireDuration(errors, "discovery.kubernetes.maxBackoff", k.MaxBackoff, TimeSpan.FromMilliseconds(10), TimeSpan.FromMinutes(10));
+        if (k.MaxBackoff < k.InitialBackoff)
+        {
+            errors.Add("discovery.kubernetes.maxBackoff: must not be shorter than discovery.kubernetes.initialBackoff");
+        }
     }
 
     private static void ValidateTelemetry(List<string> errors, TelemetryConfig t)
