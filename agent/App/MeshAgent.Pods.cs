@@ -107,6 +107,23 @@ internal sealed partial class MeshAgent
         }
     }
 
+    private async Task ReconcileInBackgroundAsync(IReadOnlySet<string> excluded, string netnsDirectory, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await ReconcilePodsAsync(excluded, netnsDirectory, cancellationToken);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Stopped before the first listing came in: nothing to reconcile with.
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidOperationException)
+        {
+            // Pods captured through CNI keep being served; the ones left uncaptured show in the log and in `status`.
+            Log.ReconcileFailed(logger, ex.Message);
+        }
+    }
+
     /// <summary>
     /// Once the API server's first listing is in: forgets CNI pods it no longer places here, and captures pods of
     /// this node that are not captured, found by address among the namespaces in <paramref name="netnsDirectory"/>.
@@ -152,8 +169,8 @@ internal sealed partial class MeshAgent
                     {
                         Namespace = facts.Namespace,
                         Name = facts.Name,
-                        Uid = facts.Uid,
-                        ContainerId = AdoptedContainerId(facts.Uid),
+                        Uid = facts.Uid.Length > 0 ? facts.Uid : null,
+                        ContainerId = AdoptedContainerId(facts),
                         Netns = candidate.Path,
                         Ips = [.. facts.Ips.Select(ip => ip.ToString())],
                     };
@@ -179,7 +196,7 @@ internal sealed partial class MeshAgent
     }
 
     /// <summary>The container id an adopted pod is registered with: its sandbox's id is not known, its DEL is matched by name.</summary>
-    private static string AdoptedContainerId(string uid) => "adopted-" + uid;
+    private static string AdoptedContainerId(PodFacts facts) => "adopted-" + (facts.Uid.Length > 0 ? facts.Uid : $"{facts.Namespace}-{facts.Name}");
 
     private List<WorkloadInfo> CniPods() => [.. _apiWorkloads.Values.Where(w => w.Source == "cni")];
 
@@ -303,6 +320,9 @@ internal sealed partial class MeshAgent
 
         [LoggerMessage(EventId = 36, Level = LogLevel.Information, Message = "pods reconciled with the API server: {Removed} removed, {Adopted} captured, {Missing} on this node without a namespace found")]
         public static partial void Reconciled(ILogger logger, int removed, int adopted, int missing);
+
+        [LoggerMessage(EventId = 38, Level = LogLevel.Error, Message = "pods not reconciled with the API server: {Error}")]
+        public static partial void ReconcileFailed(ILogger logger, string error);
 
         [LoggerMessage(EventId = 37, Level = LogLevel.Debug, Message = "namespace {Path} not looked into: {Error}")]
         public static partial void NamespaceUnreadable(ILogger logger, string path, string error);

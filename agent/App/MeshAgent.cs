@@ -45,8 +45,10 @@ internal sealed partial class MeshAgent(
 {
     private readonly SemaphoreSlim _changeGate = new(1, 1);
     /// <summary>Workloads registered at run time (the local API and the CNI shim), as saved in the state directory.</summary>
-    private readonly Dictionary<string, WorkloadInfo> _apiWorkloads = new(StringComparer.Ordinal);
+    // Changed under _changeGate, read by listings without it.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, WorkloadInfo> _apiWorkloads = new(StringComparer.Ordinal);
     private readonly List<Task> _loops = [];
+    private readonly CancellationTokenSource _stopped = new();
     private TunnelListener? _tunnel;
     private LocalApiServer? _api;
     private NamespaceId _ownNamespace;
@@ -138,6 +140,13 @@ internal sealed partial class MeshAgent(
             throw new StartupException($"cannot serve the local API on {config.ApiSocket} (apiSocket): {ex.Message}", ex);
         }
 
+        if (config.Discovery.Source == DiscoverySource.Kubernetes)
+        {
+            // After the API is served: the CNI ADDs of new pods are not held up by the scan of the old ones.
+            _loops.Add(ReconcileInBackgroundAsync(new HashSet<string>(config.Discovery.Kubernetes.ExcludeNamespaces, StringComparer.Ordinal),
+                config.Discovery.Kubernetes.NetnsDirectory, _stopped.Token));
+        }
+
         metrics.ObserveAgent(
             () => registry.Captures.Count,
             () => certificates.Status().Where(c => c.NotAfter is not null).Select(c => (c.Identity.Uri, c.NotAfter!.Value)),
@@ -155,6 +164,7 @@ internal sealed partial class MeshAgent(
     {
         // Not ready from the first moment of the drain: load balancers and kubelets stop sending new work here.
         _stopping = true;
+        await _stopped.CancelAsync();
         if (_api is not null)
         {
             await _api.DisposeAsync();
@@ -370,7 +380,9 @@ internal sealed partial class MeshAgent(
     {
         Dictionary<SpiffeId, CertificateStatus> held = CertificatesByIdentity();
         DateTimeOffset now = DateTimeOffset.UtcNow;
-        return registry.Current.Workloads.Where(w => w.IsLocal).OrderBy(w => w.Name, StringComparer.Ordinal).Select(w => new WorkloadInfo
+        // A workload captured but not yet registered (an ADD in progress) is left out until its registration is complete.
+        return registry.Current.Workloads.Where(w => w.IsLocal && (_apiWorkloads.ContainsKey(w.Name) || config.Workloads.Any(c => c.Name == w.Name)))
+            .OrderBy(w => w.Name, StringComparer.Ordinal).Select(w => new WorkloadInfo
         {
             Name = w.Name,
             Ip = w.Ip.ToString(),
@@ -495,7 +507,7 @@ internal sealed partial class MeshAgent(
             Log.RulesOfAnotherAgent(logger, name!, capture.Thread.NetnsPath);
         }
 
-        _apiWorkloads.Remove(name!);
+        _apiWorkloads.TryRemove(name!, out _);
         registrySource.Unpublish(name!);
         await stateStore.SaveAsync(_apiWorkloads.Values);
 

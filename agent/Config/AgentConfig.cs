@@ -79,6 +79,9 @@ internal sealed record KubernetesConfig
     /// <summary>Pods in these namespaces are never mesh workloads (the cluster's own machinery).</summary>
     public IReadOnlyList<string> ExcludeNamespaces { get; set; } = ["kube-system"];
 
+    /// <summary>Where the container runtime keeps the pods' network namespaces (containerd and CRI-O: /var/run/netns); the start-up reconcile looks there for pods left uncaptured.</summary>
+    public string NetnsDirectory { get; set; } = "/var/run/netns";
+
     /// <summary>The deadline of one list request (each page).</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(10);
 

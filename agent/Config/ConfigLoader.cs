@@ -451,6 +451,7 @@ internal static class ConfigLoader
             }
         }
 
+        RequireAbsolutePath(errors, "discovery.kubernetes.netnsDirectory", k.NetnsDirectory);
         RequireRange(errors, "discovery.kubernetes.pageSize", k.PageSize, 1, 10_000);
         RequireDuration(errors, "discovery.kubernetes.requestTimeout", k.RequestTimeout, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(5));
         RequireDuration(errors, "discovery.kubernetes.watchTimeout", k.WatchTimeout, TimeSpan.FromSeconds(1), TimeSpan.FromHours(1));

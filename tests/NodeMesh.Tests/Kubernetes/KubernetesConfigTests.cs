@@ -48,7 +48,7 @@ public sealed class KubernetesConfigTests
 
     [Theory]
     [InlineData("\"kubeconfig\": \"kubeconfig\"", "discovery.kubernetes.kubeconfig: 'kubeconfig' must be an absolute path")]
-    [InlineData("\"nodeName\": \"Worker_7\"", "discovery.kubernetes.nodeName: 'Worker_7' must be 1-63 characters")]
+    [InlineData("\"nodeName\": \"Worker_7\"", "discovery.kubernetes.nodeName: 'Worker_7' must be 1-253 characters")]
     [InlineData("\"excludeNamespaces\": [\"kube-system\", \"Bad.NS\"]", "discovery.kubernetes.excludeNamespaces[1]: 'Bad.NS' must be a namespace name")]
     [InlineData("\"excludeNamespaces\": null", "discovery.kubernetes.excludeNamespaces: must be a list, not null")]
     [InlineData("\"pageSize\": 0", "discovery.kubernetes.pageSize: 0 must be between 1 and 10000")]

@@ -19,11 +19,11 @@ namespace NodeMesh.Tests.Kubernetes;
 [Collection(NetnsCollection.Name)]
 public sealed class KubernetesDiscoveryTests(ITestOutputHelper output)
 {
-    private const string Namespace = "test";
+    internal const string Namespace = "test";
     private static readonly IPNetwork PodRange = IPNetwork.Parse("10.240.0.0/16");
     private static readonly IPEndPoint Vip = IPEndPoint.Parse("10.96.0.20:80");
 
-    private static async Task<FakeApiServer> StartApiServerAsync(Topology mesh)
+    internal static async Task<FakeApiServer> StartApiServerAsync(Topology mesh)
     {
         FakeApiServer server = await FakeApiServer.StartAsync(new IPEndPoint(mesh.Ext.Ip, 6443), ep => mesh.Ext.InNamespaceAsync(() => FakeApiServer.Bind(ep)));
         foreach (Node node in mesh.Nodes)
@@ -34,13 +34,13 @@ public sealed class KubernetesDiscoveryTests(ITestOutputHelper output)
         return server;
     }
 
-    private static V1Pod PodOf(Pod pod, string phase = "Running") =>
+    internal static V1Pod PodOf(Pod pod, string phase = "Running") =>
         Pod(Namespace, pod.Name, pod.Node.Name, phase == "Running" ? pod.Ip.ToString() : null, serviceAccount: pod.Name, phase: phase);
 
     private static string WorkloadName(Pod pod) => $"{pod.Name}.{Namespace}";
 
     /// <summary>discovery.source kubernetes through a kubeconfig for <paramref name="server"/>; no pod in the config file.</summary>
-    private static Action<AgentSetup> OnKubernetes(Topology mesh, FakeApiServer server, Action<AgentConfig>? more = null) => setup =>
+    internal static Action<AgentSetup> OnKubernetes(Topology mesh, FakeApiServer server, Action<AgentConfig>? more = null) => setup =>
     {
         setup.LocalPods = [];
         setup.RemotePods = [];
@@ -64,8 +64,16 @@ public sealed class KubernetesDiscoveryTests(ITestOutputHelper output)
     };
 
     /// <summary><c>nodemesh workload add</c> as the CNI shim will call it: the pod's registry name and its service account's identity.</summary>
-    private static async Task AddPodAsync(AgentProcess agent, Pod pod)
+    internal static async Task AddPodAsync(AgentProcess agent, Pod pod)
     {
+        // A pod the API server lists on the node before the agent starts is captured by the start-up reconcile.
+        Assert.True(await agent.WaitForOutputAsync("pods reconciled with the API server", TimeSpan.FromSeconds(10)), agent.Explain("no start-up reconcile"));
+        if ((await agent.WorkloadListAsync()).FirstOrDefault(w => w.Name == WorkloadName(pod)) is { } adopted)
+        {
+            Assert.Equal((pod.Identity, pod.NetnsPath), (adopted.Identity, adopted.Netns));
+            return;
+        }
+
         CommandResult added = await agent.CliAsync("workload", "add", "--name", WorkloadName(pod), "--ip", pod.Ip.ToString(), "--identity", pod.Identity, "--netns", pod.NetnsPath);
         Assert.True(added.Succeeded, agent.Explain($"workload add {WorkloadName(pod)}: {added}"));
     }

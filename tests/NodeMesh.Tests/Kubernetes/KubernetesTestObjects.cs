@@ -6,9 +6,9 @@ namespace NodeMesh.Tests.Kubernetes;
 internal static class KubernetesTestObjects
 {
     public static V1Pod Pod(string @namespace, string name, string? node, string? ip, string serviceAccount = "default", string phase = "Running", bool hostNetwork = false,
-        IDictionary<string, string>? labels = null) => new()
+        IDictionary<string, string>? labels = null, string? uid = null) => new()
     {
-        Metadata = new V1ObjectMeta { NamespaceProperty = @namespace, Name = name, Labels = labels ?? new Dictionary<string, string> { ["app"] = name } },
+        Metadata = new V1ObjectMeta { NamespaceProperty = @namespace, Name = name, Uid = uid, Labels = labels ?? new Dictionary<string, string> { ["app"] = name } },
         Spec = new V1PodSpec
         {
             NodeName = node, ServiceAccountName = serviceAccount, HostNetwork = hostNetwork,

@@ -179,6 +179,10 @@ internal sealed class CniRuntime
         InvokeAsync(Plugins().Single(p => p["type"]!.GetValue<string>() == type), command,
             Attachment(pod.ContainerId, pod.NetnsPath, "eth0", pod.KubernetesNamespace, pod.PodName), _cached.GetValueOrDefault(pod.ContainerId));
 
+    /// <summary>One plug-in's <paramref name="command"/> for an attachment this runtime did not make (no cached result).</summary>
+    public Task<CniResult> RunOneAsync(string type, string command, string containerId, string netns, string kubernetesNamespace, string podName) =>
+        InvokeAsync(Plugins().Single(p => p["type"]!.GetValue<string>() == type), command, Attachment(containerId, netns, "eth0", kubernetesNamespace, podName), previous: null);
+
     /// <summary>STATUS (CNI 1.1) of the plug-in named <paramref name="type"/>.</summary>
     public Task<CniResult> StatusAsync(string type = "nodemesh-cni") =>
         InvokeAsync(Plugins().Single(p => p["type"]!.GetValue<string>() == type), "STATUS", new Dictionary<string, string>(), previous: null);
