@@ -149,6 +149,7 @@ internal sealed partial class MeshAgent
             if (plan.Adopt.Count == 0)
             {
                 Log.Reconciled(logger, plan.Remove.Count, 0, 0);
+                metrics.PodsReconciled(plan.Remove.Count, 0, 0);
                 return;
             }
 
@@ -188,11 +189,18 @@ internal sealed partial class MeshAgent
             }
 
             Log.Reconciled(logger, plan.Remove.Count, adopted, plan.Adopt.Count - adopted);
+            metrics.PodsReconciled(plan.Remove.Count, adopted, plan.Adopt.Count - adopted);
         }
         finally
         {
             _changeGate.Release();
         }
+    }
+
+    private ApiResponse Counted(string command, ApiResponse response)
+    {
+        metrics.CniRequest(command, response.Ok);
+        return response;
     }
 
     /// <summary>The container id an adopted pod is registered with: its sandbox's id is not known, its DEL is matched by name.</summary>

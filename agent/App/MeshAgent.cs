@@ -246,13 +246,13 @@ internal sealed partial class MeshAgent(
         switch (request.Command)
         {
             case "pod-add":
-                return await AddPodAsync(request.Pod, call.TakeDescriptor(), cancellationToken);
+                return Counted(request.Command, await AddPodAsync(request.Pod, call.TakeDescriptor(), cancellationToken));
             case "pod-check":
-                return await CheckPodAsync(request.Pod, call.TakeDescriptor(), cancellationToken);
+                return Counted(request.Command, await CheckPodAsync(request.Pod, call.TakeDescriptor(), cancellationToken));
             case "pod-remove":
-                return await RemovePodAsync(request.Pod, cancellationToken);
+                return Counted(request.Command, await RemovePodAsync(request.Pod, cancellationToken));
             case "pod-gc":
-                return await CollectPodsAsync(request.ValidContainers, cancellationToken);
+                return Counted(request.Command, await CollectPodsAsync(request.ValidContainers, cancellationToken));
             case "ready":
                 return NotReady() is { Count: > 0 } missing
                     ? new ApiResponse { Ok = false, Error = "not ready: " + string.Join("; ", missing) }

@@ -27,6 +27,8 @@ internal sealed class MeshMetrics : IDisposable
     private readonly Counter<long> _registryResyncs;
     private readonly Counter<long> _serviceEjections;
     private readonly Counter<long> _serviceRetries;
+    private readonly Counter<long> _cniRequests;
+    private readonly Counter<long> _podsReconciled;
     private long _apiRefusedCount;
 
     /// <summary>The meter itself, for a collector that must see this instance's measurements only (tests).</summary>
@@ -52,6 +54,10 @@ internal sealed class MeshMetrics : IDisposable
         _serviceEjections = _meter.CreateCounter<long>("nodemesh_service_endpoint_ejections_total",
             description: "Service endpoints marked down after a failed connect (no new flows for 10 s while others are up), by service.");
         _serviceRetries = _meter.CreateCounter<long>("nodemesh_service_retries_total", description: "Service flows tried again on another endpoint after a failed connect, by service.");
+        _cniRequests = _meter.CreateCounter<long>("nodemesh_cni_requests_total",
+            description: "Requests of the CNI shim, by command (pod-add, pod-check, pod-remove, pod-gc) and result (ok, refused: the pod's ADD failed and it is not started).");
+        _podsReconciled = _meter.CreateCounter<long>("nodemesh_pods_reconciled_total",
+            description: "The start-up reconcile with the API server, by action: removed (a CNI pod no longer placed here), captured (a pod left uncaptured), not_found (one on this node whose namespace was not found or could not be captured).");
         _memoryReclaimed = _meter.CreateCounter<long>("nodemesh_memory_reclaimed_bytes_total", unit: "By", description: "Resident memory given back after many flows ended.");
     }
 
@@ -87,6 +93,16 @@ internal sealed class MeshMetrics : IDisposable
         _meter.CreateObservableGauge("nodemesh_registry_synced", () => registry().Synced ? 1 : 0, description: "1 when the registry is listed from its store and the store is reachable; 0 while it serves the last registry it had.");
         _meter.CreateObservableGauge("nodemesh_registry_revision", () => registry().Revision, description: "The store revision the registry reflects.");
         _meter.CreateObservableGauge("nodemesh_registry_lag_seconds", () => registry().LagSeconds, unit: "s", description: "Seconds since the store last confirmed the registry is current (a change or a progress notification); -1 before the first.");
+    }
+
+    public void CniRequest(string command, bool ok) =>
+        _cniRequests.Add(1, new KeyValuePair<string, object?>("command", command), new KeyValuePair<string, object?>("result", ok ? "ok" : "refused"));
+
+    public void PodsReconciled(int removed, int captured, int notFound)
+    {
+        _podsReconciled.Add(removed, new KeyValuePair<string, object?>("action", "removed"));
+        _podsReconciled.Add(captured, new KeyValuePair<string, object?>("action", "captured"));
+        _podsReconciled.Add(notFound, new KeyValuePair<string, object?>("action", "not_found"));
     }
 
     public void UnknownMeshDestination() => _unknownDestinations.Add(1);

@@ -2,6 +2,7 @@ using k8s.Models;
 using NodeMesh.Contracts;
 using NodeMesh.Tests.Integration;
 using NodeMesh.Tests.Netns;
+using NodeMesh.Tests.Telemetry;
 using Xunit.Abstractions;
 using static NodeMesh.Tests.Kubernetes.KubernetesDiscoveryTests;
 using static NodeMesh.Tests.Kubernetes.KubernetesTestObjects;
@@ -63,6 +64,9 @@ public sealed class KubernetesCniTests(ITestOutputHelper output)
         Assert.True(unknown is null && unlisted is { ErrorCode: 100, Plugin: "nodemesh-cni" }, unlisted.ToString());
         Assert.True(unlisted.Json!["msg"]!.GetValue<string>().Contains("not listed by the API server", StringComparison.Ordinal), unlisted.ToString());
         Assert.Equal(["web-1.shop"], (await node1.WorkloadListAsync()).Select(w => w.Name));
+        IReadOnlyList<PrometheusSample> scrape = await AgentMetrics.ScrapeAsync(mesh, 1);
+        Assert.Equal(1, AgentMetrics.Value(scrape, "nodemesh_cni_requests_total", new Dictionary<string, string> { ["command"] = "pod-add", ["result"] = "ok" }));
+        Assert.Equal(2, AgentMetrics.Value(scrape, "nodemesh_cni_requests_total", new Dictionary<string, string> { ["command"] = "pod-add", ["result"] = "refused" }));
     }
 
     [Fact]
@@ -92,6 +96,8 @@ public sealed class KubernetesCniTests(ITestOutputHelper output)
             (adopted.Source, adopted.Identity, adopted.Ip, adopted.Netns, adopted.ContainerId));
         Assert.Contains("NODEMESH", await stray.IptablesSaveAsync(), StringComparison.Ordinal);
         Assert.True(await node1.WaitForOutputAsync("pod shop/stray was not captured; captured now in"), node1.Explain("the adoption is not logged"));
+        IReadOnlyList<PrometheusSample> first = await AgentMetrics.ScrapeAsync(mesh, 1);
+        Assert.Equal(1, AgentMetrics.Value(first, "nodemesh_pods_reconciled_total", new Dictionary<string, string> { ["action"] = "captured" }));
 
         var runtime = new CniRuntime(mesh, mesh.Node(1), CniRuntime.BridgeThenShim(mesh, mesh.Node(1), node1.SocketPath));
         (CniPod? gone, CniResult added) = await runtime.AddPodAsync("shop", "gone");
@@ -105,6 +111,7 @@ public sealed class KubernetesCniTests(ITestOutputHelper output)
         Assert.True(await node1.WaitForOutputAsync("pod gone.shop: the API server no longer places it on this node; removed", TimeSpan.FromSeconds(15)),
             node1.Explain("the pod the API server no longer lists was not removed"));
         Assert.Equal(["stray.shop"], (await node1.WorkloadListAsync()).Select(w => w.Name));
+        Assert.Equal(1, AgentMetrics.Value(await AgentMetrics.ScrapeAsync(mesh, 1), "nodemesh_pods_reconciled_total", new Dictionary<string, string> { ["action"] = "removed" }));
         Assert.DoesNotContain("NODEMESH", await gone.IptablesSaveAsync(), StringComparison.Ordinal);
         Assert.DoesNotContain("gone.shop", await File.ReadAllTextAsync(Path.Combine(node1.StateDir, "workloads.json")), StringComparison.Ordinal);
         Assert.Contains("NODEMESH", await stray.IptablesSaveAsync(), StringComparison.Ordinal);
