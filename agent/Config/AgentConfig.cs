@@ -43,6 +43,9 @@ internal sealed record AgentConfig
 
     /// <summary>What belongs to the mesh: traffic there is never sent in plaintext.</summary>
     public MeshConfig Mesh { get; set; } = new();
+
+    /// <summary>The edge listener (API gateway) in front of the mesh; no listeners: none.</summary>
+    public Gateway.GatewayConfig Gateway { get; set; } = new();
 }
 
 /// <summary>Where the registry of nodes and workloads comes from.</summary>

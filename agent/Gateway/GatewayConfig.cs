@@ -1,0 +1,306 @@
+namespace NodeMesh.Gateway;
+
+// The edge listener's configuration (the file's "gateway" section). Routes have the shape of the Kubernetes
+// Gateway API's HTTPRoute (v1.4), field for field where a field applies outside a cluster: an operator who
+// knows HTTPRoute reads these without a manual. Like the rest of the configuration these are read-only
+// snapshots once loaded; a reload builds new ones.
+
+/// <summary>The gateway: listeners for traffic from outside, and the routes to the mesh's services and other backends.</summary>
+internal sealed record GatewayConfig
+{
+    /// <summary>The identity the gateway's requests carry into the mesh; empty: <c>spiffe://TRUST_DOMAIN/ns/nodemesh-system/sa/gateway</c>.</summary>
+    public string Identity { get; set; } = "";
+
+    /// <summary>None: no gateway (the agent opens no edge port).</summary>
+    public IReadOnlyList<GatewayListenerConfig> Listeners { get; set; } = [];
+
+    public GatewayLimitsConfig Limits { get; set; } = new();
+
+    public IReadOnlyList<HttpRouteConfig> HttpRoutes { get; set; } = [];
+
+    /// <summary>The identity in force: <see cref="Identity"/>, or the default in <paramref name="trustDomain"/>.</summary>
+    public string IdentityIn(string trustDomain) => Identity.Length > 0 ? Identity : $"spiffe://{trustDomain}/ns/nodemesh-system/sa/gateway";
+}
+
+internal enum GatewayProtocol
+{
+    /// <summary>Cleartext: HTTP/1.1, and HTTP/2 with prior knowledge (h2c).</summary>
+    Http,
+
+    /// <summary>TLS: HTTP/1.1 and HTTP/2 chosen by ALPN.</summary>
+    Https,
+}
+
+/// <summary>One edge port (a Gateway API listener).</summary>
+internal sealed record GatewayListenerConfig
+{
+    /// <summary>The name routes attach to (their <c>listeners</c>, Gateway API's parentRefs[].sectionName).</summary>
+    public string Name { get; set; } = "";
+
+    /// <summary>The IPv4 or IPv6 address listened on; 0.0.0.0: every address of the node.</summary>
+    public string Address { get; set; } = "0.0.0.0";
+
+    public int Port { get; set; }
+
+    public GatewayProtocol Protocol { get; set; } = GatewayProtocol.Http;
+
+    /// <summary>For <see cref="GatewayProtocol.Https"/>: the certificates, chosen by SNI.</summary>
+    public ListenerTlsConfig? Tls { get; set; }
+}
+
+/// <summary>A listener's TLS (Gateway API's listeners[].tls, mode Terminate).</summary>
+internal sealed record ListenerTlsConfig
+{
+    /// <summary>PEM files; each serves the names its certificate holds, the first also clients that send no SNI or an unknown name.</summary>
+    public IReadOnlyList<CertificateFilesConfig> Certificates { get; set; } = [];
+}
+
+internal sealed record CertificateFilesConfig
+{
+    public string CertFile { get; set; } = "";
+
+    public string KeyFile { get; set; } = "";
+}
+
+/// <summary>Limits on what a client may ask of the gateway; Kestrel's defaults leave connections unlimited, these do not.</summary>
+internal sealed record GatewayLimitsConfig
+{
+    /// <summary>Open client connections per listener; beyond it new connections are closed at once.</summary>
+    public long MaxConnections { get; set; } = 10_000;
+
+    /// <summary>The request line and headers together, in bytes (431 beyond).</summary>
+    public int MaxRequestHeadersBytes { get; set; } = 32 * 1024;
+
+    public int MaxRequestHeaderCount { get; set; } = 100;
+
+    /// <summary>A request body, in bytes (413 beyond); 0: no limit.</summary>
+    public long MaxRequestBodyBytes { get; set; } = 10 * 1024 * 1024;
+
+    /// <summary>The time a client has to send the request headers (slowloris).</summary>
+    public TimeSpan RequestHeadersTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>An idle keep-alive connection is closed after this.</summary>
+    public TimeSpan KeepAliveTimeout { get; set; } = TimeSpan.FromSeconds(130);
+
+    /// <summary>A request body sent slower than this (bytes a second, after a 5 s grace) is cut; 0: no minimum.</summary>
+    public int MinRequestBodyBytesPerSecond { get; set; } = 240;
+
+    /// <summary>Concurrent HTTP/2 streams per connection.</summary>
+    public int Http2MaxStreams { get; set; } = 100;
+}
+
+/// <summary>An HTTPRoute: hostnames and rules.</summary>
+internal sealed record HttpRouteConfig
+{
+    public string Name { get; set; } = "";
+
+    /// <summary>Host names the route serves: exact (<c>shop.example.com</c>) or a leading wildcard label (<c>*.example.com</c>); none: every host.</summary>
+    public IReadOnlyList<string> Hostnames { get; set; } = [];
+
+    /// <summary>The listeners (by name) the route attaches to; none: all of them.</summary>
+    public IReadOnlyList<string> Listeners { get; set; } = [];
+
+    public IReadOnlyList<HttpRouteRuleConfig> Rules { get; set; } = [];
+}
+
+internal sealed record HttpRouteRuleConfig
+{
+    /// <summary>Optional; shown in logs, metrics and the access log.</summary>
+    public string Name { get; set; } = "";
+
+    /// <summary>Any one of them selects the rule; none: every request (a path prefix of "/").</summary>
+    public IReadOnlyList<HttpRouteMatchConfig> Matches { get; set; } = [];
+
+    public IReadOnlyList<HttpRouteFilterConfig> Filters { get; set; } = [];
+
+    /// <summary>Chosen by weight for each request; none (and no redirect): 500, as the Gateway API says.</summary>
+    public IReadOnlyList<BackendRefConfig> BackendRefs { get; set; } = [];
+
+    public HttpRouteTimeoutsConfig Timeouts { get; set; } = new();
+
+    /// <summary>Retries of idempotent requests; null: none.</summary>
+    public HttpRouteRetryConfig? Retry { get; set; }
+}
+
+/// <summary>All of its conditions must hold.</summary>
+internal sealed record HttpRouteMatchConfig
+{
+    /// <summary>Null: a path prefix of "/".</summary>
+    public HttpPathMatchConfig? Path { get; set; }
+
+    public IReadOnlyList<HttpValueMatchConfig> Headers { get; set; } = [];
+
+    public IReadOnlyList<HttpValueMatchConfig> QueryParams { get; set; } = [];
+
+    /// <summary>An HTTP method (GET, POST, …); empty: any.</summary>
+    public string Method { get; set; } = "";
+}
+
+internal enum PathMatchType
+{
+    /// <summary>The whole path, case-sensitive.</summary>
+    Exact,
+
+    /// <summary>Path segments: /api matches /api and /api/x, not /apix.</summary>
+    PathPrefix,
+
+    /// <summary>A .NET regular expression matched against the whole path.</summary>
+    RegularExpression,
+}
+
+internal sealed record HttpPathMatchConfig
+{
+    public PathMatchType Type { get; set; } = PathMatchType.PathPrefix;
+
+    public string Value { get; set; } = "/";
+}
+
+internal enum ValueMatchType
+{
+    Exact,
+    RegularExpression,
+}
+
+/// <summary>A header (name case-insensitive) or query parameter (name case-sensitive) and its value.</summary>
+internal sealed record HttpValueMatchConfig
+{
+    public ValueMatchType Type { get; set; } = ValueMatchType.Exact;
+
+    public string Name { get; set; } = "";
+
+    public string Value { get; set; } = "";
+}
+
+internal enum HttpRouteFilterType
+{
+    RequestHeaderModifier,
+    ResponseHeaderModifier,
+    RequestRedirect,
+    UrlRewrite,
+    RequestMirror,
+}
+
+/// <summary>One filter: its type, and the field of that type's name set (as in the Gateway API).</summary>
+internal sealed record HttpRouteFilterConfig
+{
+    public HttpRouteFilterType Type { get; set; }
+
+    public HeaderModifierConfig? RequestHeaderModifier { get; set; }
+
+    public HeaderModifierConfig? ResponseHeaderModifier { get; set; }
+
+    public RequestRedirectConfig? RequestRedirect { get; set; }
+
+    public UrlRewriteConfig? UrlRewrite { get; set; }
+
+    public RequestMirrorConfig? RequestMirror { get; set; }
+}
+
+internal sealed record HeaderModifierConfig
+{
+    /// <summary>Replace the header (or add it).</summary>
+    public IReadOnlyList<HttpHeaderConfig> Set { get; set; } = [];
+
+    /// <summary>Add a value to the header.</summary>
+    public IReadOnlyList<HttpHeaderConfig> Add { get; set; } = [];
+
+    public IReadOnlyList<string> Remove { get; set; } = [];
+}
+
+internal sealed record HttpHeaderConfig
+{
+    public string Name { get; set; } = "";
+
+    public string Value { get; set; } = "";
+}
+
+internal enum PathModifierType
+{
+    ReplaceFullPath,
+    ReplacePrefixMatch,
+}
+
+/// <summary>A path rewrite: the whole path, or the part a PathPrefix match matched.</summary>
+internal sealed record HttpPathModifierConfig
+{
+    public PathModifierType Type { get; set; }
+
+    public string ReplaceFullPath { get; set; } = "";
+
+    public string ReplacePrefixMatch { get; set; } = "";
+}
+
+internal sealed record RequestRedirectConfig
+{
+    /// <summary>http or https; empty: the request's.</summary>
+    public string Scheme { get; set; } = "";
+
+    /// <summary>Empty: the request's host.</summary>
+    public string Hostname { get; set; } = "";
+
+    public HttpPathModifierConfig? Path { get; set; }
+
+    /// <summary>0: the scheme's well-known port when the scheme changes, else the request's.</summary>
+    public int Port { get; set; }
+
+    /// <summary>301, 302 (default), 303, 307 or 308.</summary>
+    public int StatusCode { get; set; } = 302;
+}
+
+internal sealed record UrlRewriteConfig
+{
+    /// <summary>The Host the backend sees; empty: unchanged.</summary>
+    public string Hostname { get; set; } = "";
+
+    public HttpPathModifierConfig? Path { get; set; }
+}
+
+/// <summary>A copy of the request to another backend, its answer discarded.</summary>
+internal sealed record RequestMirrorConfig
+{
+    public BackendRefConfig BackendRef { get; set; } = new();
+
+    /// <summary>Share of the requests mirrored, 0-100.</summary>
+    public int Percent { get; set; } = 100;
+}
+
+/// <summary>
+/// A backend: a mesh service by <see cref="Name"/> and <see cref="Port"/> (reached through the mesh's tunnels under
+/// the gateway's identity), or a plain <see cref="Address"/> outside the mesh (host:port).
+/// </summary>
+internal sealed record BackendRefConfig
+{
+    /// <summary>A service of the registry.</summary>
+    public string Name { get; set; } = "";
+
+    /// <summary>The service's port.</summary>
+    public int Port { get; set; }
+
+    /// <summary>host:port of a backend outside the mesh, instead of <see cref="Name"/>.</summary>
+    public string Address { get; set; } = "";
+
+    /// <summary>The share of requests, relative to the rule's other backends; 0: none (kept for a later shift).</summary>
+    public int Weight { get; set; } = 1;
+}
+
+internal sealed record HttpRouteTimeoutsConfig
+{
+    /// <summary>The whole request, retries included, until the response headers; 0: none.</summary>
+    public TimeSpan Request { get; set; }
+
+    /// <summary>Each attempt on a backend; 0: none.</summary>
+    public TimeSpan BackendRequest { get; set; }
+}
+
+/// <summary>Gateway API's HTTPRoute retry: only for idempotent requests (GET, HEAD, OPTIONS, PUT, DELETE) whose body was not sent.</summary>
+internal sealed record HttpRouteRetryConfig
+{
+    /// <summary>Attempts after the first.</summary>
+    public int Attempts { get; set; } = 2;
+
+    /// <summary>Response codes that are retried; besides these, a backend that cannot be reached.</summary>
+    public IReadOnlyList<int> Codes { get; set; } = [502, 503, 504];
+
+    /// <summary>The wait before a retry, doubled for each further one.</summary>
+    public TimeSpan Backoff { get; set; } = TimeSpan.FromMilliseconds(25);
+}
