@@ -44,7 +44,7 @@ internal sealed partial class AdminHttpServer(AdminPorts ports, TelemetryPlan pl
         builder.Services.AddSingleton(loggers);
 
         // Started and stopped by the agent's host: no console lifetime of its own (signals, start-up banners).
-        builder.Services.AddSingleton<IHostLifetime, AgentOwnedLifetime>();
+        builder.Services.AddSingleton<IHostLifetime, Hosting.EmbeddedServerLifetime>();
         builder.Services.AddRoutingCore();
         builder.WebHost.UseKestrelCore().ConfigureKestrel(kestrel =>
         {
@@ -189,13 +189,6 @@ internal sealed partial class AdminHttpServer(AdminPorts ports, TelemetryPlan pl
         context.Response.ContentType = contentType;
         context.Response.Headers.CacheControl = "no-store";
         return context.Response.WriteAsync(body, context.RequestAborted);
-    }
-
-    private sealed class AgentOwnedLifetime : IHostLifetime
-    {
-        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 
     private static partial class Log

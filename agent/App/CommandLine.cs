@@ -368,6 +368,10 @@ internal static class CommandLine
         SystemdWatchdog.Register(builder.Services);
         builder.Services.AddSingleton<MeshAgent>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<MeshAgent>());
+        // After MeshAgent: its backends are the registry's services and the tunnel pool, up by then.
+        builder.Services.AddSingleton(new Gateway.GatewayRoutes(config.Gateway.HttpRoutes));
+        builder.Services.AddSingleton<Gateway.MeshServiceConnector>();
+        builder.Services.AddHostedService<Gateway.GatewayServer>();
         builder.Services.AddHostedService<MemoryReclaimer>();
         builder.Services.AddHostedService(sp => new TrustBundleWatcher(
             sp.GetRequiredService<IdentitySetup.Certificates>().Authority, config.Ca.Dir, sp.GetRequiredService<ILogger<TrustBundleWatcher>>()));

@@ -6,7 +6,7 @@ using NodeMesh.Identity;
 namespace NodeMesh.Config;
 
 /// <summary>Reads the configuration file and validates it, collecting every error with its field path.</summary>
-internal static class ConfigLoader
+internal static partial class ConfigLoader
 {
     public static AgentConfig Load(string path)
     {
@@ -67,7 +67,7 @@ internal static class ConfigLoader
         {
             ("node", c.Node), ("ca", c.Ca), ("certificates", c.Certificates), ("ports", c.Ports), ("tunnel", c.Tunnel), ("telemetry", c.Telemetry), ("logging", c.Logging), ("trustDomain", c.TrustDomain),
             ("stateDir", c.StateDir), ("apiSocket", c.ApiSocket), ("api", c.Api), ("workloads", c.Workloads), ("nodes", c.Nodes), ("remoteWorkloads", c.RemoteWorkloads),
-            ("discovery", c.Discovery), ("mesh", c.Mesh), ("services", c.Services),
+            ("discovery", c.Discovery), ("mesh", c.Mesh), ("services", c.Services), ("gateway", c.Gateway),
         })
         {
             if (section is null)
@@ -172,6 +172,7 @@ internal static class ConfigLoader
 
         ValidateTelemetry(errors, c.Telemetry);
         ValidateDiscovery(errors, c);
+        ValidateGateway(errors, c, taken);
 
         RequireRange(errors, "tunnel.maxStreamsPerConnection", c.Tunnel.MaxStreamsPerConnection, 1, 10_000);
         RequireRange(errors, "tunnel.maxConnectionsPerPeer", c.Tunnel.MaxConnectionsPerPeer, 1, 1_000);

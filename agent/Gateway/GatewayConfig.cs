@@ -24,8 +24,14 @@ internal sealed record GatewayConfig
 
 internal enum GatewayProtocol
 {
-    /// <summary>Cleartext: HTTP/1.1, and HTTP/2 with prior knowledge (h2c).</summary>
+    /// <summary>Cleartext HTTP/1.1.</summary>
     Http,
+
+    /// <summary>
+    /// Cleartext HTTP/2 with prior knowledge (gRPC without TLS). A port of its own: Kestrel cannot tell the two
+    /// apart on one cleartext port (no ALPN), as nginx's <c>listen ... http2</c> cannot either.
+    /// </summary>
+    H2c,
 
     /// <summary>TLS: HTTP/1.1 and HTTP/2 chosen by ALPN.</summary>
     Https,

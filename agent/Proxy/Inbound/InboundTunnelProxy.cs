@@ -18,6 +18,9 @@ namespace NodeMesh.Proxy.Inbound;
 internal sealed partial class InboundTunnelProxy(
     WorkloadRegistry registry, ConnectionManager connections, AgentConfig config, ILogger<InboundTunnelProxy> logger)
 {
+    private readonly Identity.SpiffeId _gatewayIdentity = Identity.SpiffeId.Parse(config.Gateway.IdentityIn(config.TrustDomain));
+    private readonly IPAddress _ownAddress = IPAddress.Parse(config.Node.Address);
+
     /// <param name="peerAddress">The address the tunnel connection comes from: it says which node sent the flows.</param>
     public async Task ServeAsync(TunnelConnection connection, IPAddress? peerAddress, CancellationToken cancellationToken)
     {
@@ -73,7 +76,11 @@ internal sealed partial class InboundTunnelProxy(
         WorkloadCapture? target = registry.FindCapture(header.Destination.Address);
         flow.SourceWorkload = sourceWorkload;
         flow.DestinationWorkload = target?.Workload;
-        string? refusal = CheckFlow(header, connection, SendingNode(snapshot, peerAddress), sourceWorkload, target);
+        IPAddress? from = peerAddress is { IsIPv4MappedToIPv6: true } ? peerAddress.MapToIPv4() : peerAddress;
+        // The node's own gateway dials this listener too, for a service endpoint on this node.
+        string? sendingNode = SendingNode(snapshot, from) ?? (_ownAddress.Equals(from) ? config.Node.Name : null);
+        string? refusal = Check(header, connection.PeerIdentity, sendingNode, sourceWorkload, target?.Workload, config.Ports,
+            from is null ? null : new GatewayCaller(_gatewayIdentity, from));
         if (refusal is not null)
         {
             Log.Refused(logger, header.Source.ToString(), peer, header.Destination.ToString(), refusal);
@@ -116,9 +123,6 @@ internal sealed partial class InboundTunnelProxy(
         await flow.CarryAsync(socket, stream);
     }
 
-    /// <summary>The checks a flow must pass before anything is connected. Returns null when it may proceed.</summary>
-    internal string? CheckFlow(FlowHeader header, TunnelConnection connection, string? sendingNode, Workload? sourceWorkload, WorkloadCapture? target) =>
-        Check(header, connection.PeerIdentity, sendingNode, sourceWorkload, target?.Workload, config.Ports);
 
     /// <summary>
     /// The peer node whose address the tunnel connection comes from, or null if it is none of them. (Agents dial
@@ -144,7 +148,10 @@ internal sealed partial class InboundTunnelProxy(
     }
 
     /// <param name="sendingNode">The peer node the tunnel comes from (<see cref="SendingNode"/>), null if unknown.</param>
-    internal static string? Check(FlowHeader header, Identity.SpiffeId caller, string? sendingNode, Workload? sourceWorkload, Workload? target, PortsConfig ports)
+    /// <summary>The checks a flow must pass before anything is connected. Returns null when it may proceed.</summary>
+    /// <param name="gateway">The gateway identity, and the address the tunnel comes from: a node's gateway speaks from its node's address.</param>
+    internal static string? Check(FlowHeader header, Identity.SpiffeId caller, string? sendingNode, Workload? sourceWorkload, Workload? target, PortsConfig ports,
+        GatewayCaller? gateway = null)
     {
         if (target is null || !target.IsLocal)
         {
@@ -160,7 +167,15 @@ internal sealed partial class InboundTunnelProxy(
         // The source address is bound transparently in the workload's namespace, so it must really be the caller's.
         if (sourceWorkload is null)
         {
-            return $"source {header.Source.Address} is not a known mesh workload";
+            // A request that entered at a node's gateway: not a workload, but the gateway's identity, from the address of the node it runs on.
+            if (gateway is { } g && caller == g.Identity && sendingNode is not null && header.Source.Address.Equals(g.TunnelFrom))
+            {
+                return null;
+            }
+
+            return caller == gateway?.Identity
+                ? $"source {header.Source.Address} is not the address of the node the gateway's tunnel comes from ({gateway.Value.TunnelFrom})"
+                : $"source {header.Source.Address} is not a known mesh workload";
         }
 
         if (sourceWorkload.Identity != caller)
@@ -214,3 +229,6 @@ internal sealed partial class InboundTunnelProxy(
         public static partial void Failed(ILogger logger, string sourceIdentity, Exception exception);
     }
 }
+
+/// <summary>The gateway's identity (mesh-wide), and the address a tunnel comes from.</summary>
+internal readonly record struct GatewayCaller(Identity.SpiffeId Identity, IPAddress TunnelFrom);

@@ -189,12 +189,15 @@ public sealed class SystemdNotifyTests(ITestOutputHelper output)
         private readonly List<Datagram> _received = [];
         private readonly Lock _gate = new();
         private readonly Task _reader;
+        private volatile bool _disposed;
 
         private NotifySocket(Socket socket, string path)
         {
             _socket = socket;
             Path = path;
-            _reader = Task.Run(ReadAsync);
+            // A thread of its own, blocking in recv: the arrival stamps must not wait for the test host's busy thread
+            // pool (two pings stamped at the same instant were once the reader's stall, not the agent's).
+            _reader = Task.Factory.StartNew(Read, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
         }
 
         public string Path { get; }
@@ -260,17 +263,23 @@ public sealed class SystemdNotifyTests(ITestOutputHelper output)
             throw new TimeoutException(agent.Explain($"no '{text}' on NOTIFY_SOCKET within {timeout.TotalSeconds} s\n{this}"));
         }
 
-        private async Task ReadAsync()
+        private void Read()
         {
+            Thread.CurrentThread.Priority = ThreadPriority.Highest;
             byte[] buffer = new byte[4096];
             while (true)
             {
                 int n;
                 try
                 {
-                    n = await _socket.ReceiveAsync(buffer, SocketFlags.None);
+                    n = _socket.Receive(buffer, SocketFlags.None);
                 }
-                catch (Exception ex) when (ex is ObjectDisposedException or SocketException { SocketErrorCode: SocketError.OperationAborted })
+                catch (Exception ex) when (ex is ObjectDisposedException or SocketException { SocketErrorCode: SocketError.OperationAborted or SocketError.Interrupted })
+                {
+                    return;
+                }
+
+                if (_disposed)
                 {
                     return;
                 }
@@ -289,6 +298,20 @@ public sealed class SystemdNotifyTests(ITestOutputHelper output)
         public override string ToString() =>
             "NOTIFY_SOCKET received:\n" + string.Join('\n', Received.Select(d => $"  {d.At.TotalSeconds,7:F3} s  {d.Text}"));
 
-        public void Dispose() => _socket.Dispose();
+        public void Dispose()
+        {
+            _disposed = true;
+            try
+            {
+                _socket.Shutdown(SocketShutdown.Both); // wakes the blocked recv
+            }
+            catch (SocketException)
+            {
+                // Not connected is fine: close still wakes it below.
+            }
+
+            _socket.Dispose();
+            _reader.Wait(TimeSpan.FromSeconds(5));
+        }
     }
 }

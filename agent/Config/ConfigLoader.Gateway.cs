@@ -1,0 +1,463 @@
+using System.Net;
+using System.Text.RegularExpressions;
+using NodeMesh.Gateway;
+using NodeMesh.Identity;
+
+namespace NodeMesh.Config;
+
+/// <summary>The checks of the <c>gateway</c> section: every mistake named by its key path, as the rest of the file's.</summary>
+internal static partial class ConfigLoader
+{
+    private static readonly HashSet<string> HttpMethods = new(StringComparer.Ordinal) { "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH" };
+    private static readonly HashSet<int> RedirectCodes = [301, 302, 303, 307, 308];
+
+    private static void ValidateGateway(List<string> errors, AgentConfig c, Dictionary<int, string> agentPorts)
+    {
+        GatewayConfig g = c.Gateway;
+        if (g.Listeners is null || g.HttpRoutes is null || g.Limits is null)
+        {
+            errors.Add("gateway: listeners, limits and httpRoutes must not be null");
+            return;
+        }
+
+        if (g.Identity.Length > 0)
+        {
+            if (!SpiffeId.TryParse(g.Identity, out SpiffeId? id, out string? error))
+            {
+                errors.Add($"gateway.identity: {error}");
+            }
+            else if (id.TrustDomain != c.TrustDomain)
+            {
+                errors.Add($"gateway.identity: '{id}' is not in the trust domain '{c.TrustDomain}'");
+            }
+        }
+
+        var listenerNames = new Dictionary<string, string>(StringComparer.Ordinal);
+        var endpoints = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (int i = 0; i < g.Listeners.Count; i++)
+        {
+            GatewayListenerConfig l = g.Listeners[i];
+            string at = $"gateway.listeners[{i}]";
+            RequireName(errors, $"{at}.name", l.Name);
+            Unique(errors, listenerNames, l.Name, $"{at}.name", "listener name");
+            if (!IPAddress.TryParse(l.Address, out IPAddress? address) || address.ToString() != l.Address)
+            {
+                errors.Add(MustBe($"{at}.address", l.Address, "an IPv4 or IPv6 address (0.0.0.0: every address)"));
+            }
+
+            RequirePort(errors, $"{at}.port", l.Port);
+            if (agentPorts.TryGetValue(l.Port, out string? agentPort))
+            {
+                errors.Add($"{at}.port: {l.Port} is already ports.{agentPort}");
+            }
+
+            // Two listeners on one port would fight over it (0.0.0.0 overlaps every address).
+            foreach (string key in new[] { $"{l.Address}:{l.Port}", $"*:{l.Port}" })
+            {
+                if (endpoints.TryGetValue(key, out string? other))
+                {
+                    errors.Add($"{at}.port: {l.Port} is already {other}");
+                    break;
+                }
+            }
+
+            endpoints[$"{l.Address}:{l.Port}"] = $"{at} ({l.Name})";
+            if (l.Address is "0.0.0.0" or "::")
+            {
+                endpoints[$"*:{l.Port}"] = $"{at} ({l.Name})";
+            }
+
+            if (l.Protocol == GatewayProtocol.Https)
+            {
+                if (l.Tls is not { Certificates.Count: > 0 })
+                {
+                    errors.Add($"{at}.tls: missing (an Https listener needs tls.certificates: one or more certFile and keyFile)");
+                }
+                else
+                {
+                    for (int k = 0; k < l.Tls.Certificates.Count; k++)
+                    {
+                        RequireAbsolutePath(errors, $"{at}.tls.certificates[{k}].certFile", l.Tls.Certificates[k].CertFile);
+                        RequireAbsolutePath(errors, $"{at}.tls.certificates[{k}].keyFile", l.Tls.Certificates[k].KeyFile);
+                    }
+                }
+            }
+            else if (l.Tls is not null)
+            {
+                errors.Add($"{at}.tls: only an Https listener takes certificates; this one is {l.Protocol}");
+            }
+        }
+
+        GatewayLimitsConfig limits = g.Limits;
+        RequireLongRange(errors, "gateway.limits.maxConnections", limits.MaxConnections, 1, 10_000_000);
+        RequireRange(errors, "gateway.limits.maxRequestHeadersBytes", limits.MaxRequestHeadersBytes, 1024, 1024 * 1024);
+        RequireRange(errors, "gateway.limits.maxRequestHeaderCount", limits.MaxRequestHeaderCount, 1, 10_000);
+        RequireLongRange(errors, "gateway.limits.maxRequestBodyBytes", limits.MaxRequestBodyBytes, 0, long.MaxValue);
+        RequireDuration(errors, "gateway.limits.requestHeadersTimeout", limits.RequestHeadersTimeout, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));
+        RequireDuration(errors, "gateway.limits.keepAliveTimeout", limits.KeepAliveTimeout, TimeSpan.FromSeconds(1), TimeSpan.FromHours(1));
+        RequireRange(errors, "gateway.limits.minRequestBodyBytesPerSecond", limits.MinRequestBodyBytesPerSecond, 0, 100 * 1024 * 1024);
+        RequireRange(errors, "gateway.limits.http2MaxStreams", limits.Http2MaxStreams, 1, 10_000);
+
+        if (g.HttpRoutes.Count > 0 && g.Listeners.Count == 0)
+        {
+            errors.Add("gateway.httpRoutes: routes need a listener to serve them; gateway.listeners is empty");
+        }
+
+        var routeNames = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (int r = 0; r < g.HttpRoutes.Count; r++)
+        {
+            HttpRouteConfig route = g.HttpRoutes[r];
+            string at = $"gateway.httpRoutes[{r}]";
+            if (route is null || route.Hostnames is null || route.Listeners is null || route.Rules is null)
+            {
+                errors.Add($"{at}: must be an object whose hostnames, listeners and rules are lists");
+                continue;
+            }
+
+            RequireName(errors, $"{at}.name", route.Name);
+            Unique(errors, routeNames, route.Name, $"{at}.name", "route name");
+            for (int h = 0; h < route.Hostnames.Count; h++)
+            {
+                if (!IsRouteHostname(route.Hostnames[h]))
+                {
+                    errors.Add(MustBe($"{at}.hostnames[{h}]", route.Hostnames[h], "a DNS name (a.example.com) or a wildcard (*.example.com), without a port"));
+                }
+            }
+
+            for (int k = 0; k < route.Listeners.Count; k++)
+            {
+                if (!listenerNames.ContainsKey(route.Listeners[k]))
+                {
+                    errors.Add(MustBe($"{at}.listeners[{k}]", route.Listeners[k], $"the name of one of gateway.listeners ({string.Join(", ", listenerNames.Keys)})"));
+                }
+            }
+
+            if (route.Rules.Count == 0)
+            {
+                errors.Add($"{at}.rules: empty; a route needs at least one rule");
+            }
+
+            var ruleNames = new Dictionary<string, string>(StringComparer.Ordinal);
+            for (int i = 0; i < route.Rules.Count; i++)
+            {
+                HttpRouteRuleConfig rule = route.Rules[i];
+                string ruleAt = $"{at}.rules[{i}]";
+                if (rule is null || rule.Matches is null || rule.Filters is null || rule.BackendRefs is null || rule.Timeouts is null)
+                {
+                    errors.Add($"{ruleAt}: must be an object whose matches, filters and backendRefs are lists");
+                    continue;
+                }
+
+                if (rule.Name.Length > 0)
+                {
+                    RequireName(errors, $"{ruleAt}.name", rule.Name);
+                    Unique(errors, ruleNames, rule.Name, $"{ruleAt}.name", "rule name");
+                }
+
+                ValidateRule(errors, ruleAt, rule);
+            }
+        }
+    }
+
+    private static void ValidateRule(List<string> errors, string at, HttpRouteRuleConfig rule)
+    {
+        for (int m = 0; m < rule.Matches.Count; m++)
+        {
+            ValidateMatch(errors, $"{at}.matches[{m}]", rule.Matches[m]);
+        }
+
+        var seen = new Dictionary<HttpRouteFilterType, int>();
+        for (int f = 0; f < rule.Filters.Count; f++)
+        {
+            HttpRouteFilterConfig filter = rule.Filters[f];
+            string fAt = $"{at}.filters[{f}]";
+            if (filter.Type != HttpRouteFilterType.RequestMirror && seen.TryGetValue(filter.Type, out int first))
+            {
+                errors.Add($"{fAt}.type: {filter.Type} is already {at}.filters[{first}]; a rule takes each filter type once (RequestMirror excepted)");
+            }
+
+            seen.TryAdd(filter.Type, f);
+            object?[] set = [filter.RequestHeaderModifier, filter.ResponseHeaderModifier, filter.RequestRedirect, filter.UrlRewrite, filter.RequestMirror];
+            object? own = filter.Type switch
+            {
+                HttpRouteFilterType.RequestHeaderModifier => filter.RequestHeaderModifier,
+                HttpRouteFilterType.ResponseHeaderModifier => filter.ResponseHeaderModifier,
+                HttpRouteFilterType.RequestRedirect => filter.RequestRedirect,
+                HttpRouteFilterType.UrlRewrite => filter.UrlRewrite,
+                _ => filter.RequestMirror,
+            };
+            string field = char.ToLowerInvariant(filter.Type.ToString()[0]) + filter.Type.ToString()[1..];
+            if (own is null)
+            {
+                errors.Add($"{fAt}.{field}: missing (a filter of type {filter.Type} sets it)");
+                continue;
+            }
+
+            if (set.Count(o => o is not null) > 1)
+            {
+                errors.Add($"{fAt}: sets fields of another type than {filter.Type}; a filter does one thing");
+            }
+
+            switch (own)
+            {
+                case HeaderModifierConfig headers:
+                    ValidateHeaderModifier(errors, $"{fAt}.{field}", headers);
+                    break;
+                case RequestRedirectConfig redirect:
+                    if (redirect.Scheme.Length > 0 && redirect.Scheme is not ("http" or "https"))
+                    {
+                        errors.Add(MustBe($"{fAt}.requestRedirect.scheme", redirect.Scheme, "http or https"));
+                    }
+
+                    if (redirect.Hostname.Length > 0 && (!IsRouteHostname(redirect.Hostname) || redirect.Hostname.StartsWith('*')))
+                    {
+                        errors.Add(MustBe($"{fAt}.requestRedirect.hostname", redirect.Hostname, "a DNS name"));
+                    }
+
+                    if (redirect.Port != 0)
+                    {
+                        RequirePort(errors, $"{fAt}.requestRedirect.port", redirect.Port);
+                    }
+
+                    if (!RedirectCodes.Contains(redirect.StatusCode))
+                    {
+                        errors.Add($"{fAt}.requestRedirect.statusCode: {redirect.StatusCode} must be 301, 302, 303, 307 or 308");
+                    }
+
+                    ValidatePathModifier(errors, $"{fAt}.requestRedirect.path", redirect.Path, rule);
+                    break;
+                case UrlRewriteConfig rewrite:
+                    if (rewrite.Hostname.Length > 0 && (!IsRouteHostname(rewrite.Hostname) || rewrite.Hostname.StartsWith('*')))
+                    {
+                        errors.Add(MustBe($"{fAt}.urlRewrite.hostname", rewrite.Hostname, "a DNS name"));
+                    }
+
+                    ValidatePathModifier(errors, $"{fAt}.urlRewrite.path", rewrite.Path, rule);
+                    break;
+                case RequestMirrorConfig mirror:
+                    ValidateBackendRef(errors, $"{fAt}.requestMirror.backendRef", mirror.BackendRef);
+                    RequireRange(errors, $"{fAt}.requestMirror.percent", mirror.Percent, 0, 100);
+                    break;
+            }
+        }
+
+        if (seen.ContainsKey(HttpRouteFilterType.RequestRedirect))
+        {
+            if (seen.ContainsKey(HttpRouteFilterType.UrlRewrite))
+            {
+                errors.Add($"{at}.filters: RequestRedirect and UrlRewrite cannot be in one rule (a redirect forwards nothing to rewrite)");
+            }
+
+            if (rule.BackendRefs.Count > 0)
+            {
+                errors.Add($"{at}.backendRefs: a rule with a RequestRedirect answers itself; it takes no backends");
+            }
+        }
+
+        for (int b = 0; b < rule.BackendRefs.Count; b++)
+        {
+            ValidateBackendRef(errors, $"{at}.backendRefs[{b}]", rule.BackendRefs[b]);
+        }
+
+        RequireDuration(errors, $"{at}.timeouts.request", rule.Timeouts.Request, TimeSpan.Zero, TimeSpan.FromHours(1));
+        RequireDuration(errors, $"{at}.timeouts.backendRequest", rule.Timeouts.BackendRequest, TimeSpan.Zero, TimeSpan.FromHours(1));
+        if (rule.Timeouts.Request > TimeSpan.Zero && rule.Timeouts.BackendRequest > rule.Timeouts.Request)
+        {
+            errors.Add($"{at}.timeouts.backendRequest: must not be longer than timeouts.request (the whole request, retries included)");
+        }
+
+        if (rule.Retry is { } retry)
+        {
+            RequireRange(errors, $"{at}.retry.attempts", retry.Attempts, 0, 10);
+            RequireDuration(errors, $"{at}.retry.backoff", retry.Backoff, TimeSpan.Zero, TimeSpan.FromSeconds(30));
+            for (int k = 0; k < (retry.Codes?.Count ?? 0); k++)
+            {
+                RequireRange(errors, $"{at}.retry.codes[{k}]", retry.Codes![k], 500, 599);
+            }
+        }
+    }
+
+    private static void ValidateMatch(List<string> errors, string at, HttpRouteMatchConfig match)
+    {
+        if (match is null || match.Headers is null || match.QueryParams is null)
+        {
+            errors.Add($"{at}: must be an object whose headers and queryParams are lists");
+            return;
+        }
+
+        if (match.Path is { } path)
+        {
+            if (path.Type == PathMatchType.RegularExpression)
+            {
+                RequireRegex(errors, $"{at}.path.value", path.Value);
+            }
+            else if (!path.Value.StartsWith('/') || path.Value.Any(char.IsControl) || path.Value.Contains('?', StringComparison.Ordinal) || path.Value.Contains('#', StringComparison.Ordinal))
+            {
+                errors.Add(MustBe($"{at}.path.value", path.Value, "a path starting with '/', without '?' or '#'"));
+            }
+        }
+
+        for (int h = 0; h < match.Headers.Count; h++)
+        {
+            RequireHeaderName(errors, $"{at}.headers[{h}].name", match.Headers[h].Name);
+            if (match.Headers[h].Type == ValueMatchType.RegularExpression)
+            {
+                RequireRegex(errors, $"{at}.headers[{h}].value", match.Headers[h].Value);
+            }
+        }
+
+        for (int q = 0; q < match.QueryParams.Count; q++)
+        {
+            if (match.QueryParams[q].Name.Length == 0)
+            {
+                errors.Add($"{at}.queryParams[{q}].name: missing");
+            }
+
+            if (match.QueryParams[q].Type == ValueMatchType.RegularExpression)
+            {
+                RequireRegex(errors, $"{at}.queryParams[{q}].value", match.QueryParams[q].Value);
+            }
+        }
+
+        if (match.Method.Length > 0 && !HttpMethods.Contains(match.Method))
+        {
+            errors.Add(MustBe($"{at}.method", match.Method, "an HTTP method in capitals (GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH)"));
+        }
+    }
+
+    private static void ValidatePathModifier(List<string> errors, string at, HttpPathModifierConfig? modifier, HttpRouteRuleConfig rule)
+    {
+        if (modifier is null)
+        {
+            return;
+        }
+
+        string value = modifier.Type == PathModifierType.ReplaceFullPath ? modifier.ReplaceFullPath : modifier.ReplacePrefixMatch;
+        string field = modifier.Type == PathModifierType.ReplaceFullPath ? "replaceFullPath" : "replacePrefixMatch";
+        if (!value.StartsWith('/') || value.Any(char.IsControl) || value.Contains('?', StringComparison.Ordinal))
+        {
+            errors.Add(MustBe($"{at}.{field}", value, "a path starting with '/'"));
+        }
+
+        // The Gateway API: ReplacePrefixMatch only where every match is a PathPrefix (there is no prefix to replace otherwise).
+        if (modifier.Type == PathModifierType.ReplacePrefixMatch && rule.Matches.Any(m => m.Path is { Type: not PathMatchType.PathPrefix }))
+        {
+            errors.Add($"{at}: ReplacePrefixMatch needs every match of the rule to be a PathPrefix match");
+        }
+    }
+
+    private static void ValidateHeaderModifier(List<string> errors, string at, HeaderModifierConfig modifier)
+    {
+        var names = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        foreach ((string list, IReadOnlyList<HttpHeaderConfig> headers) in new[] { ("set", modifier.Set), ("add", modifier.Add) })
+        {
+            for (int i = 0; i < headers.Count; i++)
+            {
+                RequireHeaderName(errors, $"{at}.{list}[{i}].name", headers[i].Name);
+                if (headers[i].Value.Any(c => c is '\r' or '\n' or '\0'))
+                {
+                    errors.Add($"{at}.{list}[{i}].value: must not hold CR, LF or NUL");
+                }
+
+                if (!names.Add(headers[i].Name))
+                {
+                    errors.Add($"{at}.{list}[{i}].name: header '{headers[i].Name}' is named twice in one modifier");
+                }
+            }
+        }
+
+        for (int i = 0; i < modifier.Remove.Count; i++)
+        {
+            RequireHeaderName(errors, $"{at}.remove[{i}]", modifier.Remove[i]);
+        }
+    }
+
+    private static void ValidateBackendRef(List<string> errors, string at, BackendRefConfig backend)
+    {
+        if (backend is null)
+        {
+            errors.Add($"{at}: must be an object");
+            return;
+        }
+
+        if (backend.Address.Length > 0)
+        {
+            if (backend.Name.Length > 0)
+            {
+                errors.Add($"{at}: give either name and port (a mesh service) or address (host:port), not both");
+            }
+            else if (!IsHostPort(backend.Address))
+            {
+                errors.Add(MustBe($"{at}.address", backend.Address, "host:port (a DNS name or an IP address, [ ] around IPv6, and a port)"));
+            }
+        }
+        else
+        {
+            RequireName(errors, $"{at}.name", backend.Name);
+            RequirePort(errors, $"{at}.port", backend.Port);
+        }
+
+        RequireRange(errors, $"{at}.weight", backend.Weight, 0, 1_000_000);
+    }
+
+    private static void RequireRegex(List<string> errors, string at, string pattern)
+    {
+        try
+        {
+            _ = RouteTable.CompileRegex(pattern);
+        }
+        catch (Exception ex) when (ex is ArgumentException or NotSupportedException)
+        {
+            // NonBacktracking refuses backreferences and lookarounds: say so rather than run them slowly.
+            errors.Add($"{at}: '{SpiffeId.Printable(pattern)}' is not a usable regular expression: {ex.Message}");
+        }
+    }
+
+    private static void RequireHeaderName(List<string> errors, string at, string name)
+    {
+        if (name.Length == 0 || name.Length > 256 || !name.All(IsTokenChar))
+        {
+            errors.Add(MustBe(at, name, "a header name (letters, digits and !#$%&'*+-.^_`|~)"));
+        }
+    }
+
+    private static void RequireLongRange(List<string> errors, string path, long value, long min, long max)
+    {
+        if (value < min || value > max)
+        {
+            errors.Add($"{path}: {value} must be between {min} and {max}");
+        }
+    }
+
+    private static bool IsTokenChar(char c) => char.IsAsciiLetterOrDigit(c) || "!#$%&'*+-.^_`|~".Contains(c, StringComparison.Ordinal);
+
+    /// <summary>A host name as HTTPRoute takes it: lower-case DNS labels, optionally a leading "*." wildcard.</summary>
+    internal static bool IsRouteHostname(string? value)
+    {
+        if (string.IsNullOrEmpty(value) || value.Length > 253)
+        {
+            return false;
+        }
+
+        string name = value.StartsWith("*.", StringComparison.Ordinal) ? value[2..] : value;
+        return name.Split('.').All(label => label.Length is > 0 and <= 63 && label[0] != '-' && label[^1] != '-'
+            && label.All(c => char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c) || c == '-'));
+    }
+
+    internal static bool IsHostPort(string value)
+    {
+        int colon = value.LastIndexOf(':');
+        if (colon <= 0 || !int.TryParse(value.AsSpan(colon + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int port) || port is < 1 or > 65535)
+        {
+            return false;
+        }
+
+        string host = value[..colon];
+        if (host.StartsWith('[') && host.EndsWith(']'))
+        {
+            return IPAddress.TryParse(host[1..^1], out IPAddress? v6) && v6.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6;
+        }
+
+        return IPAddress.TryParse(host, out IPAddress? ip) ? ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork : IsRouteHostname(host.ToLowerInvariant()) && !host.StartsWith('*');
+    }
+}

@@ -1,0 +1,45 @@
+using Microsoft.AspNetCore.Http;
+
+namespace NodeMesh.Gateway;
+
+/// <summary>
+/// The routes in force: a route table and each rule's plan, built together from one configuration and swapped as
+/// one reference, so a request sees either the old routes or the new ones, never a mix, and a request in flight
+/// keeps the plan it started with.
+/// </summary>
+internal sealed class GatewayRoutes
+{
+    private Snapshot _current;
+
+    public GatewayRoutes(IReadOnlyList<HttpRouteConfig> routes) => _current = Build(routes);
+
+    /// <summary>Swaps in new routes (already validated).</summary>
+    public void Replace(IReadOnlyList<HttpRouteConfig> routes) => Volatile.Write(ref _current, Build(routes));
+
+    public int Count => Volatile.Read(ref _current).Routes;
+
+    /// <summary>The plan of the rule that takes the request; null: no route matches.</summary>
+    public RulePlan? Match(string listener, string host, string path, string method, IHeaderDictionary headers, IQueryCollection query, out HttpRouteMatchConfig? match)
+    {
+        Snapshot snapshot = Volatile.Read(ref _current);
+        RouteMatch? found = snapshot.Table.Match(listener, host, path, method, headers, query);
+        match = found?.Match;
+        return found is null ? null : snapshot.Plans[found.Rule];
+    }
+
+    private static Snapshot Build(IReadOnlyList<HttpRouteConfig> routes)
+    {
+        var plans = new Dictionary<HttpRouteRuleConfig, RulePlan>(ReferenceEqualityComparer.Instance);
+        foreach (HttpRouteConfig route in routes)
+        {
+            for (int i = 0; i < route.Rules.Count; i++)
+            {
+                plans[route.Rules[i]] = RulePlan.Of(route, route.Rules[i], i);
+            }
+        }
+
+        return new Snapshot(RouteTable.Build(routes), plans, routes.Count);
+    }
+
+    private sealed record Snapshot(RouteTable Table, Dictionary<HttpRouteRuleConfig, RulePlan> Plans, int Routes);
+}

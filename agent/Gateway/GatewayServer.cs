@@ -1,0 +1,180 @@
+using System.Net;
+using System.Security.Authentication;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using NodeMesh.Config;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace NodeMesh.Gateway;
+
+/// <summary>
+/// The edge listener: Kestrel on <c>gateway.listeners</c> with the limits of <c>gateway.limits</c>, every request
+/// routed by <see cref="GatewayRoutes"/> and forwarded by YARP's forwarder, to mesh services through the tunnels
+/// or to plain backends. Started after the agent (the registry and the tunnel pool are up), stopped with it.
+/// </summary>
+internal sealed class GatewayServer(AgentConfig config, GatewayRoutes routes, MeshServiceConnector mesh, ILoggerFactory loggers) : IHostedService, IAsyncDisposable
+{
+    private static readonly TimeSpan CertificatePoll = TimeSpan.FromSeconds(2);
+
+    private readonly CancellationTokenSource _stopping = new();
+    private WebApplication? _app;
+    private BackendInvokers? _invokers;
+    private Task _certificateWatch = Task.CompletedTask;
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        GatewayConfig gateway = config.Gateway;
+        if (gateway.Listeners.Count == 0)
+        {
+            return;
+        }
+
+        ILogger logger = loggers.CreateLogger<GatewayServer>();
+        var certificates = new Dictionary<string, ListenerCertificates>(StringComparer.Ordinal);
+        foreach (GatewayListenerConfig listener in gateway.Listeners.Where(l => l.Protocol == GatewayProtocol.Https))
+        {
+            try
+            {
+                certificates[listener.Name] = ListenerCertificates.Load(listener.Tls!.Certificates);
+            }
+            catch (InvalidDataException ex)
+            {
+                throw new IOException($"gateway.listeners '{listener.Name}': cannot load its certificate: {ex.Message}", ex);
+            }
+        }
+
+        WebApplicationBuilder builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
+        builder.Services.AddLogging();
+        builder.Services.AddSingleton(loggers);
+        builder.Services.AddSingleton<IHostLifetime, Hosting.EmbeddedServerLifetime>();
+        builder.Services.AddHttpForwarder();
+        builder.WebHost.UseKestrelCore().ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            ApplyLimits(kestrel.Limits, gateway.Limits);
+            foreach (GatewayListenerConfig listener in gateway.Listeners)
+            {
+                kestrel.Listen(IPAddress.Parse(listener.Address), listener.Port, options =>
+                {
+                    switch (listener.Protocol)
+                    {
+                        case GatewayProtocol.Http:
+                            options.Protocols = HttpProtocols.Http1;
+                            break;
+                        case GatewayProtocol.H2c:
+                            options.Protocols = HttpProtocols.Http2;
+                            break;
+                        case GatewayProtocol.Https:
+                            options.Protocols = HttpProtocols.Http1AndHttp2;
+                            ListenerCertificates chosen = certificates[listener.Name];
+                            options.UseHttps(new HttpsConnectionAdapterOptions
+                            {
+                                SslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
+                                ServerCertificateSelector = (_, name) => chosen.Select(name),
+                                HandshakeTimeout = gateway.Limits.RequestHeadersTimeout,
+                            });
+                            break;
+                    }
+                });
+            }
+        });
+        if (certificates.Count > 0)
+        {
+            builder.WebHost.UseKestrelHttpsConfiguration();
+        }
+
+        _app = builder.Build();
+        _invokers = new BackendInvokers(mesh, config.Tunnel.ConnectTimeout, logger);
+        var handler = new GatewayRequestHandler(routes, _invokers, _app.Services.GetRequiredService<IHttpForwarder>(),
+            gateway.Listeners.ToDictionary(l => l.Port, l => l.Name), logger);
+        _app.Run(handler.HandleAsync);
+        try
+        {
+            await _app.StartAsync(cancellationToken);
+        }
+        catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketException)
+        {
+            throw new IOException($"cannot serve the gateway's listeners ({string.Join(", ", gateway.Listeners.Select(l => $"{l.Name} {l.Address}:{l.Port}"))}): {ex.Message}", ex);
+        }
+
+        if (certificates.Count > 0)
+        {
+            _certificateWatch = WatchCertificatesAsync(certificates, logger, _stopping.Token);
+        }
+
+        GatewayLog.Serving(logger, string.Join(", ", gateway.Listeners.Select(l => $"{l.Name} {l.Protocol.ToString().ToUpperInvariant()} {l.Address}:{l.Port}")),
+            routes.Count, mesh.Identity.Uri);
+    }
+
+    /// <summary>
+    /// Nothing yet: the host stops its services in reverse order, so this one would stop before the agent drains.
+    /// The listeners close when the host is disposed.
+    /// </summary>
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stopping.CancelAsync();
+        await _certificateWatch.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        if (_app is not null)
+        {
+            using var deadline = new CancellationTokenSource(config.DrainTimeout);
+            await _app.StopAsync(deadline.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            await _app.DisposeAsync();
+            _app = null;
+        }
+
+        _invokers?.Dispose();
+        _stopping.Dispose();
+    }
+
+    /// <summary>Kestrel's limits from <c>gateway.limits</c>: it sets no connection limit of its own.</summary>
+    internal static void ApplyLimits(KestrelServerLimits limits, GatewayLimitsConfig config)
+    {
+        limits.MaxConcurrentConnections = config.MaxConnections;
+        limits.MaxConcurrentUpgradedConnections = config.MaxConnections;
+        limits.MaxRequestHeadersTotalSize = config.MaxRequestHeadersBytes;
+        limits.MaxRequestLineSize = Math.Min(config.MaxRequestHeadersBytes, limits.MaxRequestLineSize * 2);
+        limits.MaxRequestHeaderCount = config.MaxRequestHeaderCount;
+        limits.MaxRequestBodySize = config.MaxRequestBodyBytes == 0 ? null : config.MaxRequestBodyBytes;
+        limits.RequestHeadersTimeout = config.RequestHeadersTimeout;
+        limits.KeepAliveTimeout = config.KeepAliveTimeout;
+        limits.MinRequestBodyDataRate = config.MinRequestBodyBytesPerSecond == 0 ? null : new MinDataRate(config.MinRequestBodyBytesPerSecond, TimeSpan.FromSeconds(5));
+        limits.Http2.MaxStreamsPerConnection = config.Http2MaxStreams;
+        limits.Http2.MaxRequestHeaderFieldSize = Math.Max(limits.Http2.MaxRequestHeaderFieldSize, Math.Min(config.MaxRequestHeadersBytes, 16 * 1024 * 1024));
+    }
+
+    private static async Task WatchCertificatesAsync(Dictionary<string, ListenerCertificates> certificates, ILogger logger, CancellationToken stopping)
+    {
+        using var timer = new PeriodicTimer(CertificatePoll);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stopping))
+            {
+                foreach ((string listener, ListenerCertificates files) in certificates)
+                {
+                    switch (files.ReloadIfChanged())
+                    {
+                        case null:
+                            break;
+                        case "":
+                            GatewayLog.CertificateReloaded(logger, listener);
+                            break;
+                        case var problem:
+                            GatewayLog.CertificateNotReloaded(logger, listener, problem);
+                            break;
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Stopping.
+        }
+    }
+}

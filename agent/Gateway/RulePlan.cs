@@ -1,0 +1,90 @@
+namespace NodeMesh.Gateway;
+
+/// <summary>A backend as the forwarder uses it: where requests go, and whether through the mesh.</summary>
+/// <param name="Prefix">The destination prefix (scheme, host, port) the forwarder builds each request's URI on.</param>
+/// <param name="MeshService">The registry service it names; null: a plain address outside the mesh.</param>
+internal sealed record BackendTarget(BackendRefConfig Ref, string Prefix, string? MeshService)
+{
+    /// <summary>Shown in logs, metrics and the access log: the service's name and port, or the address.</summary>
+    public string Display => MeshService is null ? Ref.Address : $"{MeshService}:{Ref.Port}";
+
+    public static BackendTarget Of(BackendRefConfig backend) => backend.Address.Length > 0
+        ? new BackendTarget(backend, "http://" + backend.Address, null)
+        : new BackendTarget(backend, $"http://{MeshHost(backend.Name)}:{backend.Port}", backend.Name);
+
+    /// <summary>
+    /// The host name a mesh backend's requests are addressed to. The mesh invoker's connect callback reads the
+    /// service back from it; the suffix keeps it from ever being resolved by DNS, should it reach a plain invoker.
+    /// </summary>
+    public static string MeshHost(string service) => service + MeshSuffix;
+
+    public const string MeshSuffix = ".mesh.nodemesh.invalid";
+}
+
+/// <summary>One rule of one route, ready to serve: its filters sorted by kind and its backends resolved.</summary>
+internal sealed record RulePlan(
+    string RouteName,
+    string RuleName,
+    HeaderModifierConfig? RequestHeaders,
+    HeaderModifierConfig? ResponseHeaders,
+    RequestRedirectConfig? Redirect,
+    UrlRewriteConfig? Rewrite,
+    IReadOnlyList<RequestMirrorConfig> Mirrors,
+    IReadOnlyList<BackendTarget> Backends,
+    int TotalWeight,
+    HttpRouteTimeoutsConfig Timeouts,
+    HttpRouteRetryConfig? Retry)
+{
+    /// <summary>route/rule (or route/RULE_INDEX), as logs and metrics name it.</summary>
+    public string Display => RouteName + "/" + RuleName;
+
+    public static RulePlan Of(HttpRouteConfig route, HttpRouteRuleConfig rule, int index)
+    {
+        HeaderModifierConfig? requestHeaders = null, responseHeaders = null;
+        RequestRedirectConfig? redirect = null;
+        UrlRewriteConfig? rewrite = null;
+        var mirrors = new List<RequestMirrorConfig>();
+        foreach (HttpRouteFilterConfig filter in rule.Filters)
+        {
+            switch (filter.Type)
+            {
+                case HttpRouteFilterType.RequestHeaderModifier:
+                    requestHeaders = filter.RequestHeaderModifier;
+                    break;
+                case HttpRouteFilterType.ResponseHeaderModifier:
+                    responseHeaders = filter.ResponseHeaderModifier;
+                    break;
+                case HttpRouteFilterType.RequestRedirect:
+                    redirect = filter.RequestRedirect;
+                    break;
+                case HttpRouteFilterType.UrlRewrite:
+                    rewrite = filter.UrlRewrite;
+                    break;
+                case HttpRouteFilterType.RequestMirror when filter.RequestMirror is not null:
+                    mirrors.Add(filter.RequestMirror);
+                    break;
+            }
+        }
+
+        List<BackendTarget> backends = [.. rule.BackendRefs.Select(BackendTarget.Of)];
+        return new RulePlan(route.Name, rule.Name.Length > 0 ? rule.Name : index.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            requestHeaders, responseHeaders, redirect, rewrite, mirrors, backends, RequestRewrite.TotalWeight(rule.BackendRefs), rule.Timeouts, rule.Retry);
+    }
+
+    /// <summary>The backend for a draw in [0, <see cref="TotalWeight"/>).</summary>
+    public BackendTarget? Choose(int pick)
+    {
+        for (int i = 0; i < Backends.Count; i++)
+        {
+            int weight = Backends[i].Ref.Weight;
+            if (pick < weight)
+            {
+                return Backends[i];
+            }
+
+            pick -= weight;
+        }
+
+        return null;
+    }
+}

@@ -1,0 +1,118 @@
+using NodeMesh.Config;
+using NodeMesh.Gateway;
+
+namespace NodeMesh.Tests.Unit.Gateway;
+
+/// <summary>The gateway section: read as written, every mistake named by its key path.</summary>
+public class GatewayConfigTests
+{
+    private const string Head = """
+        {
+          "node": { "name": "node1", "address": "10.231.0.1" },
+          "trustDomain": "cluster.local",
+          "ca": { "dir": "/var/lib/nodemesh/ca" },
+          "gateway": GATEWAY
+        }
+        """;
+
+    private static AgentConfig Parse(string gateway) => ConfigLoader.Parse(Head.Replace("GATEWAY", gateway, StringComparison.Ordinal), "test.json");
+
+    [Fact]
+    public void AFullGateway_IsReadAsWritten()
+    {
+        AgentConfig config = Parse("""
+            {
+              "listeners": [
+                { "name": "web", "port": 8080 },
+                { "name": "grpc", "port": 8081, "protocol": "H2c" },
+                { "name": "tls", "address": "10.231.0.1", "port": 8443, "protocol": "Https",
+                  "tls": { "certificates": [ { "certFile": "/etc/gw/a.pem", "keyFile": "/etc/gw/a.key" } ] } }
+              ],
+              "limits": { "maxConnections": 500, "requestHeadersTimeout": "3s" },
+              "httpRoutes": [
+                { "name": "shop", "hostnames": [ "shop.example.com", "*.shop.example.com" ], "listeners": [ "web", "tls" ],
+                  "rules": [
+                    { "name": "api", "matches": [ { "path": { "type": "PathPrefix", "value": "/api" }, "method": "GET" } ],
+                      "filters": [
+                        { "type": "RequestHeaderModifier", "requestHeaderModifier": { "set": [ { "name": "x-env", "value": "prod" } ], "remove": [ "x-debug" ] } },
+                        { "type": "UrlRewrite", "urlRewrite": { "path": { "type": "ReplacePrefixMatch", "replacePrefixMatch": "/" } } }
+                      ],
+                      "backendRefs": [ { "name": "orders", "port": 80, "weight": 9 }, { "address": "10.0.0.9:8080", "weight": 1 } ],
+                      "timeouts": { "request": "10s", "backendRequest": "2s" },
+                      "retry": { "attempts": 3, "codes": [ 503 ], "backoff": "50ms" } },
+                    { "filters": [ { "type": "RequestRedirect", "requestRedirect": { "scheme": "https", "statusCode": 301 } } ] }
+                  ] }
+              ]
+            }
+            """);
+        GatewayConfig g = config.Gateway;
+        Assert.Equal("spiffe://cluster.local/ns/nodemesh-system/sa/gateway", g.IdentityIn(config.TrustDomain));
+        Assert.Equal([GatewayProtocol.Http, GatewayProtocol.H2c, GatewayProtocol.Https], g.Listeners.Select(l => l.Protocol));
+        Assert.Equal("0.0.0.0", g.Listeners[0].Address);
+        Assert.Equal(500, g.Limits.MaxConnections);
+        Assert.Equal(TimeSpan.FromSeconds(3), g.Limits.RequestHeadersTimeout);
+        Assert.Equal(32 * 1024, g.Limits.MaxRequestHeadersBytes);
+        HttpRouteRuleConfig api = g.HttpRoutes[0].Rules[0];
+        Assert.Equal(PathMatchType.PathPrefix, api.Matches[0].Path!.Type);
+        Assert.Equal(PathModifierType.ReplacePrefixMatch, api.Filters[1].UrlRewrite!.Path!.Type);
+        Assert.Equal(9, api.BackendRefs[0].Weight);
+        Assert.Equal(TimeSpan.FromSeconds(2), api.Timeouts.BackendRequest);
+        Assert.Equal([503], api.Retry!.Codes);
+        Assert.Equal(301, g.HttpRoutes[0].Rules[1].Filters[0].RequestRedirect!.StatusCode);
+    }
+
+    [Theory]
+    [InlineData("""{ "listeners": [ { "name": "web", "port": 15008 } ] }""", "gateway.listeners[0].port: 15008 is already ports.tunnel")]
+    [InlineData("""{ "listeners": [ { "name": "web", "port": 80 }, { "name": "web", "port": 81 } ] }""", "gateway.listeners[1].name: listener name 'web' is already used by gateway.listeners[0].name")]
+    [InlineData("""{ "listeners": [ { "name": "a", "port": 80 }, { "name": "b", "address": "10.231.0.1", "port": 80 } ] }""", "gateway.listeners[1].port: 80 is already gateway.listeners[0] (a)")]
+    [InlineData("""{ "listeners": [ { "name": "a", "address": "10.231.0.300", "port": 80 } ] }""", "gateway.listeners[0].address: '10.231.0.300' must be an IPv4 or IPv6 address")]
+    [InlineData("""{ "listeners": [ { "name": "a", "port": 443, "protocol": "Https" } ] }""", "gateway.listeners[0].tls: missing")]
+    [InlineData("""{ "listeners": [ { "name": "a", "port": 80, "tls": { "certificates": [] } } ] }""", "gateway.listeners[0].tls: only an Https listener takes certificates")]
+    [InlineData("""{ "listeners": [ { "name": "a", "port": 80, "protocol": "Http3" } ] }""", "gateway.listeners[0].protocol")]
+    [InlineData("""{ "identity": "spiffe://other.org/ns/x/sa/gw" }""", "gateway.identity: 'spiffe://other.org/ns/x/sa/gw' is not in the trust domain 'cluster.local'")]
+    [InlineData("""{ "httpRoutes": [ { "name": "r", "rules": [ { } ] } ] }""", "gateway.httpRoutes: routes need a listener")]
+    [InlineData("""{ "limits": { "maxConnections": 0 } }""", "gateway.limits.maxConnections: 0 must be between 1 and")]
+    public void ListenerAndLimitMistakes_AreNamed(string gateway, string expected) => AssertError(gateway, expected);
+
+    private const string Listener = """ "listeners": [ { "name": "web", "port": 8080 } ] """;
+
+    [Theory]
+    [InlineData("""{ "name": "r", "rules": [] }""", "gateway.httpRoutes[0].rules: empty")]
+    [InlineData("""{ "name": "R!", "rules": [ { } ] }""", "gateway.httpRoutes[0].name: 'R!' must be")]
+    [InlineData("""{ "name": "r", "hostnames": [ "Shop.example.com:80" ], "rules": [ { } ] }""", "gateway.httpRoutes[0].hostnames[0]: 'Shop.example.com:80' must be a DNS name")]
+    [InlineData("""{ "name": "r", "listeners": [ "tls" ], "rules": [ { } ] }""", "gateway.httpRoutes[0].listeners[0]: 'tls' must be the name of one of gateway.listeners (web)")]
+    [InlineData("""{ "name": "r", "rules": [ { "matches": [ { "path": { "type": "PathPrefix", "value": "api" } } ] } ] }""", "gateway.httpRoutes[0].rules[0].matches[0].path.value: 'api' must be a path starting with '/'")]
+    [InlineData("""{ "name": "r", "rules": [ { "matches": [ { "path": { "type": "RegularExpression", "value": "/(a" } } ] } ] }""", "gateway.httpRoutes[0].rules[0].matches[0].path.value: '/(a' is not a usable regular expression")]
+    [InlineData("""{ "name": "r", "rules": [ { "matches": [ { "path": { "type": "RegularExpression", "value": "/(a)\\1" } } ] } ] }""", "gateway.httpRoutes[0].rules[0].matches[0].path.value: '/(a)\\1' is not a usable regular expression")]
+    [InlineData("""{ "name": "r", "rules": [ { "matches": [ { "headers": [ { "name": "bad header", "value": "x" } ] } ] } ] }""", "gateway.httpRoutes[0].rules[0].matches[0].headers[0].name: 'bad header' must be a header name")]
+    [InlineData("""{ "name": "r", "rules": [ { "matches": [ { "method": "get" } ] } ] }""", "gateway.httpRoutes[0].rules[0].matches[0].method: 'get' must be an HTTP method in capitals")]
+    [InlineData("""{ "name": "r", "rules": [ { "filters": [ { "type": "RequestRedirect" } ] } ] }""", "gateway.httpRoutes[0].rules[0].filters[0].requestRedirect: missing")]
+    [InlineData("""{ "name": "r", "rules": [ { "filters": [ { "type": "RequestRedirect", "requestRedirect": { "statusCode": 200 } } ] } ] }""", "gateway.httpRoutes[0].rules[0].filters[0].requestRedirect.statusCode: 200 must be 301, 302, 303, 307 or 308")]
+    [InlineData("""{ "name": "r", "rules": [ { "filters": [ { "type": "RequestRedirect", "requestRedirect": { } } ], "backendRefs": [ { "name": "a", "port": 80 } ] } ] }""", "gateway.httpRoutes[0].rules[0].backendRefs: a rule with a RequestRedirect answers itself")]
+    [InlineData("""{ "name": "r", "rules": [ { "matches": [ { "path": { "type": "Exact", "value": "/a" } } ], "filters": [ { "type": "UrlRewrite", "urlRewrite": { "path": { "type": "ReplacePrefixMatch", "replacePrefixMatch": "/b" } } } ] } ] }""", "gateway.httpRoutes[0].rules[0].filters[0].urlRewrite.path: ReplacePrefixMatch needs every match of the rule to be a PathPrefix match")]
+    [InlineData("""{ "name": "r", "rules": [ { "filters": [ { "type": "RequestHeaderModifier", "requestHeaderModifier": { "set": [ { "name": "x", "value": "a\r\nInjected: 1" } ] } } ] } ] }""", "gateway.httpRoutes[0].rules[0].filters[0].requestHeaderModifier.set[0].value: must not hold CR, LF or NUL")]
+    [InlineData("""{ "name": "r", "rules": [ { "backendRefs": [ { "name": "a", "port": 80, "address": "10.0.0.1:80" } ] } ] }""", "gateway.httpRoutes[0].rules[0].backendRefs[0]: give either name and port")]
+    [InlineData("""{ "name": "r", "rules": [ { "backendRefs": [ { "address": "10.0.0.1" } ] } ] }""", "gateway.httpRoutes[0].rules[0].backendRefs[0].address: '10.0.0.1' must be host:port")]
+    [InlineData("""{ "name": "r", "rules": [ { "backendRefs": [ { "name": "a" } ] } ] }""", "gateway.httpRoutes[0].rules[0].backendRefs[0].port: 0 must be between 1 and 65535")]
+    [InlineData("""{ "name": "r", "rules": [ { "timeouts": { "request": "1s", "backendRequest": "2s" } } ] }""", "gateway.httpRoutes[0].rules[0].timeouts.backendRequest: must not be longer than timeouts.request")]
+    [InlineData("""{ "name": "r", "rules": [ { "retry": { "attempts": 50 } } ] }""", "gateway.httpRoutes[0].rules[0].retry.attempts: 50 must be between 0 and 10")]
+    [InlineData("""{ "name": "r", "rules": [ { "filters": [ { "type": "RequestMirror", "requestMirror": { "backendRef": { "name": "m", "port": 80 }, "percent": 101 } } ] } ] }""", "gateway.httpRoutes[0].rules[0].filters[0].requestMirror.percent: 101 must be between 0 and 100")]
+    public void RouteMistakes_AreNamed(string route, string expected) => AssertError($$"""{ {{Listener}}, "httpRoutes": [ {{route}} ] }""", expected);
+
+    [Fact]
+    public void EveryMistake_IsReportedAtOnce()
+    {
+        ConfigException ex = Assert.Throws<ConfigException>(() => Parse($$"""
+            { {{Listener}}, "httpRoutes": [ { "name": "r", "rules": [ { "matches": [ { "method": "get" } ], "backendRefs": [ { "address": "x" } ] } ] }, { "name": "r", "rules": [ { } ] } ] }
+            """));
+        Assert.Contains(ex.Errors, e => e.Contains("matches[0].method", StringComparison.Ordinal));
+        Assert.Contains(ex.Errors, e => e.Contains("backendRefs[0].address", StringComparison.Ordinal));
+        Assert.Contains(ex.Errors, e => e.Contains("gateway.httpRoutes[1].name: route name 'r' is already used", StringComparison.Ordinal));
+    }
+
+    private static void AssertError(string gateway, string expected)
+    {
+        ConfigException ex = Assert.Throws<ConfigException>(() => Parse(gateway));
+        Assert.True(ex.Errors.Any(e => e.Contains(expected, StringComparison.Ordinal)), $"expected an error containing\n  {expected}\ngot\n  {string.Join("\n  ", ex.Errors)}");
+    }
+}
