@@ -6,7 +6,7 @@ namespace NodeMesh.Tunnel;
 /// <summary>
 /// A dialled tunnel flow, once the peer answered Connected, as a <see cref="Stream"/> for code that speaks to a
 /// stream (the gateway's HTTP client): reads return credit to the peer as they are consumed, a write is sent
-/// within the flow's credit, and disposal ends the flow (FIN if it ended cleanly, else a reset) and releases
+/// within the flow's credit, and disposal ends the flow (FIN when nothing is left unread, else a reset, as close(2) does) and releases
 /// the connection's reservation.
 /// </summary>
 internal sealed class TunnelFlowStream(TunnelStream flow, TunnelLease lease) : Stream
@@ -83,13 +83,15 @@ internal sealed class TunnelFlowStream(TunnelStream flow, TunnelLease lease) : S
 
         try
         {
-            if (_ended)
+            // As close(2) on a TCP socket: a FIN when nothing the peer sent is left unread (the client read its
+            // whole response, then dropped the connection: "Connection: close", an idle pooled connection), a
+            // reset when something is (a request cancelled halfway through its response).
+            if (_ended || !HasUnreadInput())
             {
                 await flow.CompleteWritesAsync(CancellationToken.None);
             }
             else
             {
-                // Closed before the peer ended it (the client's pool dropped the connection, a request was cancelled): nothing more is owed.
                 await flow.ResetAsync(TunnelError.Cancelled);
             }
         }
@@ -104,6 +106,18 @@ internal sealed class TunnelFlowStream(TunnelStream flow, TunnelLease lease) : S
         }
 
         await base.DisposeAsync();
+    }
+
+    private bool HasUnreadInput()
+    {
+        if (!flow.Input.TryRead(out ReadResult result))
+        {
+            return false;
+        }
+
+        bool unread = !result.Buffer.IsEmpty;
+        flow.Input.AdvanceTo(result.Buffer.Start);
+        return unread;
     }
 
     protected override void Dispose(bool disposing)

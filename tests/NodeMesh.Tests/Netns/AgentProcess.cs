@@ -155,7 +155,6 @@ internal sealed partial class AgentProcess : IAsyncDisposable
         return agent;
     }
 
-    /// <summary>Rewrites the configuration file (the agent reloads policies, modes and labels by itself).</summary>
     /// <summary>Waits until the agent's output contains <paramref name="text"/> (log lines reach the test a moment after they are written).</summary>
     public async Task<bool> WaitForOutputAsync(string text, TimeSpan? timeout = null)
     {
@@ -173,6 +172,7 @@ internal sealed partial class AgentProcess : IAsyncDisposable
         return true;
     }
 
+    /// <summary>Rewrites the configuration file (the agent reloads policies, modes, labels and routes by itself).</summary>
     public void RewriteConfig(Action<AgentConfig> change)
     {
         change(Config);
