@@ -371,13 +371,14 @@ internal static class CommandLine
         // After MeshAgent: its backends are the registry's services and the tunnel pool, up by then.
         builder.Services.AddSingleton(new Gateway.GatewayRoutes(config.Gateway.HttpRoutes));
         builder.Services.AddSingleton<Gateway.MeshServiceConnector>();
+        builder.Services.AddSingleton<Gateway.GatewayMetrics>();
         builder.Services.AddHostedService<Gateway.GatewayServer>();
         builder.Services.AddHostedService<MemoryReclaimer>();
         builder.Services.AddHostedService(sp => new TrustBundleWatcher(
             sp.GetRequiredService<IdentitySetup.Certificates>().Authority, config.Ca.Dir, sp.GetRequiredService<ILogger<TrustBundleWatcher>>()));
         builder.Services.AddHostedService(sp => new ConfigReloader(
             path, config, sp.GetRequiredService<WorkloadRegistry>(), sp.GetRequiredService<ConnectionManager>(),
-            sp.GetRequiredService<AuthzMetrics>(), sp.GetRequiredService<ILogger<ConfigReloader>>()));
+            sp.GetRequiredService<AuthzMetrics>(), sp.GetRequiredService<Gateway.GatewayRoutes>(), sp.GetRequiredService<ILogger<ConfigReloader>>()));
 
         builder.Services.AddMeshTelemetry(config, telemetry);
         builder.Services.AddHostedService(sp => new AdminHttpServer(

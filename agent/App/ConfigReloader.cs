@@ -9,12 +9,13 @@ namespace NodeMesh.App;
 
 /// <summary>
 /// Watches the configuration file and applies what can change live: policies, and local workloads' mode and
-/// labels, applied as one registry snapshot. A file that does not validate is refused and the last good configuration keeps serving; live flows
+/// labels, applied as one registry snapshot; and the gateway's routes, swapped as one table (a request in flight
+/// keeps the rule it started with; connections, WebSockets among them, are not touched). A file that does not validate is refused and the last good configuration keeps serving; live flows
 /// that the new configuration denies are closed. Other changes are reported as needing a restart.
 /// </summary>
 internal sealed partial class ConfigReloader(
     string path, AgentConfig initial, WorkloadRegistry registry, ConnectionManager connections,
-    AuthzMetrics metrics, ILogger<ConfigReloader> logger) : BackgroundService
+    AuthzMetrics metrics, Gateway.GatewayRoutes routes, ILogger<ConfigReloader> logger) : BackgroundService
 {
     /// <summary>Polling (not inotify alone) also catches editors that replace the file and bind-mounted ConfigMaps.</summary>
     private static readonly TimeSpan Interval = TimeSpan.FromMilliseconds(500);
@@ -92,8 +93,9 @@ internal sealed partial class ConfigReloader(
             metrics.ClosedByPolicy(closed.Count);
         }
 
+        routes.Replace(next.Gateway.HttpRoutes);
         string[] needsRestart = RestartOnlyChanges(previous, next).ToArray();
-        Log.Applied(logger, path, compiled.Policies.Count, closed.Count, needsRestart.Length == 0 ? "none" : string.Join(", ", needsRestart));
+        Log.Applied(logger, path, compiled.Policies.Count, closed.Count, routes.Count, needsRestart.Length == 0 ? "none" : string.Join(", ", needsRestart));
     }
 
     internal static IEnumerable<string> RestartOnlyChanges(AgentConfig a, AgentConfig b)
@@ -111,6 +113,26 @@ internal sealed partial class ConfigReloader(
         {
             yield return "workloads (other than mode and labels)";
         }
+
+        if (!a.Services.SequenceEqual(b.Services, ServiceComparer.Instance)) yield return "services";
+        if (!Listeners(a).SequenceEqual(Listeners(b)) || a.Gateway.Limits != b.Gateway.Limits || a.Gateway.Identity != b.Gateway.Identity)
+        {
+            yield return "gateway (listeners, limits, identity)";
+        }
+    }
+
+    private static IEnumerable<string> Listeners(AgentConfig c) => c.Gateway.Listeners.Select(l =>
+        $"{l.Name} {l.Address}:{l.Port} {l.Protocol} {string.Join(",", l.Tls?.Certificates.Select(f => f.CertFile + "+" + f.KeyFile) ?? [])}");
+
+    /// <summary>Services by content (the record's lists compare by reference).</summary>
+    private sealed class ServiceComparer : IEqualityComparer<ServiceConfig>
+    {
+        public static readonly ServiceComparer Instance = new();
+
+        public bool Equals(ServiceConfig? x, ServiceConfig? y) => x is not null && y is not null && x.Name == y.Name
+            && x.Addresses.SequenceEqual(y.Addresses) && x.Ports.SequenceEqual(y.Ports) && x.Endpoints.SequenceEqual(y.Endpoints);
+
+        public int GetHashCode(ServiceConfig obj) => obj.Name.GetHashCode(StringComparison.Ordinal);
     }
 
     private (DateTime, long) Stamp()
@@ -131,8 +153,8 @@ internal sealed partial class ConfigReloader(
         [LoggerMessage(EventId = 600, Level = LogLevel.Warning, Message = "configuration reload from {Path} refused, the last good configuration stays in force: {Errors}")]
         public static partial void Refused(ILogger logger, string path, string errors);
 
-        [LoggerMessage(EventId = 601, Level = LogLevel.Information, Message = "configuration reloaded from {Path}: {Policies} policies, {Closed} live flows closed; changes that need a restart: {NeedsRestart}")]
-        public static partial void Applied(ILogger logger, string path, int policies, int closed, string needsRestart);
+        [LoggerMessage(EventId = 601, Level = LogLevel.Information, Message = "configuration reloaded from {Path}: {Policies} policies, {Closed} live flows closed, {Routes} gateway routes; changes that need a restart: {NeedsRestart}")]
+        public static partial void Applied(ILogger logger, string path, int policies, int closed, int routes, string needsRestart);
 
         [LoggerMessage(EventId = 602, Level = LogLevel.Warning, Message = "flow {Flow} closed: the new policy denies it: {Reason}")]
         public static partial void FlowClosed(ILogger logger, string flow, string reason);

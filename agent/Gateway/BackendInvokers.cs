@@ -25,7 +25,8 @@ internal sealed class BackendInvokers : IDisposable
 
             try
             {
-                return await mesh.ConnectAsync(host[..^BackendTarget.MeshSuffix.Length], context.DnsEndPoint.Port, cancellationToken);
+                context.InitialRequestMessage.Options.TryGetValue(ForwardTransformer.TraceParentOption, out string? traceParent);
+                return await mesh.ConnectAsync(host[..^BackendTarget.MeshSuffix.Length], context.DnsEndPoint.Port, traceParent, cancellationToken);
             }
             catch (MeshBackendException ex)
             {

@@ -5,15 +5,36 @@ using Yarp.ReverseProxy.Forwarder;
 namespace NodeMesh.Gateway;
 
 /// <summary>
-/// What one request's rule does to it on the way through: the path and Host rewritten, request and response
-/// headers modified, and the X-Forwarded-* headers a backend expects of a gateway. The copying itself is YARP's.
+/// What one attempt of one request's rule does to it on the way through: the path and Host rewritten, request and
+/// response headers modified, the X-Forwarded-* headers a backend expects of a gateway, and the gateway's span as
+/// the trace parent. When the response headers arrive the timeouts stop (they bound the wait for them, not a
+/// long download); a response whose code the retry takes is withheld from the client. The copying is YARP's.
 /// </summary>
-internal sealed class ForwardTransformer(RulePlan plan, string path, string host) : HttpTransformer
+internal sealed class ForwardTransformer(
+    RulePlan plan, string path, string host, string? traceParent, IReadOnlyList<int>? withholdCodes,
+    CancellationTokenSource? requestTimeout, CancellationTokenSource attemptTimeout) : HttpTransformer
 {
+    /// <summary>The key of the request option that hands the trace parent to the mesh connector (connections are opened outside the request's context).</summary>
+    public static readonly HttpRequestOptionsKey<string> TraceParentOption = new("nodemesh.traceparent");
+
+    private bool _headersArrived;
+
+    /// <summary>The code of a response held back for a retry; null: none was.</summary>
+    public int? WithheldStatus { get; private set; }
+
+    /// <summary>A timeout (not the client) ended the attempt before its response headers.</summary>
+    public bool TimedOut => !_headersArrived && attemptTimeout.IsCancellationRequested;
+
     public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
     {
         await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
         proxyRequest.RequestUri = RequestUtilities.MakeDestinationAddress(destinationPrefix, new PathString(path), httpContext.Request.QueryString);
+        if (traceParent is not null)
+        {
+            proxyRequest.Headers.Remove("traceparent");
+            proxyRequest.Headers.TryAddWithoutValidation("traceparent", traceParent);
+            proxyRequest.Options.Set(TraceParentOption, traceParent);
+        }
 
         // The backend sees the host the client asked for (as Envoy passes it), unless the rule rewrites it.
         proxyRequest.Headers.Host = host;
@@ -32,6 +53,18 @@ internal sealed class ForwardTransformer(RulePlan plan, string path, string host
 
     public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
     {
+        if (proxyResponse is not null)
+        {
+            _headersArrived = true;
+            attemptTimeout.CancelAfter(Timeout.InfiniteTimeSpan);
+            requestTimeout?.CancelAfter(Timeout.InfiniteTimeSpan);
+            if (withholdCodes is not null && withholdCodes.Contains((int)proxyResponse.StatusCode))
+            {
+                WithheldStatus = (int)proxyResponse.StatusCode;
+                return false;
+            }
+        }
+
         bool proceed = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
         if (proxyResponse is not null && plan.ResponseHeaders is { } modifier)
         {

@@ -18,6 +18,9 @@ internal sealed record GatewayConfig
 
     public IReadOnlyList<HttpRouteConfig> HttpRoutes { get; set; } = [];
 
+    /// <summary>A line per request (category NodeMesh.AccessLog): on by default, as gateways' access logs are.</summary>
+    public bool AccessLog { get; set; } = true;
+
     /// <summary>The identity in force: <see cref="Identity"/>, or the default in <paramref name="trustDomain"/>.</summary>
     public string IdentityIn(string trustDomain) => Identity.Length > 0 ? Identity : $"spiffe://{trustDomain}/ns/nodemesh-system/sa/gateway";
 }

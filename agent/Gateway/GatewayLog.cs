@@ -19,4 +19,16 @@ internal static partial class GatewayLog
 
     [LoggerMessage(EventId = 1505, Level = LogLevel.Error, Message = "gateway: listener {Listener}'s certificates changed but cannot be used ({Reason}); the previous ones stay in force")]
     public static partial void CertificateNotReloaded(ILogger logger, string listener, string reason);
+
+    [LoggerMessage(EventId = 1506, Level = LogLevel.Information, Message = "gateway: route {Route}: retrying after {Reason} from {Backend} (retry {Retry})")]
+    public static partial void Retrying(ILogger logger, string route, string backend, string reason, int retry);
+
+    [LoggerMessage(EventId = 1507, Level = LogLevel.Debug, Message = "gateway: mirror of route {Route} to {Backend} failed: {Reason}")]
+    public static partial void MirrorFailed(ILogger logger, string route, string backend, string reason);
+
+    /// <summary>The access log line of one request (category NodeMesh.AccessLog, with the flows' lines).</summary>
+    [LoggerMessage(EventId = 1510, Level = LogLevel.Information,
+        Message = "request {Method} {Host}{Path} {Protocol} route {Route} upstream {Upstream}: {Status} {Flags}; {RequestBytes} bytes in, {ResponseBytes} out, {DurationMs} ms; client {Client} trace {TraceId}")]
+    public static partial void Request(ILogger logger, string method, string host, string path, string protocol, string route, string upstream, int status, string flags,
+        long requestBytes, long responseBytes, double durationMs, string client, string traceId);
 }

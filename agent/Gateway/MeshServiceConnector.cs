@@ -26,8 +26,9 @@ internal sealed partial class MeshServiceConnector(WorkloadRegistry registry, Tu
     public SpiffeId Identity { get; } = SpiffeId.Parse(config.Gateway.IdentityIn(config.TrustDomain));
 
     /// <summary>A connection to one endpoint of <paramref name="serviceName"/> on its <paramref name="port"/>.</summary>
+    /// <param name="traceParent">The span of the request that opens it, carried in the flow header (the receiving agent's flow span is its child).</param>
     /// <exception cref="MeshBackendException">No endpoint could be reached; the message says why for each one tried.</exception>
-    public async ValueTask<Stream> ConnectAsync(string serviceName, int port, CancellationToken cancellationToken)
+    public async ValueTask<Stream> ConnectAsync(string serviceName, int port, string? traceParent, CancellationToken cancellationToken)
     {
         RegistrySnapshot snapshot = registry.Current;
         MeshService? service = null;
@@ -59,7 +60,7 @@ internal sealed partial class MeshServiceConnector(WorkloadRegistry registry, Tu
             tried.Add(endpoint.Name);
             try
             {
-                return await OpenAsync(snapshot, endpoint, new IPEndPoint(endpoint.Ip, targetPort), cancellationToken);
+                return await OpenAsync(snapshot, endpoint, new IPEndPoint(endpoint.Ip, targetPort), traceParent, cancellationToken);
             }
             catch (MeshBackendException ex)
             {
@@ -81,7 +82,7 @@ internal sealed partial class MeshServiceConnector(WorkloadRegistry registry, Tu
             : $"service {serviceName}: no endpoint took the connection ({string.Join("; ", failures)})");
     }
 
-    private async ValueTask<Stream> OpenAsync(RegistrySnapshot snapshot, Workload endpoint, IPEndPoint target, CancellationToken cancellationToken)
+    private async ValueTask<Stream> OpenAsync(RegistrySnapshot snapshot, Workload endpoint, IPEndPoint target, string? traceParent, CancellationToken cancellationToken)
     {
         IPEndPoint peer = endpoint.Node == config.Node.Name
             ? new IPEndPoint(_nodeAddress, config.Ports.Tunnel)
@@ -103,7 +104,7 @@ internal sealed partial class MeshServiceConnector(WorkloadRegistry registry, Tu
         TunnelStream? flow = null;
         try
         {
-            flow = await lease.Connection.OpenFlowAsync(new FlowHeader(target, new IPEndPoint(_nodeAddress, 0), TraceParent: null), cancellationToken);
+            flow = await lease.Connection.OpenFlowAsync(new FlowHeader(target, new IPEndPoint(_nodeAddress, 0), traceParent), cancellationToken);
             using var answer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             answer.CancelAfter(config.Tunnel.ConnectTimeout);
             FlowStatus status = await OutboundProxy.ReadStatusAsync(flow, answer.Token);

@@ -8,6 +8,9 @@ internal sealed record BackendTarget(BackendRefConfig Ref, string Prefix, string
     /// <summary>Shown in logs, metrics and the access log: the service's name and port, or the address.</summary>
     public string Display => MeshService is null ? Ref.Address : $"{MeshService}:{Ref.Port}";
 
+    /// <summary>The service's name, or the address: <c>destination_service_name</c>.</summary>
+    public string Name => MeshService ?? Ref.Address;
+
     public static BackendTarget Of(BackendRefConfig backend) => backend.Address.Length > 0
         ? new BackendTarget(backend, "http://" + backend.Address, null)
         : new BackendTarget(backend, $"http://{MeshHost(backend.Name)}:{backend.Port}", backend.Name);

@@ -12,6 +12,7 @@ namespace NodeMesh.Tunnel;
 internal sealed class TunnelFlowStream(TunnelStream flow, TunnelLease lease) : Stream
 {
     private int _disposed;
+    private int _reading;
     private bool _ended;
 
     public override bool CanRead => true;
@@ -35,7 +36,23 @@ internal sealed class TunnelFlowStream(TunnelStream flow, TunnelLease lease) : S
             return 0;
         }
 
-        ReadResult result = await flow.Input.ReadAsync(cancellationToken);
+        ReadResult result;
+        Volatile.Write(ref _reading, 1);
+        try
+        {
+            result = await flow.Input.ReadAsync(cancellationToken);
+        }
+        finally
+        {
+            Volatile.Write(ref _reading, 0);
+        }
+
+        if (result.IsCanceled)
+        {
+            // Disposed while this read waited (the HTTP client gave up on the request: a timeout, a cancellation).
+            throw new IOException("the tunnel flow was closed while a read was pending");
+        }
+
         ReadOnlySequence<byte> available = result.Buffer;
         if (available.IsEmpty && result.IsCompleted)
         {
@@ -86,7 +103,14 @@ internal sealed class TunnelFlowStream(TunnelStream flow, TunnelLease lease) : S
             // As close(2) on a TCP socket: a FIN when nothing the peer sent is left unread (the client read its
             // whole response, then dropped the connection: "Connection: close", an idle pooled connection), a
             // reset when something is (a request cancelled halfway through its response).
-            if (_ended || !HasUnreadInput())
+            // A read still waiting means the client gave up halfway: wake it (it fails), and reset.
+            bool abandoned = Volatile.Read(ref _reading) == 1;
+            if (abandoned)
+            {
+                flow.Input.CancelPendingRead();
+            }
+
+            if (!abandoned && (_ended || !HasUnreadInput()))
             {
                 await flow.CompleteWritesAsync(CancellationToken.None);
             }

@@ -17,6 +17,9 @@ internal static class TestPaths
 
     public static string TopologyScript => Path.Combine(RepoRoot, "tests", "netns", "topology.sh");
 
+    /// <summary>A helper script of the gateway tests (tests/NodeMesh.Tests/Gateway/scripts).</summary>
+    public static string GatewayScript(string name) => Path.Combine(RepoRoot, "tests", "NodeMesh.Tests", "Gateway", "scripts", name);
+
     private static string FindRepoRoot()
     {
         for (DirectoryInfo? dir = new(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)

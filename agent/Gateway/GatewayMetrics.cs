@@ -1,0 +1,72 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+
+namespace NodeMesh.Gateway;
+
+/// <summary>
+/// The gateway's request metrics under the names Istio's dashboards chart (<c>istio_requests_total</c>,
+/// <c>istio_request_duration_milliseconds</c>, <c>istio_request_bytes</c>, <c>istio_response_bytes</c>), reported as
+/// the source of the request (Istio's ingress gateway does the same), with the route that took it. Labels are
+/// bounded by the configuration: routes, services and backends are the file's, codes and flags a small set.
+/// </summary>
+internal sealed class GatewayMetrics : IDisposable
+{
+    /// <summary>Under the agent's meter name, so the telemetry set-up that exports "NodeMesh.*" exports it.</summary>
+    public const string MeterName = "NodeMesh.Gateway";
+
+    private static readonly double[] DurationBuckets = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000];
+    private static readonly long[] ByteBuckets = [1, 10, 100, 1000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
+
+    private readonly Meter _meter = new(MeterName);
+    private readonly Counter<long> _requests;
+    private readonly Histogram<double> _duration;
+    private readonly Histogram<long> _requestBytes;
+    private readonly Histogram<long> _responseBytes;
+    private readonly Counter<long> _retries;
+    private readonly Counter<long> _mirrors;
+
+    public GatewayMetrics()
+    {
+        _requests = _meter.CreateCounter<long>("istio_requests_total", description: "Requests through the gateway, by route, destination, response code and flags.");
+        _duration = _meter.CreateHistogram("istio_request_duration_milliseconds", unit: "ms", description: "Time from a request's arrival to the end of its response.",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = DurationBuckets });
+        _requestBytes = _meter.CreateHistogram("istio_request_bytes", unit: "By", description: "Request body sizes.",
+            advice: new InstrumentAdvice<long> { HistogramBucketBoundaries = ByteBuckets });
+        _responseBytes = _meter.CreateHistogram("istio_response_bytes", unit: "By", description: "Response body sizes.",
+            advice: new InstrumentAdvice<long> { HistogramBucketBoundaries = ByteBuckets });
+        _retries = _meter.CreateCounter<long>("nodemesh_gateway_retries_total", description: "Requests sent again after a failed attempt, by route.");
+        _mirrors = _meter.CreateCounter<long>("nodemesh_gateway_mirrored_requests_total", description: "Copies of requests sent to mirror backends, by route and result (sent, failed, dropped).");
+    }
+
+    public void Request(GatewayRequestRecord r)
+    {
+        var tags = new TagList
+        {
+            { "reporter", "source" },
+            { "source_workload", "gateway" },
+            { "source_principal", r.SourcePrincipal },
+            { "destination_service", r.Upstream },
+            { "destination_service_name", r.UpstreamName },
+            { "request_protocol", r.Grpc ? "grpc" : "http" },
+            { "response_code", r.Status },
+            { "response_flags", r.Flags },
+            { "connection_security_policy", r.Mesh ? "mutual_tls" : "none" },
+            { "route", r.Route },
+        };
+        _requests.Add(1, tags);
+        _duration.Record(r.DurationMs, tags);
+        _requestBytes.Record(r.RequestBytes, tags);
+        _responseBytes.Record(r.ResponseBytes, tags);
+    }
+
+    public void Retried(string route) => _retries.Add(1, new KeyValuePair<string, object?>("route", route));
+
+    public void Mirrored(string route, string result) => _mirrors.Add(1, new KeyValuePair<string, object?>("route", route), new KeyValuePair<string, object?>("result", result));
+
+    public void Dispose() => _meter.Dispose();
+}
+
+/// <summary>One request as the access log, the metrics and the span see it when its response ends.</summary>
+internal sealed record GatewayRequestRecord(
+    string Method, string Host, string Path, string Protocol, string Route, string Upstream, string UpstreamName, bool Mesh, bool Grpc,
+    int Status, string Flags, long RequestBytes, long ResponseBytes, double DurationMs, string SourcePrincipal, string Client, ActivityTraceId TraceId);

@@ -1,0 +1,55 @@
+#!/usr/bin/python3
+"""An HTTP/1.1 backend for the gateway tests: test-backend.py PORT NAME MODE.
+MODE "alternate": answers 503 to every odd-numbered request it receives and 200 to every even one (so a request
+retried once always succeeds, one not retried fails every other time); "ok": always 200.
+GET /slow?ms=N waits N ms before answering 200; GET /count answers how many requests came before it.
+Every other answer is "served-by=NAME n=COUNT method=METHOD path=PATH"."""
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+PORT, NAME, MODE = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+lock = threading.Lock()
+count = 0
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, status, text):
+        body = (text + "\n").encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def handle_any(self):
+        global count
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        url = urlparse(self.path)
+        if url.path == "/count":
+            with lock:
+                self.answer(200, str(count))
+            return
+        with lock:
+            count += 1
+            n = count
+        if url.path == "/slow":
+            time.sleep(int(parse_qs(url.query).get("ms", ["1000"])[0]) / 1000)
+        status = 503 if MODE == "alternate" and n % 2 == 1 else 200
+        self.answer(status, f"served-by={NAME} n={n} method={self.command} path={url.path}")
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any
+
+
+server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
+print("listening", flush=True)
+server.serve_forever()
