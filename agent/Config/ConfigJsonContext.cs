@@ -12,6 +12,7 @@ namespace NodeMesh.Config;
     WriteIndented = true,
     Converters = [typeof(DurationJsonConverter), typeof(ConfigEnumConverter<OtlpProtocol>), typeof(ConfigEnumConverter<LogFormat>), typeof(ConfigEnumConverter<DiscoverySource>), typeof(IPNetworkJsonConverter),
         typeof(ConfigEnumConverter<Microsoft.Extensions.Logging.LogLevel>), typeof(ConfigEnumConverter<Gateway.GatewayProtocol>), typeof(ConfigEnumConverter<Gateway.PathMatchType>),
-        typeof(ConfigEnumConverter<Gateway.ValueMatchType>), typeof(ConfigEnumConverter<Gateway.HttpRouteFilterType>), typeof(ConfigEnumConverter<Gateway.PathModifierType>)])]
+        typeof(ConfigEnumConverter<Gateway.ValueMatchType>), typeof(ConfigEnumConverter<Gateway.HttpRouteFilterType>), typeof(ConfigEnumConverter<Gateway.PathModifierType>),
+        typeof(ConfigEnumConverter<Gateway.LoadBalancerType>)])]
 [JsonSerializable(typeof(AgentConfig))]
 internal sealed partial class ConfigJsonContext : JsonSerializerContext;

@@ -98,6 +98,7 @@ internal static partial class ConfigLoader
         RequireRange(errors, "gateway.limits.minRequestBodyBytesPerSecond", limits.MinRequestBodyBytesPerSecond, 0, 100 * 1024 * 1024);
         RequireRange(errors, "gateway.limits.http2MaxStreams", limits.Http2MaxStreams, 1, 10_000);
 
+        ValidateBackendPolicies(errors, g);
         if (g.HttpRoutes.Count > 0 && g.Listeners.Count == 0)
         {
             errors.Add("gateway.httpRoutes: routes need a listener to serve them; gateway.listeners is empty");
@@ -155,6 +156,98 @@ internal static partial class ConfigLoader
                 }
 
                 ValidateRule(errors, ruleAt, rule);
+            }
+        }
+    }
+
+    private static void ValidateBackendPolicies(List<string> errors, GatewayConfig g)
+    {
+        if (g.BackendPolicies is null)
+        {
+            errors.Add("gateway.backendPolicies: must not be null");
+            return;
+        }
+
+        var seen = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (int i = 0; i < g.BackendPolicies.Count; i++)
+        {
+            BackendPolicyConfig p = g.BackendPolicies[i];
+            string at = $"gateway.backendPolicies[{i}]";
+            if (p is null || p.LoadBalancer is null || p.OutlierDetection is null || p.CircuitBreaker is null)
+            {
+                errors.Add($"{at}: must be an object whose loadBalancer, outlierDetection and circuitBreaker are objects");
+                continue;
+            }
+
+            bool address = p.Backend.Contains(':', StringComparison.Ordinal);
+            if (address ? !IsHostPort(p.Backend) : !IsName(p.Backend))
+            {
+                errors.Add(MustBe($"{at}.backend", p.Backend, "a mesh service's name or a plain backend's host:port, as the rules' backendRefs name it"));
+            }
+
+            Unique(errors, seen, p.Backend, $"{at}.backend", "backend");
+            if (p.LoadBalancer.Type == LoadBalancerType.ConsistentHash && (p.LoadBalancer.HashHeader.Length > 0) == (p.LoadBalancer.HashCookie.Length > 0))
+            {
+                errors.Add($"{at}.loadBalancer: ConsistentHash needs exactly one of hashHeader and hashCookie");
+            }
+            else if (p.LoadBalancer.HashHeader.Length > 0)
+            {
+                RequireHeaderName(errors, $"{at}.loadBalancer.hashHeader", p.LoadBalancer.HashHeader);
+            }
+
+            if (p.HealthCheck is { } h)
+            {
+                if (!h.Path.StartsWith('/') || h.Path.Any(char.IsControl))
+                {
+                    errors.Add(MustBe($"{at}.healthCheck.path", h.Path, "a path starting with '/'"));
+                }
+
+                RequireDuration(errors, $"{at}.healthCheck.interval", h.Interval, TimeSpan.FromMilliseconds(100), TimeSpan.FromHours(1));
+                RequireDuration(errors, $"{at}.healthCheck.timeout", h.Timeout, TimeSpan.FromMilliseconds(10), TimeSpan.FromMinutes(1));
+                RequireRange(errors, $"{at}.healthCheck.unhealthyThreshold", h.UnhealthyThreshold, 1, 100);
+                RequireRange(errors, $"{at}.healthCheck.healthyThreshold", h.HealthyThreshold, 1, 100);
+                for (int k = 0; k < (h.ExpectedStatuses?.Count ?? 0); k++)
+                {
+                    RequireRange(errors, $"{at}.healthCheck.expectedStatuses[{k}]", h.ExpectedStatuses![k], 100, 599);
+                }
+            }
+
+            RequireRange(errors, $"{at}.outlierDetection.consecutive5xx", p.OutlierDetection.Consecutive5xx, 0, 1000);
+            RequireDuration(errors, $"{at}.outlierDetection.baseEjectionTime", p.OutlierDetection.BaseEjectionTime, TimeSpan.FromMilliseconds(100), TimeSpan.FromHours(1));
+            RequireRange(errors, $"{at}.outlierDetection.maxEjectionPercent", p.OutlierDetection.MaxEjectionPercent, 0, 100);
+            CircuitBreakerConfig c = p.CircuitBreaker;
+            RequireRange(errors, $"{at}.circuitBreaker.maxConnections", c.MaxConnections, 0, 1_000_000);
+            RequireRange(errors, $"{at}.circuitBreaker.maxRequests", c.MaxRequests, 1, 1_000_000);
+            RequireRange(errors, $"{at}.circuitBreaker.maxPendingRequests", c.MaxPendingRequests, 0, 1_000_000);
+            if (c.FailureRatio != 0)
+            {
+                // Polly's circuit breaker's own bounds.
+                if (c.FailureRatio is < 0 or > 1 || double.IsNaN(c.FailureRatio))
+                {
+                    errors.Add($"{at}.circuitBreaker.failureRatio: {c.FailureRatio} must be between 0 (off) and 1");
+                }
+
+                RequireRange(errors, $"{at}.circuitBreaker.minimumThroughput", c.MinimumThroughput, 2, 1_000_000);
+                RequireDuration(errors, $"{at}.circuitBreaker.samplingDuration", c.SamplingDuration, TimeSpan.FromMilliseconds(500), TimeSpan.FromDays(1));
+                RequireDuration(errors, $"{at}.circuitBreaker.breakDuration", c.BreakDuration, TimeSpan.FromMilliseconds(500), TimeSpan.FromDays(1));
+            }
+
+            if (p.Tls is { } tls)
+            {
+                if (!address)
+                {
+                    errors.Add($"{at}.tls: only a plain backend (host:port) takes TLS settings; a mesh service is reached over the mesh's mTLS already");
+                }
+
+                if (!IsRouteHostname(tls.Hostname) || tls.Hostname.StartsWith('*'))
+                {
+                    errors.Add(MustBe($"{at}.tls.hostname", tls.Hostname, "the DNS name the backend's certificate holds"));
+                }
+
+                if (tls.CaFile.Length > 0)
+                {
+                    RequireAbsolutePath(errors, $"{at}.tls.caFile", tls.CaFile);
+                }
             }
         }
     }

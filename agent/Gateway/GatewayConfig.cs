@@ -18,6 +18,9 @@ internal sealed record GatewayConfig
 
     public IReadOnlyList<HttpRouteConfig> HttpRoutes { get; set; } = [];
 
+    /// <summary>How each backend's endpoints are chosen, checked and protected (Envoy Gateway's BackendTrafficPolicy, per backend).</summary>
+    public IReadOnlyList<BackendPolicyConfig> BackendPolicies { get; set; } = [];
+
     /// <summary>A line per request (category NodeMesh.AccessLog): on by default, as gateways' access logs are.</summary>
     public bool AccessLog { get; set; } = true;
 
@@ -312,4 +315,117 @@ internal sealed record HttpRouteRetryConfig
 
     /// <summary>The wait before a retry, doubled for each further one.</summary>
     public TimeSpan Backoff { get; set; } = TimeSpan.FromMilliseconds(25);
+}
+
+/// <summary>
+/// One backend's traffic policy: load balancing over its endpoints, active health checks, passive outlier
+/// ejection, circuit breaking, and (for a plain backend) TLS to it. A backend without a policy gets the defaults:
+/// power of two choices, no health checks, ejection after 5 consecutive failures, 1024 requests at once.
+/// </summary>
+internal sealed record BackendPolicyConfig
+{
+    /// <summary>The backend as the rules' backendRefs name it: a mesh service's name, or a plain backend's host:port.</summary>
+    public string Backend { get; set; } = "";
+
+    public LoadBalancerConfig LoadBalancer { get; set; } = new();
+
+    /// <summary>Null: no active checks (endpoints are judged by their answers alone).</summary>
+    public HealthCheckConfig? HealthCheck { get; set; }
+
+    public OutlierDetectionConfig OutlierDetection { get; set; } = new();
+
+    public CircuitBreakerConfig CircuitBreaker { get; set; } = new();
+
+    /// <summary>A plain backend spoken to over TLS (Gateway API BackendTLSPolicy); null: cleartext.</summary>
+    public BackendTlsConfig? Tls { get; set; }
+}
+
+internal enum LoadBalancerType
+{
+    /// <summary>Two endpoints drawn at random, the one with fewer requests in flight taken (YARP's and Envoy Gateway's default).</summary>
+    PowerOfTwoChoices,
+    RoundRobin,
+
+    /// <summary>The endpoint with the fewest requests in flight.</summary>
+    LeastRequest,
+
+    /// <summary>Affinity: the same header or cookie value goes to the same endpoint while it is available (a ring of virtual nodes).</summary>
+    ConsistentHash,
+}
+
+internal sealed record LoadBalancerConfig
+{
+    public LoadBalancerType Type { get; set; } = LoadBalancerType.PowerOfTwoChoices;
+
+    /// <summary>ConsistentHash: the request header hashed.</summary>
+    public string HashHeader { get; set; } = "";
+
+    /// <summary>ConsistentHash: the cookie hashed (instead of a header).</summary>
+    public string HashCookie { get; set; } = "";
+}
+
+/// <summary>Active health checks: an HTTP GET to each endpoint, through the same path as requests (the mesh tunnel for a service).</summary>
+internal sealed record HealthCheckConfig
+{
+    public string Path { get; set; } = "/";
+
+    public TimeSpan Interval { get; set; } = TimeSpan.FromSeconds(5);
+
+    public TimeSpan Timeout { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Failed checks in a row that take an endpoint out.</summary>
+    public int UnhealthyThreshold { get; set; } = 2;
+
+    /// <summary>Passed checks in a row that bring it back.</summary>
+    public int HealthyThreshold { get; set; } = 1;
+
+    /// <summary>Codes that count as healthy; none: 200-399.</summary>
+    public IReadOnlyList<int> ExpectedStatuses { get; set; } = [];
+}
+
+/// <summary>Passive health: an endpoint that fails (5xx, cannot be connected) this many times in a row is ejected for a while.</summary>
+internal sealed record OutlierDetectionConfig
+{
+    /// <summary>0: never ejected.</summary>
+    public int Consecutive5xx { get; set; } = 5;
+
+    /// <summary>The first ejection's length; each further one in a row is longer by as much.</summary>
+    public TimeSpan BaseEjectionTime { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>At most this share of the endpoints is ejected at once (the rest keep serving even if they fail).</summary>
+    public int MaxEjectionPercent { get; set; } = 50;
+}
+
+/// <summary>Circuit breaking per backend: how much may be asked of it at once, and when it is given a rest.</summary>
+internal sealed record CircuitBreakerConfig
+{
+    /// <summary>Connections to each endpoint; 0: no limit. Requests beyond them wait for one.</summary>
+    public int MaxConnections { get; set; }
+
+    /// <summary>Requests in flight to the backend at once; beyond it they wait in a queue of <see cref="MaxPendingRequests"/>.</summary>
+    public int MaxRequests { get; set; } = 1024;
+
+    /// <summary>Requests waiting for one of <see cref="MaxRequests"/>; beyond it a request is refused at once (503, flag UO).</summary>
+    public int MaxPendingRequests { get; set; } = 1024;
+
+    /// <summary>The share of failed requests (0-1) in <see cref="SamplingDuration"/> that opens the circuit; 0: never opened.</summary>
+    public double FailureRatio { get; set; }
+
+    /// <summary>Requests in the sampling window before the ratio counts.</summary>
+    public int MinimumThroughput { get; set; } = 20;
+
+    public TimeSpan SamplingDuration { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long an open circuit refuses requests (503, flag UO) before one is let through to try.</summary>
+    public TimeSpan BreakDuration { get; set; } = TimeSpan.FromSeconds(5);
+}
+
+/// <summary>TLS to a plain backend (Gateway API BackendTLSPolicy: the CA and the name its certificate must hold).</summary>
+internal sealed record BackendTlsConfig
+{
+    /// <summary>The name sent as SNI and required in the backend's certificate.</summary>
+    public string Hostname { get; set; } = "";
+
+    /// <summary>PEM file of the CA certificates the backend's certificate must chain to; empty: the system's roots.</summary>
+    public string CaFile { get; set; } = "";
 }

@@ -11,8 +11,23 @@ internal static partial class GatewayLog
     [LoggerMessage(EventId = 1502, Level = LogLevel.Warning, Message = "gateway: route {Route} to {Backend} failed: {Error} {Reason}")]
     public static partial void ForwardFailed(ILogger logger, string route, string backend, string error, string reason);
 
-    [LoggerMessage(EventId = 1503, Level = LogLevel.Warning, Message = "gateway: cannot connect to mesh service {Service}:{Port}: {Reason}")]
-    public static partial void MeshConnectFailed(ILogger logger, string service, int port, string reason);
+    [LoggerMessage(EventId = 1503, Level = LogLevel.Warning, Message = "gateway: cannot connect to mesh service {Service} at {Endpoint}: {Reason}")]
+    public static partial void MeshConnectFailed(ILogger logger, string service, string endpoint, string reason);
+
+    [LoggerMessage(EventId = 1511, Level = LogLevel.Warning, Message = "gateway: backend {Backend}: endpoint {Endpoint} ejected for {Duration} after {Failures} failures in a row")]
+    public static partial void Ejected(ILogger logger, string backend, string endpoint, string duration, int failures);
+
+    [LoggerMessage(EventId = 1512, Level = LogLevel.Warning, Message = "gateway: backend {Backend}: endpoint {Endpoint} is unhealthy ({Reason})")]
+    public static partial void Unhealthy(ILogger logger, string backend, string endpoint, string reason);
+
+    [LoggerMessage(EventId = 1513, Level = LogLevel.Information, Message = "gateway: backend {Backend}: endpoint {Endpoint} is healthy again")]
+    public static partial void Healthy(ILogger logger, string backend, string endpoint);
+
+    [LoggerMessage(EventId = 1514, Level = LogLevel.Warning, Message = "gateway: backend {Backend}: circuit opened for {Duration} (failures above the ratio)")]
+    public static partial void CircuitOpened(ILogger logger, string backend, string duration);
+
+    [LoggerMessage(EventId = 1515, Level = LogLevel.Information, Message = "gateway: backend {Backend}: circuit closed")]
+    public static partial void CircuitClosed(ILogger logger, string backend);
 
     [LoggerMessage(EventId = 1504, Level = LogLevel.Information, Message = "gateway: listener {Listener}'s certificates reloaded")]
     public static partial void CertificateReloaded(ILogger logger, string listener);
@@ -28,7 +43,7 @@ internal static partial class GatewayLog
 
     /// <summary>The access log line of one request (category NodeMesh.AccessLog, with the flows' lines).</summary>
     [LoggerMessage(EventId = 1510, Level = LogLevel.Information,
-        Message = "request {Method} {Host}{Path} {Protocol} route {Route} upstream {Upstream}: {Status} {Flags}; {RequestBytes} bytes in, {ResponseBytes} out, {DurationMs} ms; client {Client} trace {TraceId}")]
-    public static partial void Request(ILogger logger, string method, string host, string path, string protocol, string route, string upstream, int status, string flags,
+        Message = "request {Method} {Host}{Path} {Protocol} route {Route} upstream {Upstream} endpoint {Endpoint}: {Status} {Flags}; {RequestBytes} bytes in, {ResponseBytes} out, {DurationMs} ms; client {Client} trace {TraceId}")]
+    public static partial void Request(ILogger logger, string method, string host, string path, string protocol, string route, string upstream, string endpoint, int status, string flags,
         long requestBytes, long responseBytes, double durationMs, string client, string traceId);
 }

@@ -24,6 +24,9 @@ internal sealed class GatewayMetrics : IDisposable
     private readonly Histogram<long> _responseBytes;
     private readonly Counter<long> _retries;
     private readonly Counter<long> _mirrors;
+    private readonly Counter<long> _ejections;
+    private readonly Counter<long> _healthFailures;
+    private readonly Counter<long> _refusals;
 
     public GatewayMetrics()
     {
@@ -35,6 +38,10 @@ internal sealed class GatewayMetrics : IDisposable
         _responseBytes = _meter.CreateHistogram("istio_response_bytes", unit: "By", description: "Response body sizes.",
             advice: new InstrumentAdvice<long> { HistogramBucketBoundaries = ByteBuckets });
         _retries = _meter.CreateCounter<long>("nodemesh_gateway_retries_total", description: "Requests sent again after a failed attempt, by route.");
+        _ejections = _meter.CreateCounter<long>("nodemesh_gateway_endpoint_ejections_total", description: "Endpoints ejected for failing in a row (passive outlier detection), by backend.");
+        _healthFailures = _meter.CreateCounter<long>("nodemesh_gateway_health_check_failures_total", description: "Active health checks that failed, by backend.");
+        _refusals = _meter.CreateCounter<long>("nodemesh_gateway_backend_refusals_total",
+            description: "Requests not sent to a backend, by backend and reason (overflow: its limits were full; circuit_open; no_endpoint: none healthy).");
         _mirrors = _meter.CreateCounter<long>("nodemesh_gateway_mirrored_requests_total", description: "Copies of requests sent to mirror backends, by route and result (sent, failed, dropped).");
     }
 
@@ -63,10 +70,16 @@ internal sealed class GatewayMetrics : IDisposable
 
     public void Mirrored(string route, string result) => _mirrors.Add(1, new KeyValuePair<string, object?>("route", route), new KeyValuePair<string, object?>("result", result));
 
+    public void Ejected(string backend) => _ejections.Add(1, new KeyValuePair<string, object?>("backend", backend));
+
+    public void HealthCheckFailed(string backend) => _healthFailures.Add(1, new KeyValuePair<string, object?>("backend", backend));
+
+    public void Refused(string backend, string reason) => _refusals.Add(1, new KeyValuePair<string, object?>("backend", backend), new KeyValuePair<string, object?>("reason", reason));
+
     public void Dispose() => _meter.Dispose();
 }
 
 /// <summary>One request as the access log, the metrics and the span see it when its response ends.</summary>
 internal sealed record GatewayRequestRecord(
-    string Method, string Host, string Path, string Protocol, string Route, string Upstream, string UpstreamName, bool Mesh, bool Grpc,
+    string Method, string Host, string Path, string Protocol, string Route, string Upstream, string Endpoint, string UpstreamName, bool Mesh, bool Grpc,
     int Status, string Flags, long RequestBytes, long ResponseBytes, double DurationMs, string SourcePrincipal, string Client, ActivityTraceId TraceId);

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Logging;
+using Polly;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace NodeMesh.Gateway;
@@ -13,7 +14,7 @@ namespace NodeMesh.Gateway;
 /// metrics and the span.
 /// </summary>
 internal sealed class GatewayRequestHandler(
-    GatewayRoutes routes, BackendInvokers invokers, IHttpForwarder forwarder, RequestMirror mirror, GatewayMetrics metrics,
+    GatewayRoutes routes, BackendPools pools, IHttpForwarder forwarder, RequestMirror mirror, GatewayMetrics metrics,
     IReadOnlyDictionary<int, string> listenerByPort, string sourcePrincipal, ILogger logger, ILogger? accessLog)
 {
     private static readonly ForwarderRequestConfig Forwarding = new()
@@ -36,6 +37,7 @@ internal sealed class GatewayRequestHandler(
         string path = request.Path.HasValue ? request.Path.Value! : "/";
         string route = "-", flags = GatewayResponseFlags.None;
         BackendTarget? backend = null;
+        string? endpoint = null;
         try
         {
             string listener = listenerByPort.GetValueOrDefault(context.Connection.LocalPort, "");
@@ -73,19 +75,19 @@ internal sealed class GatewayRequestHandler(
                 mirror.Send(context, plan, forwardPath, forwardHost);
             }
 
-            (flags, backend) = await ForwardAsync(context, plan, backend, forwardPath, forwardHost, bodiless, span);
+            (flags, backend, endpoint) = await ForwardAsync(context, plan, backend, forwardPath, forwardHost, bodiless, span);
         }
         finally
         {
             var record = new GatewayRequestRecord(
-                request.Method, request.Host.Value ?? "", path, request.Protocol, route, backend?.Display ?? "-", backend?.Name ?? "-", backend?.MeshService is not null,
+                request.Method, request.Host.Value ?? "", path, request.Protocol, route, backend?.Display ?? "-", endpoint ?? "-", backend?.Name ?? "-", backend?.MeshService is not null,
                 request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true, context.Response.StatusCode, flags,
                 requestBody.Count, responseBody.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds, sourcePrincipal,
                 context.Connection.RemoteIpAddress?.ToString() ?? "-", span?.TraceId ?? default);
             metrics.Request(record);
             if (accessLog is not null)
             {
-                GatewayLog.Request(accessLog, record.Method, record.Host, record.Path, record.Protocol, record.Route, record.Upstream, record.Status, record.Flags,
+                GatewayLog.Request(accessLog, record.Method, record.Host, record.Path, record.Protocol, record.Route, record.Upstream, record.Endpoint, record.Status, record.Flags,
                     record.RequestBytes, record.ResponseBytes, Math.Round(record.DurationMs, 1), record.Client, record.TraceId == default ? "-" : record.TraceId.ToHexString());
             }
 
@@ -94,61 +96,93 @@ internal sealed class GatewayRequestHandler(
     }
 
     /// <summary>
-    /// Sends the request, again where the rule's retry allows it (an idempotent request without a body, after a
-    /// failed connection or a retryable code, within the attempts, after the backoff), each attempt within the
-    /// backend timeout and all of them within the request timeout; both end when the response headers arrive.
+    /// Sends the request, again where the rule's retry allows it (Polly's retry: an idempotent request without a
+    /// body, after a failed connection, a retryable code, a timeout or no endpoint, within the attempts, after the
+    /// backoff), each attempt to a backend drawn by weight and an endpoint its pool chooses, within the backend
+    /// timeout, all of them within the request timeout; both end when the response headers arrive.
     /// </summary>
-    private async Task<(string Flags, BackendTarget Backend)> ForwardAsync(
+    private async Task<(string Flags, BackendTarget Backend, string? Endpoint)> ForwardAsync(
         HttpContext context, RulePlan plan, BackendTarget backend, string path, string host, bool bodiless, Activity? span)
     {
-        HttpRouteRetryConfig? retry = plan.Retry is { Attempts: > 0 } r && bodiless && IsIdempotent(context.Request.Method) ? r : null;
-        int attempts = 1 + (retry?.Attempts ?? 0);
+        ResiliencePipeline<AttemptOutcome>? retries = bodiless && IsIdempotent(context.Request.Method) ? plan.Retries : null;
         using CancellationTokenSource? whole = plan.Timeouts.Request > TimeSpan.Zero ? new CancellationTokenSource(plan.Timeouts.Request) : null;
-        for (int attempt = 0; ; attempt++)
+        var attempt = new Attempt(pools, forwarder, metrics, logger, context, plan, backend, path, host, GatewayTracing.TraceParent(span), whole,
+            1 + (retries is null ? 0 : plan.Retry!.Attempts));
+        AttemptOutcome outcome;
+        try
         {
-            bool last = attempt == attempts - 1;
-            using var cancel = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, whole?.Token ?? CancellationToken.None);
-            if (plan.Timeouts.BackendRequest > TimeSpan.Zero)
+            outcome = retries is null
+                ? await attempt.RunAsync()
+                : await retries.ExecuteAsync(static (a, _) => a.RunAsync(), attempt, context.RequestAborted);
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            return ("DC", attempt.Backend, null);
+        }
+
+        bool timedOut = outcome.TimedOut || (whole?.IsCancellationRequested == true && outcome.Error != ForwarderError.None);
+        if (outcome.Refusal is { } refusal)
+        {
+            await AnswerAsync(context, StatusCodes.Status503ServiceUnavailable, refusal == GatewayResponseFlags.Overflow
+                ? $"backend {attempt.Backend.Display} is at its limits or its circuit is open"
+                : $"backend {attempt.Backend.Display} has no healthy endpoint");
+            return (refusal, attempt.Backend, null);
+        }
+
+        if (timedOut)
+        {
+            if (!context.Response.HasStarted)
             {
-                cancel.CancelAfter(plan.Timeouts.BackendRequest);
+                context.Response.Clear();
+                context.Response.StatusCode = StatusCodes.Status504GatewayTimeout;
             }
 
-            var transformer = new ForwardTransformer(plan, path, host, GatewayTracing.TraceParent(span), last ? null : retry?.Codes, whole, cancel);
-            ForwarderError error = await forwarder.SendAsync(context, backend.Prefix, invokers.For(backend), Forwarding, transformer, cancel.Token);
-            bool timedOut = transformer.TimedOut && !context.RequestAborted.IsCancellationRequested;
-            bool again = !last && !context.Response.HasStarted && (transformer.WithheldStatus is not null || error is ForwarderError.Request || timedOut);
-            if (again)
+            GatewayLog.ForwardFailed(logger, plan.Display, attempt.Backend.Display, "timeout", "no response headers within the rule's timeouts");
+            return (GatewayResponseFlags.Timeout, attempt.Backend, outcome.Endpoint);
+        }
+
+        bool retriedOut = attempt.Number > 1 && outcome.Failed;
+        if (outcome.Error != ForwarderError.None)
+        {
+            // YARP answered 502 if the response had not started; else it aborted the response.
+            GatewayLog.ForwardFailed(logger, plan.Display, attempt.Backend.Display, outcome.Error.ToString(), context.Features.Get<IForwarderErrorFeature>()?.Exception?.Message ?? "");
+            return (retriedOut ? GatewayResponseFlags.RetriesExhausted : GatewayResponseFlags.Of(outcome.Error), attempt.Backend, outcome.Endpoint);
+        }
+
+        return (retriedOut ? GatewayResponseFlags.RetriesExhausted : GatewayResponseFlags.None, attempt.Backend, outcome.Endpoint);
+    }
+
+    /// <summary>One request's attempts: each starts clean (the last one's answer never reached the client) and draws its backend again.</summary>
+    private sealed class Attempt(
+        BackendPools pools, IHttpForwarder forwarder, GatewayMetrics metrics, ILogger logger,
+        HttpContext context, RulePlan plan, BackendTarget backend, string path, string host, string? traceParent, CancellationTokenSource? whole, int attempts)
+    {
+        public BackendTarget Backend { get; private set; } = backend;
+
+        public int Number { get; private set; }
+
+        public async ValueTask<AttemptOutcome> RunAsync()
+        {
+            Number++;
+            if (Number > 1)
             {
-                // The failed attempt's answer never reached the client: start clean, after the backoff, perhaps elsewhere.
-                GatewayLog.Retrying(logger, plan.Display, backend.Display, transformer.WithheldStatus?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? (timedOut ? "timeout" : error.ToString()), attempt + 1);
-                metrics.Retried(plan.Display);
                 context.Response.Clear();
                 context.Features.Set<IForwarderErrorFeature>(null);
-                await Task.Delay(retry!.Backoff * (1 << Math.Min(attempt, 10)), context.RequestAborted).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-                backend = Choose(plan) ?? backend;
-                continue;
+                Backend = Choose(plan) ?? Backend;
+                metrics.Retried(plan.Display);
             }
 
-            if (timedOut || (whole?.IsCancellationRequested == true && error != ForwarderError.None))
+            // The last attempt's answer goes to the client whatever its code: there is no other to give.
+            IReadOnlyList<int>? withhold = Number < attempts ? plan.Retry?.Codes : null;
+            AttemptOutcome outcome = await pools.For(Backend).SendAsync(context,
+                new AttemptRequest(forwarder, Forwarding, plan, path, host, traceParent, withhold, whole));
+            if (Number < attempts && outcome.Retryable)
             {
-                if (!context.Response.HasStarted)
-                {
-                    context.Response.Clear();
-                    context.Response.StatusCode = StatusCodes.Status504GatewayTimeout;
-                }
-
-                GatewayLog.ForwardFailed(logger, plan.Display, backend.Display, "timeout", "no response headers within the rule's timeouts");
-                return (GatewayResponseFlags.Timeout, backend);
+                GatewayLog.Retrying(logger, plan.Display, Backend.Display,
+                    outcome.Withheld?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? (outcome.TimedOut ? "timeout" : outcome.Refusal ?? outcome.Error.ToString()), Number);
             }
 
-            if (error != ForwarderError.None)
-            {
-                // YARP answered 502 if the response had not started; else it aborted the response.
-                GatewayLog.ForwardFailed(logger, plan.Display, backend.Display, error.ToString(), context.Features.Get<IForwarderErrorFeature>()?.Exception?.Message ?? "");
-                return (attempt > 0 ? GatewayResponseFlags.RetriesExhausted : GatewayResponseFlags.Of(error), backend);
-            }
-
-            return (attempt > 0 && retry!.Codes.Contains(context.Response.StatusCode) ? GatewayResponseFlags.RetriesExhausted : GatewayResponseFlags.None, backend);
+            return outcome;
         }
     }
 

@@ -10,8 +10,11 @@ internal static class GatewayResponseFlags
     /// <summary>No route matched (Envoy's NR).</summary>
     public const string NoRoute = "NR";
 
-    /// <summary>The rule has no backend that may take a request (Envoy's UH: no healthy upstream).</summary>
+    /// <summary>The rule has no backend, or the backend no endpoint, that may take a request (Envoy's UH: no healthy upstream).</summary>
     public const string NoBackend = "UH";
+
+    /// <summary>The backend's limits were full or its circuit open (Envoy's UO: upstream overflow).</summary>
+    public const string Overflow = "UO";
 
     /// <summary>The per-attempt or whole-request timeout ran out before the response headers (UT).</summary>
     public const string Timeout = "UT";

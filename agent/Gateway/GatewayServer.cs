@@ -17,13 +17,14 @@ namespace NodeMesh.Gateway;
 /// routed by <see cref="GatewayRoutes"/> and forwarded by YARP's forwarder, to mesh services through the tunnels
 /// or to plain backends. Started after the agent (the registry and the tunnel pool are up), stopped with it.
 /// </summary>
-internal sealed class GatewayServer(AgentConfig config, GatewayRoutes routes, MeshServiceConnector mesh, GatewayMetrics metrics, ILoggerFactory loggers) : IHostedService, IAsyncDisposable
+internal sealed class GatewayServer(
+    AgentConfig config, GatewayRoutes routes, MeshServiceConnector mesh, State.WorkloadRegistry registry, GatewayMetrics metrics, ILoggerFactory loggers) : IHostedService, IAsyncDisposable
 {
     private static readonly TimeSpan CertificatePoll = TimeSpan.FromSeconds(2);
 
     private readonly CancellationTokenSource _stopping = new();
     private WebApplication? _app;
-    private BackendInvokers? _invokers;
+    private BackendPools? _pools;
     private Task _certificateWatch = Task.CompletedTask;
 
     public async Task StartAsync(CancellationToken cancellationToken)
@@ -89,8 +90,8 @@ internal sealed class GatewayServer(AgentConfig config, GatewayRoutes routes, Me
         }
 
         _app = builder.Build();
-        _invokers = new BackendInvokers(mesh, config.Tunnel.ConnectTimeout, logger);
-        var handler = new GatewayRequestHandler(routes, _invokers, _app.Services.GetRequiredService<IHttpForwarder>(), new RequestMirror(_invokers, metrics, logger), metrics,
+        _pools = new BackendPools(registry, new BackendClients(mesh, config.Tunnel.ConnectTimeout, logger), gateway.BackendPolicies, metrics, logger);
+        var handler = new GatewayRequestHandler(routes, _pools, _app.Services.GetRequiredService<IHttpForwarder>(), new RequestMirror(_pools, metrics, logger), metrics,
             gateway.Listeners.ToDictionary(l => l.Port, l => l.Name), mesh.Identity.Uri, logger, gateway.AccessLog ? loggers.CreateLogger(Proxy.FlowRecorder.AccessLogCategory) : null);
         _app.Run(handler.HandleAsync);
         try
@@ -129,7 +130,11 @@ internal sealed class GatewayServer(AgentConfig config, GatewayRoutes routes, Me
             _app = null;
         }
 
-        _invokers?.Dispose();
+        if (_pools is not null)
+        {
+            await _pools.DisposeAsync();
+        }
+
         _stopping.Dispose();
     }
 

@@ -11,76 +11,21 @@ using NodeMesh.Tunnel;
 namespace NodeMesh.Gateway;
 
 /// <summary>
-/// Opens the gateway's connections to a mesh service: an endpoint of the service chosen like a workload's flow
-/// (power of two choices, failed endpoints marked down, at most three tried), then a flow through the tunnel to
-/// the endpoint's node under the gateway's identity, from this node's address. Endpoints on this node go through
-/// this node's own tunnel listener, so the same checks, policies and telemetry apply to every request.
+/// Opens the gateway's connections to a mesh workload (the endpoint the backend's pool chose): a flow through the
+/// tunnel to the endpoint's node under the gateway's identity, from this node's address. Endpoints on this node go
+/// through this node's own tunnel listener, so the same checks, policies and telemetry apply to every request.
 /// </summary>
-internal sealed partial class MeshServiceConnector(WorkloadRegistry registry, TunnelPool pool, AgentConfig config, ILogger<MeshServiceConnector> logger)
+internal sealed class MeshServiceConnector(WorkloadRegistry registry, TunnelPool pool, AgentConfig config)
 {
-    private const int MaxAttempts = 3;
-
-    private readonly ServiceBalancer _balancer = new();
     private readonly IPAddress _nodeAddress = IPAddress.Parse(config.Node.Address);
 
     public SpiffeId Identity { get; } = SpiffeId.Parse(config.Gateway.IdentityIn(config.TrustDomain));
 
-    /// <summary>A connection to one endpoint of <paramref name="serviceName"/> on its <paramref name="port"/>.</summary>
+    /// <summary>A connection to <paramref name="endpoint"/> on <paramref name="targetPort"/>, through the tunnel to its node.</summary>
     /// <param name="traceParent">The span of the request that opens it, carried in the flow header (the receiving agent's flow span is its child).</param>
-    /// <exception cref="MeshBackendException">No endpoint could be reached; the message says why for each one tried.</exception>
-    public async ValueTask<Stream> ConnectAsync(string serviceName, int port, string? traceParent, CancellationToken cancellationToken)
-    {
-        RegistrySnapshot snapshot = registry.Current;
-        MeshService? service = null;
-        foreach (MeshService candidate in snapshot.Services)
-        {
-            if (candidate.Name == serviceName)
-            {
-                service = candidate;
-                break;
-            }
-        }
-
-        if (service is null)
-        {
-            throw new MeshBackendException($"service {serviceName} is not in the registry");
-        }
-
-        int targetPort = service.Ports.FirstOrDefault(p => p.Port == port) is { Port: > 0 } mapped ? mapped.TargetPort : 0;
-        if (targetPort == 0)
-        {
-            throw new MeshBackendException($"service {serviceName} has no port {port}");
-        }
-
-        List<Workload> endpoints = [.. service.Endpoints.Select(snapshot.FindByName).OfType<Workload>()];
-        var tried = new List<string>();
-        var failures = new List<string>();
-        while (tried.Count < MaxAttempts && _balancer.Pick(service, endpoints, tried, Random.Shared) is { } endpoint)
-        {
-            tried.Add(endpoint.Name);
-            try
-            {
-                return await OpenAsync(snapshot, endpoint, new IPEndPoint(endpoint.Ip, targetPort), traceParent, cancellationToken);
-            }
-            catch (MeshBackendException ex)
-            {
-                failures.Add($"{endpoint.Name}: {ex.Message}");
-                if (ex.Final)
-                {
-                    break;
-                }
-
-                if (_balancer.MarkDown(service, endpoint))
-                {
-                    Log.EndpointDown(logger, serviceName, endpoint.Name, ex.Message);
-                }
-            }
-        }
-
-        throw new MeshBackendException(endpoints.Count == 0
-            ? $"service {serviceName} has no registered endpoint"
-            : $"service {serviceName}: no endpoint took the connection ({string.Join("; ", failures)})");
-    }
+    /// <exception cref="MeshBackendException">It could not be reached; the message says why.</exception>
+    public ValueTask<Stream> ConnectAsync(Workload endpoint, int targetPort, string? traceParent, CancellationToken cancellationToken) =>
+        OpenAsync(registry.Current, endpoint, new IPEndPoint(endpoint.Ip, targetPort), traceParent, cancellationToken);
 
     private async ValueTask<Stream> OpenAsync(RegistrySnapshot snapshot, Workload endpoint, IPEndPoint target, string? traceParent, CancellationToken cancellationToken)
     {
@@ -131,11 +76,6 @@ internal sealed partial class MeshServiceConnector(WorkloadRegistry registry, Tu
         }
     }
 
-    private static partial class Log
-    {
-        [LoggerMessage(EventId = 1500, Level = LogLevel.Warning, Message = "gateway: service {Service} endpoint {Endpoint} marked down ({Reason})")]
-        public static partial void EndpointDown(ILogger logger, string service, string endpoint, string reason);
-    }
 }
 
 /// <summary>A mesh backend could not be connected; <see cref="Final"/>: trying another endpoint would not help (a denial).</summary>

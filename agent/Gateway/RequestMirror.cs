@@ -8,7 +8,7 @@ namespace NodeMesh.Gateway;
 /// its answer read and dropped, never waited for by the client. At most <see cref="MaxInFlight"/> copies are out at
 /// once; beyond that a copy is dropped (counted), so a slow mirror cannot pile up work in the gateway.
 /// </summary>
-internal sealed class RequestMirror(BackendInvokers invokers, GatewayMetrics metrics, ILogger logger)
+internal sealed class RequestMirror(BackendPools pools, GatewayMetrics metrics, ILogger logger)
 {
     public const int MaxInFlight = 256;
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(10);
@@ -29,6 +29,14 @@ internal sealed class RequestMirror(BackendInvokers invokers, GatewayMetrics met
                 continue;
             }
 
+            BackendPool pool = pools.For(BackendTarget.Of(mirror.BackendRef));
+            BackendEndpoint? endpoint = pool.Choose(context.Request);
+            if (endpoint is null)
+            {
+                metrics.Mirrored(plan.Display, "dropped");
+                continue;
+            }
+
             if (Interlocked.Increment(ref _inFlight) > MaxInFlight)
             {
                 Interlocked.Decrement(ref _inFlight);
@@ -37,8 +45,7 @@ internal sealed class RequestMirror(BackendInvokers invokers, GatewayMetrics met
             }
 
             // Everything the copy needs is taken now: the request's objects are reused once the handler returns.
-            BackendTarget target = BackendTarget.Of(mirror.BackendRef);
-            var copy = new HttpRequestMessage(new HttpMethod(context.Request.Method), target.Prefix + path + context.Request.QueryString.Value)
+            var copy = new HttpRequestMessage(new HttpMethod(context.Request.Method), endpoint.Prefix + path + context.Request.QueryString.Value)
             {
                 Version = System.Net.HttpVersion.Version11,
             };
@@ -51,26 +58,28 @@ internal sealed class RequestMirror(BackendInvokers invokers, GatewayMetrics met
             }
 
             copy.Headers.Host = host;
-            _ = SendAsync(copy, target, plan.Display);
+            _ = SendAsync(copy, endpoint, pool.Display, plan.Display);
         }
     }
 
-    private async Task SendAsync(HttpRequestMessage copy, BackendTarget target, string route)
+    private async Task SendAsync(HttpRequestMessage copy, BackendEndpoint endpoint, string backend, string route)
     {
+        endpoint.Started();
         try
         {
             using var deadline = new CancellationTokenSource(Timeout);
-            using HttpResponseMessage response = await invokers.For(target).SendAsync(copy, deadline.Token);
+            using HttpResponseMessage response = await endpoint.Invoker.SendAsync(copy, deadline.Token);
             await response.Content.CopyToAsync(Stream.Null, deadline.Token);
             metrics.Mirrored(route, "sent");
         }
         catch (Exception ex) when (ex is HttpRequestException or OperationCanceledException or IOException)
         {
             metrics.Mirrored(route, "failed");
-            GatewayLog.MirrorFailed(logger, route, target.Display, ex.Message);
+            GatewayLog.MirrorFailed(logger, route, backend, ex.Message);
         }
         finally
         {
+            endpoint.Finished();
             copy.Dispose();
             Interlocked.Decrement(ref _inFlight);
         }

@@ -1,9 +1,11 @@
+using Polly;
+using Polly.Retry;
+
 namespace NodeMesh.Gateway;
 
-/// <summary>A backend as the forwarder uses it: where requests go, and whether through the mesh.</summary>
-/// <param name="Prefix">The destination prefix (scheme, host, port) the forwarder builds each request's URI on.</param>
+/// <summary>A backend a rule sends to: a mesh service (its endpoints are the registry's) or a plain address.</summary>
 /// <param name="MeshService">The registry service it names; null: a plain address outside the mesh.</param>
-internal sealed record BackendTarget(BackendRefConfig Ref, string Prefix, string? MeshService)
+internal sealed record BackendTarget(BackendRefConfig Ref, string? MeshService)
 {
     /// <summary>Shown in logs, metrics and the access log: the service's name and port, or the address.</summary>
     public string Display => MeshService is null ? Ref.Address : $"{MeshService}:{Ref.Port}";
@@ -11,13 +13,11 @@ internal sealed record BackendTarget(BackendRefConfig Ref, string Prefix, string
     /// <summary>The service's name, or the address: <c>destination_service_name</c>.</summary>
     public string Name => MeshService ?? Ref.Address;
 
-    public static BackendTarget Of(BackendRefConfig backend) => backend.Address.Length > 0
-        ? new BackendTarget(backend, "http://" + backend.Address, null)
-        : new BackendTarget(backend, $"http://{MeshHost(backend.Name)}:{backend.Port}", backend.Name);
+    public static BackendTarget Of(BackendRefConfig backend) => backend.Address.Length > 0 ? new BackendTarget(backend, null) : new BackendTarget(backend, backend.Name);
 
     /// <summary>
-    /// The host name a mesh backend's requests are addressed to. The mesh invoker's connect callback reads the
-    /// service back from it; the suffix keeps it from ever being resolved by DNS, should it reach a plain invoker.
+    /// The host name in a mesh backend's request URIs (the Host header is the client's or the rewrite's). Its
+    /// connections are the endpoint's tunnel flows; the suffix keeps it from ever being resolved by DNS.
     /// </summary>
     public static string MeshHost(string service) => service + MeshSuffix;
 
@@ -38,6 +38,9 @@ internal sealed record RulePlan(
     HttpRouteTimeoutsConfig Timeouts,
     HttpRouteRetryConfig? Retry)
 {
+    /// <summary>The rule's retries (Polly's retry strategy: attempts, exponential backoff from the rule's); null: none.</summary>
+    public ResiliencePipeline<AttemptOutcome>? Retries { get; init; }
+
     /// <summary>route/rule (or route/RULE_INDEX), as logs and metrics name it.</summary>
     public string Display => RouteName + "/" + RuleName;
 
@@ -71,8 +74,25 @@ internal sealed record RulePlan(
 
         List<BackendTarget> backends = [.. rule.BackendRefs.Select(BackendTarget.Of)];
         return new RulePlan(route.Name, rule.Name.Length > 0 ? rule.Name : index.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            requestHeaders, responseHeaders, redirect, rewrite, mirrors, backends, RequestRewrite.TotalWeight(rule.BackendRefs), rule.Timeouts, rule.Retry);
+            requestHeaders, responseHeaders, redirect, rewrite, mirrors, backends, RequestRewrite.TotalWeight(rule.BackendRefs), rule.Timeouts, rule.Retry)
+        {
+            Retries = rule.Retry is { Attempts: > 0 } retry ? RetryPipeline(retry) : null,
+        };
     }
+
+    /// <summary>
+    /// Another attempt after one whose answer was held back (a listed code), that could not connect, that timed
+    /// out, or that found no endpoint; never after the response began (nothing can be taken back then).
+    /// </summary>
+    private static ResiliencePipeline<AttemptOutcome> RetryPipeline(HttpRouteRetryConfig retry) =>
+        new ResiliencePipelineBuilder<AttemptOutcome>().AddRetry(new RetryStrategyOptions<AttemptOutcome>
+        {
+            MaxRetryAttempts = retry.Attempts,
+            Delay = retry.Backoff,
+            BackoffType = DelayBackoffType.Exponential,
+            UseJitter = false,
+            ShouldHandle = static args => ValueTask.FromResult(args.Outcome.Exception is null && args.Outcome.Result.Retryable),
+        }).Build();
 
     /// <summary>The backend for a draw in [0, <see cref="TotalWeight"/>).</summary>
     public BackendTarget? Choose(int pick)

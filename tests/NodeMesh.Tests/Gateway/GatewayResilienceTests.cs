@@ -92,9 +92,9 @@ public sealed class GatewayResilienceTests(ITestOutputHelper output)
         Assert.True(halfCopies is >= 65 and <= 135, agent.Explain($"percent 50 of {Halved} requests: the mirror got {halfCopies}"));
 
         // The agent's account: access log lines and istio_requests_total by route, code and flags.
-        Assert.True(await agent.WaitForOutputAsync("request GET api.example.com:8080/item HTTP/1.1 route api/retried upstream flaky:80: 200 -"),
+        Assert.True(await agent.WaitForOutputAsync($"request GET api.example.com:8080/item HTTP/1.1 route api/retried upstream flaky:80 endpoint {flakyPod.Name}: 200 -"),
             agent.Explain("each request must have its access log line"));
-        Assert.Contains("route api/slow upstream flaky:80: 504 UT", agent.Output, StringComparison.Ordinal);
+        Assert.Contains($"route api/slow upstream flaky:80 endpoint {flakyPod.Name}: 504 UT", agent.Output, StringComparison.Ordinal);
         IReadOnlyList<PrometheusSample> scrape = await AgentMetrics.WaitForAsync(mesh, 1, "/metrics",
             s => AgentMetrics.Value(s, "istio_requests_total", new Dictionary<string, string> { ["route"] = "shadow/half" }) == Halved);
         Dictionary<string, string> Labels(string route, string code, string flags) => new()

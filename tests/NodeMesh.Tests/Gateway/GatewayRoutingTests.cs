@@ -137,6 +137,6 @@ public sealed class GatewayRoutingTests(ITestOutputHelper output)
         Assert.True(denied.Status == 502, node1.Explain($"a service whose policy denies the gateway must not be reached\n{denied}"));
         IReadOnlyList<FlowRecord> refusals = await node2.WaitForFlowsAsync(f => f.DestinationWorkload == vault.Name && f.Outcome == FlowOutcome.Denied);
         Assert.Equal(GatewayIdentity, refusals[0].SourceIdentity);
-        Assert.True(await node1.WaitForOutputAsync("cannot connect to mesh service vault:80"), node1.Explain("the gateway must log why the vault could not be reached"));
+        Assert.True(await node1.WaitForOutputAsync("cannot connect to mesh service vault at n2p2"), node1.Explain("the gateway must log why the vault could not be reached"));
     }
 }

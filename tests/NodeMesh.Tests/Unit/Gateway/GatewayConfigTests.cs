@@ -99,6 +99,19 @@ public class GatewayConfigTests
     [InlineData("""{ "name": "r", "rules": [ { "filters": [ { "type": "RequestMirror", "requestMirror": { "backendRef": { "name": "m", "port": 80 }, "percent": 101 } } ] } ] }""", "gateway.httpRoutes[0].rules[0].filters[0].requestMirror.percent: 101 must be between 0 and 100")]
     public void RouteMistakes_AreNamed(string route, string expected) => AssertError($$"""{ {{Listener}}, "httpRoutes": [ {{route}} ] }""", expected);
 
+    [Theory]
+    [InlineData("""{ "backend": "web!" }""", "gateway.backendPolicies[0].backend: 'web!' must be a mesh service's name or a plain backend's host:port")]
+    [InlineData("""{ "backend": "web", "loadBalancer": { "type": "ConsistentHash" } }""", "gateway.backendPolicies[0].loadBalancer: ConsistentHash needs exactly one of hashHeader and hashCookie")]
+    [InlineData("""{ "backend": "web", "loadBalancer": { "type": "Random" } }""", "gateway.backendPolicies[0].loadBalancer.type")]
+    [InlineData("""{ "backend": "web", "healthCheck": { "path": "health" } }""", "gateway.backendPolicies[0].healthCheck.path: 'health' must be a path starting with '/'")]
+    [InlineData("""{ "backend": "web", "healthCheck": { "interval": "1ms" } }""", "gateway.backendPolicies[0].healthCheck.interval: 1ms must be between 100ms and 1h")]
+    [InlineData("""{ "backend": "web", "circuitBreaker": { "failureRatio": 1.5 } }""", "gateway.backendPolicies[0].circuitBreaker.failureRatio: 1.5 must be between 0 (off) and 1")]
+    [InlineData("""{ "backend": "web", "circuitBreaker": { "failureRatio": 0.5, "breakDuration": "100ms" } }""", "gateway.backendPolicies[0].circuitBreaker.breakDuration: 100ms must be between 500ms and 1d")]
+    [InlineData("""{ "backend": "web", "circuitBreaker": { "maxRequests": 0 } }""", "gateway.backendPolicies[0].circuitBreaker.maxRequests: 0 must be between 1 and 1000000")]
+    [InlineData("""{ "backend": "web", "tls": { "hostname": "web.example.com" } }""", "gateway.backendPolicies[0].tls: only a plain backend (host:port) takes TLS settings")]
+    [InlineData("""{ "backend": "10.0.0.1:443", "tls": { "hostname": "" } }""", "gateway.backendPolicies[0].tls.hostname: missing")]
+    public void BackendPolicyMistakes_AreNamed(string policy, string expected) => AssertError($$"""{ {{Listener}}, "backendPolicies": [ {{policy}} ] }""", expected);
+
     [Fact]
     public void EveryMistake_IsReportedAtOnce()
     {
