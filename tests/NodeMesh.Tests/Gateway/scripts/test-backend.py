@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """An HTTP/1.1 backend for the gateway tests: test-backend.py PORT NAME MODE.
 MODE "alternate": answers 503 to every odd-numbered request it receives and 200 to every even one (so a request
-retried once always succeeds, one not retried fails every other time); "ok": always 200.
+retried once always succeeds, one not retried fails every other time); "ok": always 200; "fail": always 503.
 GET /slow?ms=N waits N ms before answering 200; GET /count answers how many requests came before it.
 Every other answer is "served-by=NAME n=COUNT method=METHOD path=PATH"."""
 import sys
@@ -44,7 +44,7 @@ class Handler(BaseHTTPRequestHandler):
             n = count
         if url.path == "/slow":
             time.sleep(int(parse_qs(url.query).get("ms", ["1000"])[0]) / 1000)
-        status = 503 if MODE == "alternate" and n % 2 == 1 else 200
+        status = 503 if MODE == "fail" or (MODE == "alternate" and n % 2 == 1) else 200
         self.answer(status, f"served-by={NAME} n={n} method={self.command} path={url.path}")
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any
