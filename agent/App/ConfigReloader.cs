@@ -115,14 +115,18 @@ internal sealed partial class ConfigReloader(
         }
 
         if (!a.Services.SequenceEqual(b.Services, ServiceComparer.Instance)) yield return "services";
-        if (!Listeners(a).SequenceEqual(Listeners(b)) || a.Gateway.Limits != b.Gateway.Limits || a.Gateway.Identity != b.Gateway.Identity)
+        if (!Listeners(a).SequenceEqual(Listeners(b)) || a.Gateway.Limits != b.Gateway.Limits || a.Gateway.Identity != b.Gateway.Identity
+            || a.Gateway.AccessLog != b.Gateway.AccessLog || !Policies(a).SequenceEqual(Policies(b)))
         {
-            yield return "gateway (listeners, limits, identity)";
+            yield return "gateway (listeners, limits, identity, accessLog, backendPolicies)";
         }
     }
 
     private static IEnumerable<string> Listeners(AgentConfig c) => c.Gateway.Listeners.Select(l =>
         $"{l.Name} {l.Address}:{l.Port} {l.Protocol} {string.Join(",", l.Tls?.Certificates.Select(f => f.CertFile + "+" + f.KeyFile) ?? [])}");
+
+    private static IEnumerable<string> Policies(AgentConfig c) => c.Gateway.BackendPolicies.Select(p =>
+        $"{p.Backend} {p.LoadBalancer} {p.HealthCheck} {string.Join(",", p.HealthCheck?.ExpectedStatuses ?? [])} {p.OutlierDetection} {p.CircuitBreaker} {p.Tls}");
 
     /// <summary>Services by content (the record's lists compare by reference).</summary>
     private sealed class ServiceComparer : IEqualityComparer<ServiceConfig>

@@ -80,11 +80,21 @@ internal static partial class ConfigLoader
                         RequireAbsolutePath(errors, $"{at}.tls.certificates[{k}].certFile", l.Tls.Certificates[k].CertFile);
                         RequireAbsolutePath(errors, $"{at}.tls.certificates[{k}].keyFile", l.Tls.Certificates[k].KeyFile);
                     }
+
+                    if (l.Tls.ClientValidation is { } clients)
+                    {
+                        RequireAbsolutePath(errors, $"{at}.tls.clientValidation.caFile", clients.CaFile);
+                    }
                 }
             }
             else if (l.Tls is not null)
             {
                 errors.Add($"{at}.tls: only an Https listener takes certificates; this one is {l.Protocol}");
+            }
+
+            if (l.Http3 && l.Protocol != GatewayProtocol.Https)
+            {
+                errors.Add($"{at}.http3: HTTP/3 runs over QUIC, which is always TLS; only an Https listener takes it");
             }
         }
 

@@ -45,6 +45,13 @@ internal sealed class ForwardTransformer(
         proxyRequest.Headers.Remove("X-Forwarded-Proto");
         proxyRequest.Headers.TryAddWithoutValidation("X-Forwarded-Proto", httpContext.Request.Scheme);
 
+        // Only the gateway says who the client's certificate names: a client's own header of that name is dropped.
+        proxyRequest.Headers.Remove("X-Forwarded-Client-Cert");
+        if (httpContext.Connection.ClientCertificate is { } certificate)
+        {
+            proxyRequest.Headers.TryAddWithoutValidation("X-Forwarded-Client-Cert", ClientCertificates.ForwardedValue(certificate));
+        }
+
         if (plan.RequestHeaders is { } modifier)
         {
             Modify(proxyRequest.Headers, proxyRequest.Content?.Headers, modifier);

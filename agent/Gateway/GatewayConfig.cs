@@ -58,6 +58,12 @@ internal sealed record GatewayListenerConfig
 
     /// <summary>For <see cref="GatewayProtocol.Https"/>: the certificates, chosen by SNI.</summary>
     public ListenerTlsConfig? Tls { get; set; }
+
+    /// <summary>
+    /// For <see cref="GatewayProtocol.Https"/>: HTTP/3 on the same port (UDP) besides HTTP/1.1 and HTTP/2, where QUIC is
+    /// available (libmsquic); without it the agent says so at start and serves the other two.
+    /// </summary>
+    public bool Http3 { get; set; }
 }
 
 /// <summary>A listener's TLS (Gateway API's listeners[].tls, mode Terminate).</summary>
@@ -65,6 +71,19 @@ internal sealed record ListenerTlsConfig
 {
     /// <summary>PEM files; each serves the names its certificate holds, the first also clients that send no SNI or an unknown name.</summary>
     public IReadOnlyList<CertificateFilesConfig> Certificates { get; set; } = [];
+
+    /// <summary>Client certificates checked against a CA (Gateway API's frontendValidation); null: none asked for.</summary>
+    public ClientValidationConfig? ClientValidation { get; set; }
+}
+
+/// <summary>Mutual TLS at the edge: clients present a certificate that chains to the CA file.</summary>
+internal sealed record ClientValidationConfig
+{
+    /// <summary>PEM file of the CA certificates a client's certificate must chain to.</summary>
+    public string CaFile { get; set; } = "";
+
+    /// <summary>True: a client without a certificate is still served (one with a bad certificate never is).</summary>
+    public bool Optional { get; set; }
 }
 
 internal sealed record CertificateFilesConfig

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -37,16 +38,27 @@ internal sealed class GatewayServer(
 
         ILogger logger = loggers.CreateLogger<GatewayServer>();
         var certificates = new Dictionary<string, ListenerCertificates>(StringComparer.Ordinal);
+        var clientRoots = new Dictionary<string, X509Certificate2Collection>(StringComparer.Ordinal);
         foreach (GatewayListenerConfig listener in gateway.Listeners.Where(l => l.Protocol == GatewayProtocol.Https))
         {
             try
             {
                 certificates[listener.Name] = ListenerCertificates.Load(listener.Tls!.Certificates);
+                if (listener.Tls.ClientValidation is { } clients)
+                {
+                    clientRoots[listener.Name] = BackendClients.LoadRoots(clients.CaFile);
+                }
             }
             catch (InvalidDataException ex)
             {
                 throw new IOException($"gateway.listeners '{listener.Name}': cannot load its certificate: {ex.Message}", ex);
             }
+        }
+
+        bool quic = System.Net.Quic.QuicListener.IsSupported;
+        foreach (GatewayListenerConfig listener in gateway.Listeners.Where(l => l.Http3 && !quic))
+        {
+            GatewayLog.Http3Unavailable(logger, listener.Name);
         }
 
         WebApplicationBuilder builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
@@ -71,14 +83,21 @@ internal sealed class GatewayServer(
                             options.Protocols = HttpProtocols.Http2;
                             break;
                         case GatewayProtocol.Https:
-                            options.Protocols = HttpProtocols.Http1AndHttp2;
+                            options.Protocols = listener.Http3 && quic ? HttpProtocols.Http1AndHttp2AndHttp3 : HttpProtocols.Http1AndHttp2;
                             ListenerCertificates chosen = certificates[listener.Name];
-                            options.UseHttps(new HttpsConnectionAdapterOptions
+                            var https = new HttpsConnectionAdapterOptions
                             {
                                 SslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
                                 ServerCertificateSelector = (_, name) => chosen.Select(name),
                                 HandshakeTimeout = gateway.Limits.RequestHeadersTimeout,
-                            });
+                            };
+                            if (clientRoots.TryGetValue(listener.Name, out X509Certificate2Collection? roots))
+                            {
+                                https.ClientCertificateMode = listener.Tls!.ClientValidation!.Optional ? ClientCertificateMode.AllowCertificate : ClientCertificateMode.RequireCertificate;
+                                https.ClientCertificateValidation = (certificate, _, _) => ClientCertificates.Chains(certificate, roots);
+                            }
+
+                            options.UseHttps(https);
                             break;
                     }
                 });
@@ -87,6 +106,11 @@ internal sealed class GatewayServer(
         if (certificates.Count > 0)
         {
             builder.WebHost.UseKestrelHttpsConfiguration();
+        }
+
+        if (quic && gateway.Listeners.Any(l => l.Http3))
+        {
+            builder.WebHost.UseQuic();
         }
 
         _app = builder.Build();

@@ -25,12 +25,20 @@ public sealed class GatewayListenerTests(ITestOutputHelper output)
             await SelfSignedAsync(dir, name);
         }
 
+        // Mutual TLS at the edge: a client CA, a client certificate it signed, and one from a CA the listener does not know.
+        await ClientCertificateAsync(dir, "clients", "client.example.com");
+        await ClientCertificateAsync(dir, "strangers", "stranger.example.com");
+
         string gateway = $$"""
             {
               "listeners": [
                 { "name": "tls", "address": "{{mesh.Node(1).Ip}}", "port": 8443, "protocol": "Https",
                   "tls": { "certificates": [ { "certFile": "{{dir}}/a.example.com.pem", "keyFile": "{{dir}}/a.example.com.key" },
-                                             { "certFile": "{{dir}}/b.example.com.pem", "keyFile": "{{dir}}/b.example.com.key" } ] } },
+                                             { "certFile": "{{dir}}/b.example.com.pem", "keyFile": "{{dir}}/b.example.com.key" } ] },
+                  "http3": true },
+                { "name": "mtls", "address": "{{mesh.Node(1).Ip}}", "port": 8444, "protocol": "Https",
+                  "tls": { "certificates": [ { "certFile": "{{dir}}/b.example.com.pem", "keyFile": "{{dir}}/b.example.com.key" } ],
+                           "clientValidation": { "caFile": "{{dir}}/clients-ca.pem" } } },
                 { "name": "grpc", "address": "{{mesh.Node(1).Ip}}", "port": 8081, "protocol": "H2c" }
               ],
               "httpRoutes": [ { "name": "all", "rules": [ { "backendRefs": [ { "name": "web", "port": 80 } ] } ] } ]
@@ -57,6 +65,25 @@ public sealed class GatewayListenerTests(ITestOutputHelper output)
         Assert.True(h1 is { Status: 200, Version: "HTTP/1.1", ServedBy: "web" }, agent.Explain($"HTTP/1.1 over TLS\n{h1}"));
         HttpAnswer h2c = await CurlAsync(mesh, "--http2-prior-knowledge", $"http://{mesh.Node(1).Ip}:8081/y");
         Assert.True(h2c is { Status: 200, Version: "HTTP/2", ServedBy: "web" }, agent.Explain($"h2c with prior knowledge\n{h2c}"));
+
+        // HTTP/3 needs QUIC (libmsquic): where it is missing the agent says so and serves the rest.
+        if (!System.Net.Quic.QuicListener.IsSupported)
+        {
+            Assert.True(await agent.WaitForOutputAsync("listener tls: HTTP/3 unavailable"), agent.Explain("a listener asking for HTTP/3 without QUIC must be reported"));
+        }
+
+        // Client certificates: one the CA signed is served (the backend is told who it names); none, or a stranger's, is refused.
+        string[] mtls = ["--resolve", $"b.example.com:8444:{mesh.Node(1).Ip}", "--cacert", $"{dir}/b.example.com.pem", "https://b.example.com:8444/"];
+        HttpAnswer admitted = await CurlAsync(mesh, ["--cert", $"{dir}/client.example.com.pem", "--key", $"{dir}/client.example.com.key", .. mtls]);
+        Assert.True(admitted is { Status: 200, ServedBy: "web" }, agent.Explain($"a client certificate of the CA must be served\n{admitted}"));
+        Assert.Contains("Subject=\"CN=client.example.com\"", admitted.Body, StringComparison.Ordinal);
+        CommandResult anonymous = await mesh.Ext.RunAsync("curl", ["-s", "-S", "--max-time", "10", .. mtls]);
+        Assert.True(!anonymous.Succeeded && !anonymous.Stdout.Contains("served-by", StringComparison.Ordinal), $"no client certificate must be refused\n{anonymous}");
+        CommandResult stranger = await mesh.Ext.RunAsync("curl", ["-s", "-S", "--max-time", "10", "--cert", $"{dir}/stranger.example.com.pem", "--key", $"{dir}/stranger.example.com.key", .. mtls]);
+        Assert.True(!stranger.Succeeded && !stranger.Stdout.Contains("served-by", StringComparison.Ordinal), $"a certificate of another CA must be refused\n{stranger}");
+        // A client's own X-Forwarded-Client-Cert never reaches the backend.
+        HttpAnswer forged = await CurlAsync(mesh, [.. resolve, "-H", "X-Forwarded-Client-Cert: Subject=\"CN=admin\"", "https://b.example.com:8443/x"]);
+        Assert.DoesNotContain("CN=admin", forged.Body, StringComparison.Ordinal);
 
         CommandResult old = await mesh.Ext.RunAsync("openssl", "s_client", "-connect", at, "-servername", "b.example.com", "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0");
         Assert.True(!old.Stdout.Contains("BEGIN CERTIFICATE", StringComparison.Ordinal), $"TLS 1.1 must be refused\n{old}");
@@ -89,6 +116,20 @@ public sealed class GatewayListenerTests(ITestOutputHelper output)
         // Key first, then certificate, each replaced whole (rename): a reader never sees half a file.
         File.Move(temp + ".key", Path.Combine(dir, name + ".key"), overwrite: true);
         File.Move(temp + ".pem", Path.Combine(dir, name + ".pem"), overwrite: true);
+    }
+
+    /// <summary>A CA named <paramref name="ca"/> (DIR/CA-ca.pem) and a client certificate for <paramref name="name"/> it signed.</summary>
+    private static async Task ClientCertificateAsync(string dir, string ca, string name)
+    {
+        string caKey = Path.Combine(dir, ca + "-ca.key"), caPem = Path.Combine(dir, ca + "-ca.pem");
+        string key = Path.Combine(dir, name + ".key"), csr = Path.Combine(dir, name + ".csr"), pem = Path.Combine(dir, name + ".pem");
+        string ext = Path.Combine(dir, name + ".ext");
+        TimeSpan t = TimeSpan.FromSeconds(30);
+        await Command.RunCheckedAsync(t, "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", caKey, "-out", caPem,
+            "-days", "2", "-subj", "/CN=" + ca + " CA");
+        await Command.RunCheckedAsync(t, "openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=" + name);
+        await File.WriteAllTextAsync(ext, "extendedKeyUsage=clientAuth\n");
+        await Command.RunCheckedAsync(t, "openssl", "x509", "-req", "-in", csr, "-CA", caPem, "-CAkey", caKey, "-CAcreateserial", "-out", pem, "-days", "2", "-extfile", ext);
     }
 
     /// <summary>The CN of the certificate the listener presents for <paramref name="sni"/> (null: no SNI sent).</summary>
