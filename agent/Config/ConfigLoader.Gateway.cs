@@ -107,6 +107,7 @@ internal static partial class ConfigLoader
         RequireDuration(errors, "gateway.limits.keepAliveTimeout", limits.KeepAliveTimeout, TimeSpan.FromSeconds(1), TimeSpan.FromHours(1));
         RequireRange(errors, "gateway.limits.minRequestBodyBytesPerSecond", limits.MinRequestBodyBytesPerSecond, 0, 100 * 1024 * 1024);
         RequireRange(errors, "gateway.limits.http2MaxStreams", limits.Http2MaxStreams, 1, 10_000);
+        RequireRange(errors, "gateway.limits.maxClientResetsPerSecond", limits.MaxClientResetsPerSecond, 1, 1_000_000);
 
         ValidateBackendPolicies(errors, g);
         if (g.HttpRoutes.Count > 0 && g.Listeners.Count == 0)

@@ -118,6 +118,12 @@ internal sealed record GatewayLimitsConfig
 
     /// <summary>Concurrent HTTP/2 streams per connection.</summary>
     public int Http2MaxStreams { get; set; } = 100;
+
+    /// <summary>
+    /// Requests a connection may cancel before their response begins, a second (twice that at once): beyond it the
+    /// connection is closed (HTTP/2 rapid reset).
+    /// </summary>
+    public int MaxClientResetsPerSecond { get; set; } = 100;
 }
 
 /// <summary>An HTTPRoute: hostnames and rules.</summary>

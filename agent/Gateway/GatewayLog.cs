@@ -17,6 +17,9 @@ internal static partial class GatewayLog
     [LoggerMessage(EventId = 1516, Level = LogLevel.Warning, Message = "gateway: listener {Listener}: HTTP/3 unavailable (QUIC needs libmsquic, not found); serving HTTP/1.1 and HTTP/2 only")]
     public static partial void Http3Unavailable(ILogger logger, string listener);
 
+    [LoggerMessage(EventId = 1517, Level = LogLevel.Warning, Message = "gateway: connection from {Client} closed: it cancelled requests faster than gateway.limits.maxClientResetsPerSecond allows (HTTP/2 rapid reset)")]
+    public static partial void ResetFlood(ILogger logger, string client);
+
     [LoggerMessage(EventId = 1511, Level = LogLevel.Warning, Message = "gateway: backend {Backend}: endpoint {Endpoint} ejected for {Duration} after {Failures} failures in a row")]
     public static partial void Ejected(ILogger logger, string backend, string endpoint, string duration, int failures);
 

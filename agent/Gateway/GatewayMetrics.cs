@@ -27,6 +27,7 @@ internal sealed class GatewayMetrics : IDisposable
     private readonly Counter<long> _ejections;
     private readonly Counter<long> _healthFailures;
     private readonly Counter<long> _refusals;
+    private readonly Counter<long> _resetFloods;
 
     public GatewayMetrics()
     {
@@ -42,6 +43,8 @@ internal sealed class GatewayMetrics : IDisposable
         _healthFailures = _meter.CreateCounter<long>("nodemesh_gateway_health_check_failures_total", description: "Active health checks that failed, by backend.");
         _refusals = _meter.CreateCounter<long>("nodemesh_gateway_backend_refusals_total",
             description: "Requests not sent to a backend, by backend and reason (overflow: its limits were full; circuit_open; no_endpoint: none healthy).");
+        _resetFloods = _meter.CreateCounter<long>("nodemesh_gateway_connections_closed_for_resets_total",
+            description: "Client connections closed for cancelling requests faster than gateway.limits.maxClientResetsPerSecond (HTTP/2 rapid reset).");
         _mirrors = _meter.CreateCounter<long>("nodemesh_gateway_mirrored_requests_total", description: "Copies of requests sent to mirror backends, by route and result (sent, failed, dropped).");
     }
 
@@ -75,6 +78,8 @@ internal sealed class GatewayMetrics : IDisposable
     public void HealthCheckFailed(string backend) => _healthFailures.Add(1, new KeyValuePair<string, object?>("backend", backend));
 
     public void Refused(string backend, string reason) => _refusals.Add(1, new KeyValuePair<string, object?>("backend", backend), new KeyValuePair<string, object?>("reason", reason));
+
+    public void ConnectionClosedForResets() => _resetFloods.Add(1);
 
     public void Dispose() => _meter.Dispose();
 }

@@ -15,7 +15,7 @@ namespace NodeMesh.Gateway;
 /// </summary>
 internal sealed class GatewayRequestHandler(
     GatewayRoutes routes, BackendPools pools, IHttpForwarder forwarder, RequestMirror mirror, GatewayMetrics metrics,
-    IReadOnlyDictionary<int, string> listenerByPort, string sourcePrincipal, ILogger logger, ILogger? accessLog)
+    IReadOnlyDictionary<int, string> listenerByPort, string sourcePrincipal, ResetFloodGuard resets, ILogger logger, ILogger? accessLog)
 {
     private static readonly ForwarderRequestConfig Forwarding = new()
     {
@@ -79,6 +79,12 @@ internal sealed class GatewayRequestHandler(
         }
         finally
         {
+            if (resets.Charge(context))
+            {
+                metrics.ConnectionClosedForResets();
+                GatewayLog.ResetFlood(logger, context.Connection.RemoteIpAddress?.ToString() ?? "-");
+            }
+
             var record = new GatewayRequestRecord(
                 request.Method, request.Host.Value ?? "", path, request.Protocol, route, backend?.Display ?? "-", endpoint ?? "-", backend?.Name ?? "-", backend?.MeshService is not null,
                 request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true, context.Response.StatusCode, flags,

@@ -61,6 +61,7 @@ internal sealed class GatewayServer(
             GatewayLog.Http3Unavailable(logger, listener.Name);
         }
 
+        var resets = new ResetFloodGuard(gateway.Limits.MaxClientResetsPerSecond);
         WebApplicationBuilder builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Services.AddLogging();
         builder.Services.AddSingleton(loggers);
@@ -74,6 +75,7 @@ internal sealed class GatewayServer(
             {
                 kestrel.Listen(IPAddress.Parse(listener.Address), listener.Port, options =>
                 {
+                    options.Use(resets.Middleware);
                     switch (listener.Protocol)
                     {
                         case GatewayProtocol.Http:
@@ -116,7 +118,7 @@ internal sealed class GatewayServer(
         _app = builder.Build();
         _pools = new BackendPools(registry, new BackendClients(mesh, config.Tunnel.ConnectTimeout, logger), gateway.BackendPolicies, metrics, logger);
         var handler = new GatewayRequestHandler(routes, _pools, _app.Services.GetRequiredService<IHttpForwarder>(), new RequestMirror(_pools, metrics, logger), metrics,
-            gateway.Listeners.ToDictionary(l => l.Port, l => l.Name), mesh.Identity.Uri, logger, gateway.AccessLog ? loggers.CreateLogger(Proxy.FlowRecorder.AccessLogCategory) : null);
+            gateway.Listeners.ToDictionary(l => l.Port, l => l.Name), mesh.Identity.Uri, resets, logger, gateway.AccessLog ? loggers.CreateLogger(Proxy.FlowRecorder.AccessLogCategory) : null);
         _app.Run(handler.HandleAsync);
         try
         {
