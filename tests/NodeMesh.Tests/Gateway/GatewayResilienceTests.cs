@@ -76,6 +76,23 @@ public sealed class GatewayResilienceTests(ITestOutputHelper output)
         Assert.True(slow.Status == 504, agent.Explain($"the request timeout must answer 504\n{slow}"));
         Assert.True(watch.Elapsed < TimeSpan.FromMilliseconds(2800), $"the timeout must cut the wait: {watch.Elapsed}");
 
+        // Server-sent events pass through as they are sent: the first event is there a second in, the second (2 s later) is not.
+        CommandResult events = await mesh.Ext.RunAsync(TimeSpan.FromSeconds(10), "curl", [.. resolve, "-s", "-N", "--max-time", "1", "http://api.example.com:8080/events"]);
+        Assert.True(events.Stdout.Contains("data: one", StringComparison.Ordinal) && !events.Stdout.Contains("data: two", StringComparison.Ordinal),
+            agent.Explain($"an event stream must not be buffered: within 1 s curl got '{events.Stdout}'"));
+        CommandResult whole = await mesh.Ext.RunAsync(TimeSpan.FromSeconds(10), "curl", [.. resolve, "-s", "-N", "--max-time", "8", "http://api.example.com:8080/events"]);
+        Assert.True(whole.Succeeded && whole.Stdout.Contains("data: two", StringComparison.Ordinal), agent.Explain($"the stream must end whole: {whole}"));
+
+        // A long upload is streamed to the backend as it comes (4 MiB at 2 MiB/s: about 2 s between its first and last piece there).
+        string upload = Path.Combine(mesh.WorkDir, "upload");
+        await File.WriteAllBytesAsync(upload, new byte[4 * 1024 * 1024]);
+        CommandResult sent = await mesh.Ext.RunAsync(TimeSpan.FromSeconds(30), "curl", [.. resolve, "-s", "--max-time", "20", "--limit-rate", "2M", "-H", "Expect:",
+            "--data-binary", "@" + upload, "http://api.example.com:8080/upload"]);
+        System.Text.RegularExpressions.Match uploaded = System.Text.RegularExpressions.Regex.Match(sent.Stdout, @"upload bytes=(\d+) seconds=([\d.]+)");
+        Assert.True(uploaded.Success && uploaded.Groups[1].Value == (4 * 1024 * 1024).ToString(System.Globalization.CultureInfo.InvariantCulture)
+            && double.Parse(uploaded.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture) > 1.0,
+            agent.Explain($"the upload must reach the backend whole and as it is sent, not buffered: {sent}"));
+
         // Mirrors: all of /all, about half of the rest (binomial, 5 standard deviations either way).
         const int Mirrored = 20, Halved = 200;
         for (int i = 0; i < Mirrored; i++)
@@ -102,7 +119,9 @@ public sealed class GatewayResilienceTests(ITestOutputHelper output)
             ["route"] = route, ["response_code"] = code, ["response_flags"] = flags, ["destination_service"] = "flaky:80",
             ["source_principal"] = GatewayIdentity, ["reporter"] = "source", ["connection_security_policy"] = "mutual_tls",
         };
-        Assert.Equal(Gets + 1, AgentMetrics.Value(scrape, "istio_requests_total", Labels("api/retried", "200", "-")));
+        // The GETs, the POST that succeeded, the whole event stream and the upload; the stream curl left after 1 s is the client's doing (DC).
+        Assert.Equal(Gets + 3, AgentMetrics.Value(scrape, "istio_requests_total", Labels("api/retried", "200", "-")));
+        Assert.Equal(1, AgentMetrics.Value(scrape, "istio_requests_total", Labels("api/retried", "200", "DC")));
         Assert.Equal(1, AgentMetrics.Value(scrape, "istio_requests_total", Labels("api/retried", "503", "-")));
         Assert.Equal(1, AgentMetrics.Value(scrape, "istio_requests_total", Labels("api/slow", "504", "UT")));
         Assert.Equal(Gets, AgentMetrics.Value(scrape, "nodemesh_gateway_retries_total", new Dictionary<string, string> { ["route"] = "api/retried" }));
