@@ -20,6 +20,7 @@ DEPS=(
   "dpkg-deb:dpkg" "lintian:lintian" "systemd-analyze:systemd" "groff:groff-base" "man:man-db"
   "etcd:etcd-server" "etcdctl:etcd-client" "/usr/lib/cni/bridge:containernetworking-plugins" "jq:jq"
   "h2load:nghttp2-client" "/usr/lib/python3/dist-packages/websockets:python3-websockets" "/usr/lib/python3/dist-packages/h2:python3-h2"
+  "/usr/lib/python3/dist-packages/grpc:python3-grpcio"
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -369,7 +369,7 @@ internal static class CommandLine
         builder.Services.AddSingleton<MeshAgent>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<MeshAgent>());
         // After MeshAgent: its backends are the registry's services and the tunnel pool, up by then.
-        builder.Services.AddSingleton(new Gateway.GatewayRoutes(config.Gateway.HttpRoutes));
+        builder.Services.AddSingleton(new Gateway.GatewayRoutes(config.Gateway));
         builder.Services.AddSingleton<Gateway.MeshServiceConnector>();
         builder.Services.AddSingleton<Gateway.GatewayMetrics>();
         builder.Services.AddHostedService<Gateway.GatewayServer>();

@@ -93,7 +93,7 @@ internal sealed partial class ConfigReloader(
             metrics.ClosedByPolicy(closed.Count);
         }
 
-        routes.Replace(next.Gateway.HttpRoutes);
+        routes.Replace(next.Gateway);
         string[] needsRestart = RestartOnlyChanges(previous, next).ToArray();
         Log.Applied(logger, path, compiled.Policies.Count, closed.Count, routes.Count, needsRestart.Length == 0 ? "none" : string.Join(", ", needsRestart));
     }

@@ -169,6 +169,115 @@ internal static partial class ConfigLoader
                 ValidateRule(errors, ruleAt, rule);
             }
         }
+
+        if (g.GrpcRoutes is null)
+        {
+            errors.Add("gateway.grpcRoutes: must not be null");
+            return;
+        }
+
+        if (g.GrpcRoutes.Count > 0 && g.Listeners.Count == 0)
+        {
+            errors.Add("gateway.grpcRoutes: routes need a listener to serve them; gateway.listeners is empty");
+        }
+
+        for (int r = 0; r < g.GrpcRoutes.Count; r++)
+        {
+            ValidateGrpcRoute(errors, $"gateway.grpcRoutes[{r}]", g.GrpcRoutes[r], routeNames, listenerNames);
+        }
+    }
+
+    private static readonly Regex GrpcName = new("^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)*$", RegexOptions.CultureInvariant);
+
+    private static void ValidateGrpcRoute(List<string> errors, string at, GrpcRouteConfig route, Dictionary<string, string> routeNames, Dictionary<string, string> listenerNames)
+    {
+        if (route is null || route.Hostnames is null || route.Listeners is null || route.Rules is null)
+        {
+            errors.Add($"{at}: must be an object whose hostnames, listeners and rules are lists");
+            return;
+        }
+
+        // One namespace for HTTP and gRPC route names: they label the same metrics and log lines.
+        RequireName(errors, $"{at}.name", route.Name);
+        Unique(errors, routeNames, route.Name, $"{at}.name", "route name");
+        for (int h = 0; h < route.Hostnames.Count; h++)
+        {
+            if (!IsRouteHostname(route.Hostnames[h]))
+            {
+                errors.Add(MustBe($"{at}.hostnames[{h}]", route.Hostnames[h], "a DNS name (a.example.com) or a wildcard (*.example.com), without a port"));
+            }
+        }
+
+        for (int k = 0; k < route.Listeners.Count; k++)
+        {
+            if (!listenerNames.ContainsKey(route.Listeners[k]))
+            {
+                errors.Add(MustBe($"{at}.listeners[{k}]", route.Listeners[k], $"the name of one of gateway.listeners ({string.Join(", ", listenerNames.Keys)})"));
+            }
+        }
+
+        if (route.Rules.Count == 0)
+        {
+            errors.Add($"{at}.rules: empty; a route needs at least one rule");
+        }
+
+        for (int i = 0; i < route.Rules.Count; i++)
+        {
+            GrpcRouteRuleConfig rule = route.Rules[i];
+            string ruleAt = $"{at}.rules[{i}]";
+            if (rule is null || rule.Matches is null || rule.Filters is null || rule.BackendRefs is null)
+            {
+                errors.Add($"{ruleAt}: must be an object whose matches, filters and backendRefs are lists");
+                continue;
+            }
+
+            if (rule.Name.Length > 0)
+            {
+                RequireName(errors, $"{ruleAt}.name", rule.Name);
+            }
+
+            for (int m = 0; m < rule.Matches.Count; m++)
+            {
+                GrpcRouteMatchConfig match = rule.Matches[m];
+                string mAt = $"{ruleAt}.matches[{m}]";
+                if (match.Method is { } method)
+                {
+                    if (method.Type == ValueMatchType.Exact)
+                    {
+                        if (method.Service.Length > 0 && !GrpcName.IsMatch(method.Service))
+                        {
+                            errors.Add(MustBe($"{mAt}.method.service", method.Service, "a gRPC service name (package.Service)"));
+                        }
+
+                        if (method.Method.Length > 0 && !GrpcName.IsMatch(method.Method) || method.Method.Contains('.', StringComparison.Ordinal))
+                        {
+                            errors.Add(MustBe($"{mAt}.method.method", method.Method, "a gRPC method name"));
+                        }
+                    }
+                    else
+                    {
+                        RequireRegex(errors, $"{mAt}.method.service", method.Service.Length > 0 ? method.Service : ".*");
+                        RequireRegex(errors, $"{mAt}.method.method", method.Method.Length > 0 ? method.Method : ".*");
+                    }
+                }
+
+                for (int h = 0; h < (match.Headers?.Count ?? 0); h++)
+                {
+                    RequireHeaderName(errors, $"{mAt}.headers[{h}].name", match.Headers![h].Name);
+                }
+            }
+
+            for (int f = 0; f < rule.Filters.Count; f++)
+            {
+                if (rule.Filters[f].Type is not (HttpRouteFilterType.RequestHeaderModifier or HttpRouteFilterType.ResponseHeaderModifier or HttpRouteFilterType.RequestMirror))
+                {
+                    errors.Add($"{ruleAt}.filters[{f}].type: a GRPCRoute takes RequestHeaderModifier, ResponseHeaderModifier and RequestMirror, not {rule.Filters[f].Type}");
+                }
+            }
+
+            // The filters and backends are an HTTP rule's: checked as one.
+            ValidateRule(errors, ruleAt, new HttpRouteRuleConfig { Filters = rule.Filters, BackendRefs = rule.BackendRefs });
+        }
     }
 
     private static void ValidateBackendPolicies(List<string> errors, GatewayConfig g)

@@ -28,7 +28,7 @@ internal readonly record struct AttemptOutcome(ForwarderError Error, int? Withhe
 
 /// <summary>What an attempt needs beyond the request: the rule, the rewritten path and host, and the timeouts in force.</summary>
 internal sealed record AttemptRequest(
-    IHttpForwarder Forwarder, ForwarderRequestConfig Config, RulePlan Plan, string Path, string Host, string? TraceParent,
+    IHttpForwarder Forwarder, RulePlan Plan, string Path, string Host, string? TraceParent,
     IReadOnlyList<int>? WithholdCodes, CancellationTokenSource? Whole);
 
 /// <summary>
@@ -43,6 +43,7 @@ internal sealed class BackendPool : IAsyncDisposable
     private readonly BackendTarget _target;
     private readonly BackendPolicyConfig _policy;
     private readonly Func<EndpointSet> _source;
+    private readonly ForwarderRequestConfig _forwarding;
     private readonly GatewayMetrics _metrics;
     private readonly ILogger _logger;
     private readonly ConcurrencyLimiter _limiter;
@@ -60,6 +61,13 @@ internal sealed class BackendPool : IAsyncDisposable
         _source = source;
         _metrics = metrics;
         _logger = logger;
+        _forwarding = new ForwarderRequestConfig
+        {
+            ActivityTimeout = TimeSpan.FromSeconds(100),
+            // HTTP/2 cannot be negotiated without TLS: a cleartext backend is spoken to as its policy says it speaks.
+            Version = policy.Protocol == BackendProtocol.H2c ? System.Net.HttpVersion.Version20 : System.Net.HttpVersion.Version11,
+            VersionPolicy = policy.Protocol == BackendProtocol.H2c ? HttpVersionPolicy.RequestVersionExact : HttpVersionPolicy.RequestVersionOrLower,
+        };
         CircuitBreakerConfig limits = policy.CircuitBreaker;
         _limiter = new ConcurrencyLimiter(new ConcurrencyLimiterOptions
         {
@@ -93,6 +101,11 @@ internal sealed class BackendPool : IAsyncDisposable
     }
 
     public string Display => _target.Display;
+
+    /// <summary>The HTTP version requests to it are sent in (mirror copies and health checks too).</summary>
+    public Version HttpVersion => _forwarding.Version!;
+
+    public HttpVersionPolicy HttpVersionPolicy => _forwarding.VersionPolicy!.Value;
 
     /// <summary>The endpoints now (read again when their source changed), for the health checks, the mirror and `status`.</summary>
     public IReadOnlyList<BackendEndpoint> Endpoints => Current().Endpoints;
@@ -161,7 +174,7 @@ internal sealed class BackendPool : IAsyncDisposable
             }
 
             var transformer = new ForwardTransformer(r.Plan, r.Path, r.Host, r.TraceParent, r.WithholdCodes, r.Whole, cancel);
-            ForwarderError error = await r.Forwarder.SendAsync(context, endpoint.Prefix, endpoint.Invoker, r.Config, transformer, cancel.Token);
+            ForwarderError error = await r.Forwarder.SendAsync(context, endpoint.Prefix, endpoint.Invoker, _forwarding, transformer, cancel.Token);
             bool timedOut = transformer.TimedOut && !context.RequestAborted.IsCancellationRequested;
             int status = transformer.WithheldStatus ?? context.Response.StatusCode;
 
@@ -278,7 +291,7 @@ internal sealed class BackendPool : IAsyncDisposable
         {
             using var deadline = CancellationTokenSource.CreateLinkedTokenSource(stopping);
             deadline.CancelAfter(check.Timeout);
-            using var probe = new HttpRequestMessage(HttpMethod.Get, endpoint.Prefix + check.Path);
+            using var probe = new HttpRequestMessage(HttpMethod.Get, endpoint.Prefix + check.Path) { Version = HttpVersion, VersionPolicy = HttpVersionPolicy };
             using HttpResponseMessage response = await endpoint.Invoker.SendAsync(probe, deadline.Token);
             int status = (int)response.StatusCode;
             problem = (check.ExpectedStatuses.Count == 0 ? status is >= 200 and < 400 : check.ExpectedStatuses.Contains(status)) ? null : $"{check.Path} answered {status}";

@@ -73,6 +73,10 @@ internal sealed class ForwardTransformer(
         }
 
         bool proceed = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+        if (proxyResponse is not null && proxyResponse.Headers.Contains("grpc-status"))
+        {
+            MoveGrpcStatusToTrailers(httpContext.Response);
+        }
         if (proxyResponse is not null && plan.ResponseHeaders is { } modifier)
         {
             IHeaderDictionary headers = httpContext.Response.Headers;
@@ -93,6 +97,27 @@ internal sealed class ForwardTransformer(
         }
 
         return proceed;
+    }
+
+    /// <summary>
+    /// A gRPC error with no message is sent "trailers-only": its status in the one HEADERS frame that ends the
+    /// stream. Kestrel ends a stream with a frame of its own after the headers, and gRPC clients then look for the
+    /// status in trailers that never come (UNKNOWN): so the status goes to the trailers, where every client reads it.
+    /// </summary>
+    private static void MoveGrpcStatusToTrailers(HttpResponse response)
+    {
+        if (!response.SupportsTrailers())
+        {
+            return;
+        }
+
+        foreach (string name in new[] { "grpc-status", "grpc-message", "grpc-status-details-bin" })
+        {
+            if (response.Headers.Remove(name, out Microsoft.Extensions.Primitives.StringValues values))
+            {
+                response.AppendTrailer(name, values);
+            }
+        }
     }
 
     /// <summary>Gateway API semantics: set replaces, add appends a value, remove drops; content headers live on the content.</summary>

@@ -18,6 +18,9 @@ internal sealed record GatewayConfig
 
     public IReadOnlyList<HttpRouteConfig> HttpRoutes { get; set; } = [];
 
+    /// <summary>gRPC routes (Gateway API GRPCRoute), served as HTTP routes on the gRPC paths.</summary>
+    public IReadOnlyList<GrpcRouteConfig> GrpcRoutes { get; set; } = [];
+
     /// <summary>How each backend's endpoints are chosen, checked and protected (Envoy Gateway's BackendTrafficPolicy, per backend).</summary>
     public IReadOnlyList<BackendPolicyConfig> BackendPolicies { get; set; } = [];
 
@@ -354,6 +357,9 @@ internal sealed record BackendPolicyConfig
 
     public LoadBalancerConfig LoadBalancer { get; set; } = new();
 
+    /// <summary>What the backend speaks (Kubernetes' appProtocol): HTTP/1.1, or HTTP/2 without TLS (gRPC backends).</summary>
+    public BackendProtocol Protocol { get; set; } = BackendProtocol.Http1;
+
     /// <summary>Null: no active checks (endpoints are judged by their answers alone).</summary>
     public HealthCheckConfig? HealthCheck { get; set; }
 
@@ -453,4 +459,55 @@ internal sealed record BackendTlsConfig
 
     /// <summary>PEM file of the CA certificates the backend's certificate must chain to; empty: the system's roots.</summary>
     public string CaFile { get; set; } = "";
+}
+
+internal enum BackendProtocol
+{
+    Http1,
+
+    /// <summary>Cleartext HTTP/2 with prior knowledge (appProtocol kubernetes.io/h2c): what gRPC servers speak.</summary>
+    H2c,
+}
+
+/// <summary>A GRPCRoute: hostnames and rules that match gRPC services and methods.</summary>
+internal sealed record GrpcRouteConfig
+{
+    public string Name { get; set; } = "";
+
+    public IReadOnlyList<string> Hostnames { get; set; } = [];
+
+    public IReadOnlyList<string> Listeners { get; set; } = [];
+
+    public IReadOnlyList<GrpcRouteRuleConfig> Rules { get; set; } = [];
+}
+
+internal sealed record GrpcRouteRuleConfig
+{
+    public string Name { get; set; } = "";
+
+    /// <summary>Any one selects the rule; none: every gRPC request.</summary>
+    public IReadOnlyList<GrpcRouteMatchConfig> Matches { get; set; } = [];
+
+    /// <summary>RequestHeaderModifier, ResponseHeaderModifier and RequestMirror, as for HTTP routes.</summary>
+    public IReadOnlyList<HttpRouteFilterConfig> Filters { get; set; } = [];
+
+    public IReadOnlyList<BackendRefConfig> BackendRefs { get; set; } = [];
+}
+
+internal sealed record GrpcRouteMatchConfig
+{
+    /// <summary>Null: any service and method.</summary>
+    public GrpcMethodMatchConfig? Method { get; set; }
+
+    public IReadOnlyList<HttpValueMatchConfig> Headers { get; set; } = [];
+}
+
+/// <summary>A gRPC method: <c>service</c> (package.Service) and <c>method</c>, either left out to match any.</summary>
+internal sealed record GrpcMethodMatchConfig
+{
+    public ValueMatchType Type { get; set; } = ValueMatchType.Exact;
+
+    public string Service { get; set; } = "";
+
+    public string Method { get; set; } = "";
 }

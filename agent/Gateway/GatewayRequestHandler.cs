@@ -17,14 +17,6 @@ internal sealed class GatewayRequestHandler(
     GatewayRoutes routes, BackendPools pools, IHttpForwarder forwarder, RequestMirror mirror, GatewayMetrics metrics,
     IReadOnlyDictionary<int, string> listenerByPort, string sourcePrincipal, ResetFloodGuard resets, ILogger logger, ILogger? accessLog)
 {
-    private static readonly ForwarderRequestConfig Forwarding = new()
-    {
-        ActivityTimeout = TimeSpan.FromSeconds(100),
-        // Cleartext backends speak HTTP/1.1: HTTP/2 cannot be negotiated without TLS.
-        Version = System.Net.HttpVersion.Version11,
-        VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
-    };
-
     public async Task HandleAsync(HttpContext context)
     {
         long started = Stopwatch.GetTimestamp();
@@ -181,7 +173,7 @@ internal sealed class GatewayRequestHandler(
             // The last attempt's answer goes to the client whatever its code: there is no other to give.
             IReadOnlyList<int>? withhold = Number < attempts ? plan.Retry?.Codes : null;
             AttemptOutcome outcome = await pools.For(Backend).SendAsync(context,
-                new AttemptRequest(forwarder, Forwarding, plan, path, host, traceParent, withhold, whole));
+                new AttemptRequest(forwarder, plan, path, host, traceParent, withhold, whole));
             if (Number < attempts && outcome.Retryable)
             {
                 GatewayLog.Retrying(logger, plan.Display, Backend.Display,

@@ -11,10 +11,13 @@ internal sealed class GatewayRoutes
 {
     private Snapshot _current;
 
-    public GatewayRoutes(IReadOnlyList<HttpRouteConfig> routes) => _current = Build(routes);
+    public GatewayRoutes(GatewayConfig gateway) => _current = Build(All(gateway));
 
     /// <summary>Swaps in new routes (already validated).</summary>
-    public void Replace(IReadOnlyList<HttpRouteConfig> routes) => Volatile.Write(ref _current, Build(routes));
+    public void Replace(GatewayConfig gateway) => Volatile.Write(ref _current, Build(All(gateway)));
+
+    /// <summary>The HTTP routes and the gRPC routes as HTTP routes, ranked together.</summary>
+    private static IReadOnlyList<HttpRouteConfig> All(GatewayConfig gateway) => [.. gateway.HttpRoutes, .. GrpcRoutes.AsHttpRoutes(gateway.GrpcRoutes)];
 
     public int Count => Volatile.Read(ref _current).Routes;
 

@@ -47,7 +47,8 @@ internal sealed class RequestMirror(BackendPools pools, GatewayMetrics metrics, 
             // Everything the copy needs is taken now: the request's objects are reused once the handler returns.
             var copy = new HttpRequestMessage(new HttpMethod(context.Request.Method), endpoint.Prefix + path + context.Request.QueryString.Value)
             {
-                Version = System.Net.HttpVersion.Version11,
+                Version = pool.HttpVersion,
+                VersionPolicy = pool.HttpVersionPolicy,
             };
             foreach ((string name, Microsoft.Extensions.Primitives.StringValues values) in context.Request.Headers)
             {

@@ -112,6 +112,24 @@ public class GatewayConfigTests
     [InlineData("""{ "backend": "10.0.0.1:443", "tls": { "hostname": "" } }""", "gateway.backendPolicies[0].tls.hostname: missing")]
     public void BackendPolicyMistakes_AreNamed(string policy, string expected) => AssertError($$"""{ {{Listener}}, "backendPolicies": [ {{policy}} ] }""", expected);
 
+    [Theory]
+    [InlineData("""{ "name": "g", "rules": [ { "matches": [ { "method": { "service": "bad service" } } ] } ] }""", "gateway.grpcRoutes[0].rules[0].matches[0].method.service: 'bad service' must be a gRPC service name")]
+    [InlineData("""{ "name": "g", "rules": [ { "filters": [ { "type": "UrlRewrite", "urlRewrite": { } } ] } ] }""", "gateway.grpcRoutes[0].rules[0].filters[0].type: a GRPCRoute takes RequestHeaderModifier, ResponseHeaderModifier and RequestMirror, not UrlRewrite")]
+    [InlineData("""{ "name": "g", "rules": [ { "backendRefs": [ { "name": "echo" } ] } ] }""", "gateway.grpcRoutes[0].rules[0].backendRefs[0].port: 0 must be between 1 and 65535")]
+    [InlineData("""{ "name": "g", "rules": [ { "matches": [ { "method": { "type": "RegularExpression", "method": "(a" } } ] } ] }""", "gateway.grpcRoutes[0].rules[0].matches[0].method.method: '(a' is not a usable regular expression")]
+    public void GrpcRouteMistakes_AreNamed(string route, string expected) => AssertError($$"""{ {{Listener}}, "grpcRoutes": [ {{route}} ] }""", expected);
+
+    [Fact]
+    public void GrpcMethodMatches_BecomePathMatches_OnPost()
+    {
+        HttpRouteMatchConfig Of(string json) => GrpcRoutes.Match(System.Text.Json.JsonSerializer.Deserialize(json, ConfigJsonContext.Default.GrpcRouteMatchConfig)!);
+        Assert.Equal(new HttpPathMatchConfig { Type = PathMatchType.Exact, Value = "/shop.Cart/Add" }, Of("""{ "method": { "service": "shop.Cart", "method": "Add" } }""").Path);
+        Assert.Equal(new HttpPathMatchConfig { Type = PathMatchType.PathPrefix, Value = "/shop.Cart" }, Of("""{ "method": { "service": "shop.Cart" } }""").Path);
+        Assert.Equal(PathMatchType.RegularExpression, Of("""{ "method": { "method": "Add" } }""").Path!.Type);
+        Assert.Null(Of("""{ }""").Path);
+        Assert.Equal("POST", Of("""{ }""").Method);
+    }
+
     [Fact]
     public void EveryMistake_IsReportedAtOnce()
     {
