@@ -126,28 +126,7 @@ internal static partial class ConfigLoader
                 continue;
             }
 
-            RequireName(errors, $"{at}.name", route.Name);
-            Unique(errors, routeNames, route.Name, $"{at}.name", "route name");
-            for (int h = 0; h < route.Hostnames.Count; h++)
-            {
-                if (!IsRouteHostname(route.Hostnames[h]))
-                {
-                    errors.Add(MustBe($"{at}.hostnames[{h}]", route.Hostnames[h], "a DNS name (a.example.com) or a wildcard (*.example.com), without a port"));
-                }
-            }
-
-            for (int k = 0; k < route.Listeners.Count; k++)
-            {
-                if (!listenerNames.ContainsKey(route.Listeners[k]))
-                {
-                    errors.Add(MustBe($"{at}.listeners[{k}]", route.Listeners[k], $"the name of one of gateway.listeners ({string.Join(", ", listenerNames.Keys)})"));
-                }
-            }
-
-            if (route.Rules.Count == 0)
-            {
-                errors.Add($"{at}.rules: empty; a route needs at least one rule");
-            }
+            ValidateRouteHead(errors, at, route.Name, route.Hostnames, route.Listeners, route.Rules.Count, routeNames, listenerNames);
 
             var ruleNames = new Dictionary<string, string>(StringComparer.Ordinal);
             for (int i = 0; i < route.Rules.Count; i++)
@@ -187,6 +166,37 @@ internal static partial class ConfigLoader
         }
     }
 
+    /// <summary>
+    /// What HTTP and gRPC routes share: a name unique among both (they label the same metrics and log lines), host
+    /// names, listeners that exist, and at least one rule.
+    /// </summary>
+    private static void ValidateRouteHead(List<string> errors, string at, string name, IReadOnlyList<string> hostnames, IReadOnlyList<string> listeners, int rules,
+        Dictionary<string, string> routeNames, Dictionary<string, string> listenerNames)
+    {
+        RequireName(errors, $"{at}.name", name);
+        Unique(errors, routeNames, name, $"{at}.name", "route name");
+        for (int h = 0; h < hostnames.Count; h++)
+        {
+            if (!IsRouteHostname(hostnames[h]))
+            {
+                errors.Add(MustBe($"{at}.hostnames[{h}]", hostnames[h], "a DNS name (a.example.com) or a wildcard (*.example.com), without a port"));
+            }
+        }
+
+        for (int k = 0; k < listeners.Count; k++)
+        {
+            if (!listenerNames.ContainsKey(listeners[k]))
+            {
+                errors.Add(MustBe($"{at}.listeners[{k}]", listeners[k], $"the name of one of gateway.listeners ({string.Join(", ", listenerNames.Keys)})"));
+            }
+        }
+
+        if (rules == 0)
+        {
+            errors.Add($"{at}.rules: empty; a route needs at least one rule");
+        }
+    }
+
     private static readonly Regex GrpcName = new("^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)*$", RegexOptions.CultureInvariant);
 
     private static void ValidateGrpcRoute(List<string> errors, string at, GrpcRouteConfig route, Dictionary<string, string> routeNames, Dictionary<string, string> listenerNames)
@@ -197,29 +207,7 @@ internal static partial class ConfigLoader
             return;
         }
 
-        // One namespace for HTTP and gRPC route names: they label the same metrics and log lines.
-        RequireName(errors, $"{at}.name", route.Name);
-        Unique(errors, routeNames, route.Name, $"{at}.name", "route name");
-        for (int h = 0; h < route.Hostnames.Count; h++)
-        {
-            if (!IsRouteHostname(route.Hostnames[h]))
-            {
-                errors.Add(MustBe($"{at}.hostnames[{h}]", route.Hostnames[h], "a DNS name (a.example.com) or a wildcard (*.example.com), without a port"));
-            }
-        }
-
-        for (int k = 0; k < route.Listeners.Count; k++)
-        {
-            if (!listenerNames.ContainsKey(route.Listeners[k]))
-            {
-                errors.Add(MustBe($"{at}.listeners[{k}]", route.Listeners[k], $"the name of one of gateway.listeners ({string.Join(", ", listenerNames.Keys)})"));
-            }
-        }
-
-        if (route.Rules.Count == 0)
-        {
-            errors.Add($"{at}.rules: empty; a route needs at least one rule");
-        }
+        ValidateRouteHead(errors, at, route.Name, route.Hostnames, route.Listeners, route.Rules.Count, routeNames, listenerNames);
 
         for (int i = 0; i < route.Rules.Count; i++)
         {
