@@ -44,6 +44,7 @@ internal sealed partial class CaService(
                 {
                     LeafLifetime = config.Ca.CertificateTtl,
                     NodeLifetime = config.Ca.NodeCertificateTtl,
+                    GatewayIdentity = SpiffeId.Parse(config.Gateway.IdentityIn(config.TrustDomain)),
                 }, loggers.CreateLogger<CaServer>(), metrics, AwaitPlacementAsync);
             System.Diagnostics.Metrics.Counter<long> requests = _meter.CreateCounter<long>(
                 "nodemesh_ca_requests_total", description: "Certificate requests the CA service answered, by kind and result.");
@@ -66,10 +67,12 @@ internal sealed partial class CaService(
     /// A workload identity is issued only to the node the registry says it runs on (or, with the kubernetes source,
     /// where the API server schedules a pod of that service account: <paramref name="node"/>'s pods have no address
     /// while their network is set up), and, where ca.nodeIdentities lists the node, only an identity that list
-    /// allows. Null when it may be issued, else why not.
+    /// allows; the gateway's identity only to the nodes in ca.gatewayNodes. Null when it may be issued, else why not.
     /// </summary>
     private string? WhyNotPlaced(string node, SpiffeId identity) =>
-        !NodeIdentityAllowList.Allows(config.Ca.NodeIdentities, node, identity) ? $"{identity} is not in ca.nodeIdentities for node {node}"
+        identity.Uri == config.Gateway.IdentityIn(config.TrustDomain)
+            ? config.Ca.GatewayNodes.Contains(node) || config.Ca.GatewayNodes.Contains("*") ? null : $"{identity} is the gateway's identity, and node {node} is not in ca.gatewayNodes"
+        : !NodeIdentityAllowList.Allows(config.Ca.NodeIdentities, node, identity) ? $"{identity} is not in ca.nodeIdentities for node {node}"
         : registry.Current.Workloads.Any(w => w.Identity == identity && string.Equals(w.Node, node, StringComparison.Ordinal)) ? null
         : placement?.Places(node, identity) == true ? null
         : $"{identity} is not registered on node {node}";
@@ -77,7 +80,8 @@ internal sealed partial class CaService(
     /// <summary>Waits up to <see cref="PlacementWait"/> for the registry to place the identity (not when the allow-list refuses it anyway).</summary>
     private async Task AwaitPlacementAsync(string node, SpiffeId identity, CancellationToken cancellationToken)
     {
-        if (NodeIdentityAllowList.Allows(config.Ca.NodeIdentities, node, identity))
+        // The gateway's identity is placed by ca.gatewayNodes alone: nothing to wait for.
+        if (identity.Uri != config.Gateway.IdentityIn(config.TrustDomain) && NodeIdentityAllowList.Allows(config.Ca.NodeIdentities, node, identity))
         {
             await registry.WaitUntilAsync(_ => WhyNotPlaced(node, identity) is null, PlacementWait, cancellationToken);
         }

@@ -183,6 +183,12 @@ internal sealed record CaConfig
     /// registry's placement alone.
     /// </summary>
     public IReadOnlyDictionary<string, IReadOnlyList<string>> NodeIdentities { get; set; } = new Dictionary<string, IReadOnlyList<string>>();
+
+    /// <summary>
+    /// Role "server": the nodes that may be issued the gateway's identity (this file's <c>gateway.identity</c>, by
+    /// default <c>spiffe://TRUST_DOMAIN/ns/nodemesh-system/sa/gateway</c>), which no workload holds; "*": every node.
+    /// </summary>
+    public IReadOnlyList<string> GatewayNodes { get; set; } = [];
 }
 
 /// <summary>Where this agent's certificates come from.</summary>

@@ -137,6 +137,14 @@ internal static partial class ConfigLoader
             }
         }
 
+        for (int i = 0; i < (c.Ca.GatewayNodes?.Count ?? 0); i++)
+        {
+            if (c.Ca.GatewayNodes![i] != "*")
+            {
+                RequireName(errors, $"ca.gatewayNodes[{i}]", c.Ca.GatewayNodes[i]);
+            }
+        }
+
         RequireDuration(errors, "ca.certificateTtl", c.Ca.CertificateTtl, MinCertificateLifetime, MaxCertificateLifetime);
         RequireDuration(errors, "ca.nodeCertificateTtl", c.Ca.NodeCertificateTtl, MinCertificateLifetime, MaxCertificateLifetime);
         ValidateCertificates(errors, c);

@@ -29,6 +29,12 @@ internal sealed record CaServerOptions
     /// <summary>Connections served at once; more are closed at once (the clients retry with backoff).</summary>
     public int MaxConcurrentRequests { get; init; } = 64;
 
+    /// <summary>
+    /// The one identity of the reserved namespace besides the nodes' that may be issued: the gateway's (no workload
+    /// holds it; the placement check decides which nodes get it). Null: none.
+    /// </summary>
+    public SpiffeId? GatewayIdentity { get; init; }
+
     /// <summary>Connections served at once from one source address, so one host's idle sockets cannot take every slot.</summary>
     public int MaxConcurrentRequestsPerAddress { get; init; } = 16;
 }
@@ -273,7 +279,7 @@ internal sealed partial class CaServer : IAsyncDisposable
                     return IssueFor(new CaDecision("certificate", remote, node, identity.Uri, true, null), identity, request.Csr, _options.NodeLifetime);
                 }
 
-                if (identity.Namespace == MeshIdentities.Namespace)
+                if (identity.Namespace == MeshIdentities.Namespace && identity != _options.GatewayIdentity)
                 {
                     return Refuse(new CaDecision("certificate", remote, node, identity.Uri, false, $"namespace {MeshIdentities.Namespace} is reserved for the mesh"));
                 }

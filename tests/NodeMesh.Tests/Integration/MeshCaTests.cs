@@ -63,6 +63,50 @@ public sealed class MeshCaTests(ITestOutputHelper output)
         Assert.Contains("(join) to node node3", ca.Output, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task TheGatewaysIdentity_IsIssuedOnlyToTheNodesInGatewayNodes()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 3, podsPerNode: 1, output);
+        Pod web = mesh.Pod(3, 1);
+        await NginxServer.StartAsync(web, "web", 80, keepalive: false); // each request a flow, recorded when it ends
+        List<ServiceConfig> services = [Tests.Gateway.GatewayFixture.Service("web", 1, web)];
+        Action<AgentSetup> ca = CaServer(mesh);
+        await mesh.StartAgentAsync(mesh.Node(1), s =>
+        {
+            ca(s);
+            Action<AgentConfig> server = s.Customize!;
+            s.Customize = c =>
+            {
+                server(c);
+                c.Ca.GatewayNodes = ["node2"];
+            };
+        });
+        AgentProcess caAgent = mesh.Agent(1);
+        Action<AgentConfig> WithGateway(Action<AgentConfig> join, Node node) => c =>
+        {
+            join(c);
+            c.Services = services;
+            c.Gateway = Tests.Gateway.GatewayFixture.Parse($$"""
+                { "listeners": [ { "name": "web", "address": "{{node.Ip}}", "port": 8080 } ],
+                  "httpRoutes": [ { "name": "all", "rules": [ { "backendRefs": [ { "name": "web", "port": 80 } ] } ] } ] }
+                """);
+        };
+        Action<AgentConfig> join2 = await JoinAsync(mesh, mesh.Node(2), "node2"), join3 = await JoinAsync(mesh, mesh.Node(3), "node3");
+        AgentProcess node2 = await mesh.StartAgentAsync(mesh.Node(2), s => s.Customize = WithGateway(join2, mesh.Node(2)));
+        AgentProcess node3 = await mesh.StartAgentAsync(mesh.Node(3), s => s.Customize = WithGateway(join3, mesh.Node(3)));
+
+        // node2 may hold the gateway's identity: its gateway reaches web (on node3) through the tunnel under it.
+        Tests.Gateway.HttpAnswer allowed = await Tests.Gateway.GatewayFixture.CurlAsync(mesh, $"http://{mesh.Node(2).Ip}:8080/");
+        Assert.True(allowed is { Status: 200, ServedBy: "web" }, node2.Explain($"the gateway on a node in ca.gatewayNodes must work\n{allowed}"));
+        FlowRecord inbound = (await node3.WaitForFlowsAsync(f => f.Direction == "inbound" && f.SourceIdentity == Tests.Gateway.GatewayFixture.GatewayIdentity))[0];
+        Assert.True(inbound.Encrypted, node3.Explain("the gateway's flow must be encrypted"));
+
+        // node3 may not: the CA refuses, and its gateway cannot send into the mesh.
+        Tests.Gateway.HttpAnswer refused = await Tests.Gateway.GatewayFixture.CurlAsync(mesh, $"http://{mesh.Node(3).Ip}:8080/");
+        Assert.True(refused.Status == 502, node3.Explain($"a gateway on a node not in ca.gatewayNodes must get no certificate\n{refused}"));
+        Assert.True(await caAgent.WaitForOutputAsync("is the gateway's identity, and node node3 is not in ca.gatewayNodes"), caAgent.Explain("the CA must say why it refused"));
+    }
+
     [Theory]
     [InlineData("node9", "10m", "join token is for another node")]
     [InlineData("node2", "1s", "expired")]
