@@ -256,6 +256,55 @@ public sealed class TelemetryTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task GatewayRequest_HasASpan_ChildOfTheClients_ParentOfTheBackendsAndOfTheReceivingAgentsFlow()
+    {
+        await using Topology mesh = await Topology.CreateAsync(nodes: 2, podsPerNode: 1, output);
+        (Socket grpc, Socket http) = await mesh.Ext.InNamespaceAsync(() => (Listen(4317), Listen(4318)));
+        await using OtlpReceiver receiver = await OtlpReceiver.StartAsync(grpc, http);
+        Pod web = mesh.Pod(2, 1);
+        await NginxServer.StartAsync(web, "web", 80, keepalive: false);
+        List<ServiceConfig> services = [Gateway.GatewayFixture.Service("web", 1, web)];
+        foreach (int node in new[] { 2, 1 })
+        {
+            await mesh.StartAgentAsync(mesh.Node(node), s =>
+            {
+                s.Customize = c =>
+                {
+                    c.Telemetry.Otlp = new OtlpConfig { Endpoint = $"http://{mesh.Ext.Ip}:4317", Protocol = OtlpProtocol.Grpc };
+                    c.Services = services;
+                    if (node == 1)
+                    {
+                        c.Gateway = Gateway.GatewayFixture.Parse("""
+                            { "listeners": [ { "name": "web", "address": "10.231.0.1", "port": 8080 } ],
+                              "httpRoutes": [ { "name": "all", "rules": [ { "name": "web", "backendRefs": [ { "name": "web", "port": 80 } ] } ] } ] }
+                            """);
+                    }
+                };
+                s.Environment["OTEL_BSP_SCHEDULE_DELAY"] = "200";
+            });
+        }
+
+        const string ClientTrace = "4bf92f3577b34da6a3ce929d0e0e4736", ClientSpan = "00f067aa0ba902b7";
+        Gateway.HttpAnswer answer = await Gateway.GatewayFixture.CurlAsync(mesh, "-H", $"traceparent: 00-{ClientTrace}-{ClientSpan}-01", "http://10.231.0.1:8080/");
+        Assert.True(answer is { Status: 200, ServedBy: "web" }, mesh.Explain($"through the gateway\n{answer}"));
+
+        bool spans = await Eventually(() => receiver.Spans.Any(s => s.Span.Name == "gateway GET") && receiver.Spans.Any(s => s.Span.Name == "flow inbound"));
+        string seen = string.Join("; ", receiver.Spans.Select(s => $"{s.Span.Name} trace {Convert.ToHexStringLower(s.Span.TraceId.Span)} span {Convert.ToHexStringLower(s.Span.SpanId.Span)} parent {Convert.ToHexStringLower(s.Span.ParentSpanId.Span)}"));
+        Assert.True(spans, mesh.Explain($"spans received: {seen}"));
+        OpenTelemetry.Proto.Trace.V1.Span request = Assert.Single(receiver.Spans, s => s.Span.Name == "gateway GET").Span;
+        OpenTelemetry.Proto.Trace.V1.Span flow = Assert.Single(receiver.Spans, s => s.Span.Name == "flow inbound").Span;
+        Assert.Equal(ClientTrace, Convert.ToHexStringLower(request.TraceId.Span));
+        Assert.Equal(ClientSpan, Convert.ToHexStringLower(request.ParentSpanId.Span));
+        Assert.Equal(OpenTelemetry.Proto.Trace.V1.Span.Types.SpanKind.Server, request.Kind);
+        Assert.Equal("all/web", request.Attributes.FirstOrDefault(a => a.Key == "http.route")?.Value.StringValue);
+
+        // The receiving agent's flow span and the backend's traceparent both have the gateway's span as parent.
+        string gatewaySpan = Convert.ToHexStringLower(request.SpanId.Span);
+        Assert.True(Convert.ToHexStringLower(flow.TraceId.Span) == ClientTrace && Convert.ToHexStringLower(flow.ParentSpanId.Span) == gatewaySpan, $"spans: {seen}");
+        Assert.Equal($"00-{ClientTrace}-{gatewaySpan}-01", answer.Field("tp"));
+    }
+
     private static Socket Listen(int port)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);

@@ -25,7 +25,7 @@ internal sealed class NginxServer : IAsyncDisposable
     /// </summary>
     public static string EchoLocation(string name) =>
         $"default_type text/plain; add_header X-Served-By {name} always; add_header X-Internal secret always; "
-        + $"return 200 \"served-by={name} host=$host uri=$request_uri method=$request_method xff=$http_x_forwarded_for xfp=$http_x_forwarded_proto env=$http_x_env debug=$http_x_debug xfcc=$http_x_forwarded_client_cert\\n\";";
+        + $"return 200 \"served-by={name} host=$host uri=$request_uri method=$request_method xff=$http_x_forwarded_for xfp=$http_x_forwarded_proto env=$http_x_env debug=$http_x_debug tp=$http_traceparent xfcc=$http_x_forwarded_client_cert\\n\";";
 
     /// <summary>nginx in <paramref name="host"/> on <paramref name="port"/> whose <c>location /</c> is <paramref name="location"/> (default: <see cref="EchoLocation"/>).</summary>
     /// <param name="keepalive">False: nginx closes every connection after its response (each request is one flow).</param>
