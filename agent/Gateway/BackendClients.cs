@@ -33,33 +33,54 @@ internal sealed class BackendClients(MeshServiceConnector mesh, TimeSpan connect
         return new HttpMessageInvoker(handler, disposeHandler: true);
     }
 
-    /// <summary>A client to a plain backend; with <paramref name="tls"/>, its certificate checked against the CA file (or the system's roots) and the name.</summary>
+    /// <summary>
+    /// A client to a plain backend; with <paramref name="tls"/>, each connection is TLS that this client sets up
+    /// itself (the handler would take the SNI and the name to check from the request's Host, which is the client's),
+    /// with the policy's host name as SNI and as the name the certificate must hold, and its CA (or the system's roots).
+    /// </summary>
     public HttpMessageInvoker ToAddress(BackendTlsConfig? tls, CircuitBreakerConfig limits)
     {
         SocketsHttpHandler handler = Handler(limits);
         if (tls is not null)
         {
-            X509ChainPolicy? chain = null;
-            if (tls.CaFile.Length > 0)
+            X509Certificate2Collection? roots = tls.CaFile.Length > 0 ? LoadRoots(tls.CaFile) : null;
+            handler.ConnectCallback = async (context, cancellationToken) =>
             {
-                chain = new X509ChainPolicy
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+                try
                 {
-                    TrustMode = X509ChainTrustMode.CustomRootTrust,
-                    RevocationMode = X509RevocationMode.NoCheck,
-                    DisableCertificateDownloads = true,
-                };
-                chain.CustomTrustStore.AddRange(LoadRoots(tls.CaFile));
-            }
-
-            handler.SslOptions = new SslClientAuthenticationOptions
-            {
-                TargetHost = tls.Hostname,
-                EnabledSslProtocols = System.Security.Authentication.SslProtocols.Tls12 | System.Security.Authentication.SslProtocols.Tls13,
-                CertificateChainPolicy = chain,
+                    await socket.ConnectAsync(context.DnsEndPoint, cancellationToken);
+                    var stream = new SslStream(new System.Net.Sockets.NetworkStream(socket, ownsSocket: true));
+                    await stream.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
+                    {
+                        TargetHost = tls.Hostname,
+                        EnabledSslProtocols = System.Security.Authentication.SslProtocols.Tls12 | System.Security.Authentication.SslProtocols.Tls13,
+                        ApplicationProtocols = [SslApplicationProtocol.Http11],
+                        CertificateChainPolicy = roots is null ? null : Chain(roots),
+                    }, cancellationToken);
+                    return stream;
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
             };
         }
 
         return new HttpMessageInvoker(handler, disposeHandler: true);
+    }
+
+    private static X509ChainPolicy Chain(X509Certificate2Collection roots)
+    {
+        var chain = new X509ChainPolicy
+        {
+            TrustMode = X509ChainTrustMode.CustomRootTrust,
+            RevocationMode = X509RevocationMode.NoCheck,
+            DisableCertificateDownloads = true,
+        };
+        chain.CustomTrustStore.AddRange(roots);
+        return chain;
     }
 
     /// <exception cref="InvalidDataException">The file cannot be read or holds no certificate.</exception>

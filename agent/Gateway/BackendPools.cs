@@ -64,8 +64,8 @@ internal sealed class BackendPools(
 
     private Func<EndpointSet> PlainEndpoint(BackendTarget target, BackendPolicyConfig policy)
     {
-        string scheme = policy.Tls is null ? "http://" : "https://";
-        var set = new EndpointSet(new object(), [new EndpointSpec(target.Ref.Address, target.Ref.Address, scheme + target.Ref.Address, () => clients.ToAddress(policy.Tls, policy.CircuitBreaker))]);
+        // http:// even with TLS: the client's connect callback sets TLS up itself, with the policy's name.
+        var set = new EndpointSet(new object(), [new EndpointSpec(target.Ref.Address, target.Ref.Address, "http://" + target.Ref.Address, () => clients.ToAddress(policy.Tls, policy.CircuitBreaker))]);
         return () => set;
     }
 

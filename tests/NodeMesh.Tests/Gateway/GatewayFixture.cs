@@ -23,6 +23,27 @@ internal static class GatewayFixture
         Endpoints = [.. endpoints.Select(p => p.Name)],
     };
 
+    /// <summary>
+    /// A CA named <paramref name="ca"/> (DIR/CA-ca.pem, made if missing) and a certificate for <paramref name="name"/>
+    /// it signed (DIR/NAME.pem, .key), for <paramref name="usage"/> (clientAuth or serverAuth), the name as its DNS SAN.
+    /// </summary>
+    public static async Task SignedCertificateAsync(string dir, string ca, string name, string usage)
+    {
+        string caKey = Path.Combine(dir, ca + "-ca.key"), caPem = Path.Combine(dir, ca + "-ca.pem");
+        string key = Path.Combine(dir, name + ".key"), csr = Path.Combine(dir, name + ".csr"), pem = Path.Combine(dir, name + ".pem");
+        string ext = Path.Combine(dir, name + ".ext");
+        TimeSpan t = TimeSpan.FromSeconds(30);
+        if (!File.Exists(caPem))
+        {
+            await Command.RunCheckedAsync(t, "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", caKey, "-out", caPem,
+                "-days", "2", "-subj", "/CN=" + ca + " CA");
+        }
+
+        await Command.RunCheckedAsync(t, "openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=" + name);
+        await File.WriteAllTextAsync(ext, $"extendedKeyUsage={usage}\nsubjectAltName=DNS:{name}\n");
+        await Command.RunCheckedAsync(t, "openssl", "x509", "-req", "-in", csr, "-CA", caPem, "-CAkey", caKey, "-CAcreateserial", "-out", pem, "-days", "2", "-extfile", ext);
+    }
+
     /// <summary>curl in the external host: the status, the response headers (lower-case names) and the body.</summary>
     public static async Task<HttpAnswer> CurlAsync(Topology mesh, params string[] args)
     {

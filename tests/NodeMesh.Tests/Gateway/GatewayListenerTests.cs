@@ -26,8 +26,8 @@ public sealed class GatewayListenerTests(ITestOutputHelper output)
         }
 
         // Mutual TLS at the edge: a client CA, a client certificate it signed, and one from a CA the listener does not know.
-        await ClientCertificateAsync(dir, "clients", "client.example.com");
-        await ClientCertificateAsync(dir, "strangers", "stranger.example.com");
+        await SignedCertificateAsync(dir, "clients", "client.example.com", "clientAuth");
+        await SignedCertificateAsync(dir, "strangers", "stranger.example.com", "clientAuth");
 
         string gateway = $$"""
             {
@@ -116,20 +116,6 @@ public sealed class GatewayListenerTests(ITestOutputHelper output)
         // Key first, then certificate, each replaced whole (rename): a reader never sees half a file.
         File.Move(temp + ".key", Path.Combine(dir, name + ".key"), overwrite: true);
         File.Move(temp + ".pem", Path.Combine(dir, name + ".pem"), overwrite: true);
-    }
-
-    /// <summary>A CA named <paramref name="ca"/> (DIR/CA-ca.pem) and a client certificate for <paramref name="name"/> it signed.</summary>
-    private static async Task ClientCertificateAsync(string dir, string ca, string name)
-    {
-        string caKey = Path.Combine(dir, ca + "-ca.key"), caPem = Path.Combine(dir, ca + "-ca.pem");
-        string key = Path.Combine(dir, name + ".key"), csr = Path.Combine(dir, name + ".csr"), pem = Path.Combine(dir, name + ".pem");
-        string ext = Path.Combine(dir, name + ".ext");
-        TimeSpan t = TimeSpan.FromSeconds(30);
-        await Command.RunCheckedAsync(t, "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", caKey, "-out", caPem,
-            "-days", "2", "-subj", "/CN=" + ca + " CA");
-        await Command.RunCheckedAsync(t, "openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=" + name);
-        await File.WriteAllTextAsync(ext, "extendedKeyUsage=clientAuth\n");
-        await Command.RunCheckedAsync(t, "openssl", "x509", "-req", "-in", csr, "-CA", caPem, "-CAkey", caKey, "-CAcreateserial", "-out", pem, "-days", "2", "-extfile", ext);
     }
 
     /// <summary>The CN of the certificate the listener presents for <paramref name="sni"/> (null: no SNI sent).</summary>

@@ -29,7 +29,9 @@ internal sealed class NginxServer : IAsyncDisposable
 
     /// <summary>nginx in <paramref name="host"/> on <paramref name="port"/> whose <c>location /</c> is <paramref name="location"/> (default: <see cref="EchoLocation"/>).</summary>
     /// <param name="keepalive">False: nginx closes every connection after its response (each request is one flow).</param>
-    public static async Task<NginxServer> StartAsync(NetnsHost host, string name, int port, string? location = null, bool keepalive = true, string listenOptions = "")
+    /// <param name="serverDirectives">More directives in the server block (e.g. ssl_certificate).</param>
+    public static async Task<NginxServer> StartAsync(NetnsHost host, string name, int port, string? location = null, bool keepalive = true, string listenOptions = "",
+        string serverDirectives = "")
     {
         string dir = Path.Combine(host.Topology.WorkDir, "nginx-" + name);
         Directory.CreateDirectory(Path.Combine(dir, "tmp"));
@@ -51,6 +53,7 @@ internal sealed class NginxServer : IAsyncDisposable
                 keepalive_timeout {{(keepalive ? "60s" : "0")}};
                 server {
                     listen {{port}} {{listenOptions}};
+                    {{serverDirectives}}
                     location / { {{location ?? EchoLocation(name)}} }
                 }
             }
