@@ -471,6 +471,8 @@ internal static partial class ConfigLoader
         {
             RequireRange(errors, $"{at}.retry.attempts", retry.Attempts, 0, 10);
             RequireDuration(errors, $"{at}.retry.backoff", retry.Backoff, TimeSpan.Zero, TimeSpan.FromSeconds(30));
+            RequireRange(errors, $"{at}.retry.budgetPercent", retry.BudgetPercent, 0, 100);
+            RequireRange(errors, $"{at}.retry.minRetryConcurrency", retry.MinRetryConcurrency, 0, 100_000);
             for (int k = 0; k < (retry.Codes?.Count ?? 0); k++)
             {
                 RequireRange(errors, $"{at}.retry.codes[{k}]", retry.Codes![k], 500, 599);

@@ -343,6 +343,12 @@ internal sealed record HttpRouteRetryConfig
 
     /// <summary>The wait before a retry, doubled for each further one.</summary>
     public TimeSpan Backoff { get; set; } = TimeSpan.FromMilliseconds(25);
+
+    /// <summary>Retries in flight may be at most this share (percent) of the rule's requests in flight…</summary>
+    public int BudgetPercent { get; set; } = 20;
+
+    /// <summary>…and never fewer than this many (Envoy's retry budget and its defaults).</summary>
+    public int MinRetryConcurrency { get; set; } = 3;
 }
 
 /// <summary>

@@ -20,6 +20,9 @@ internal static partial class GatewayLog
     [LoggerMessage(EventId = 1517, Level = LogLevel.Warning, Message = "gateway: connection from {Client} closed: it cancelled requests faster than gateway.limits.maxClientResetsPerSecond allows (HTTP/2 rapid reset)")]
     public static partial void ResetFlood(ILogger logger, string client);
 
+    [LoggerMessage(EventId = 1518, Level = LogLevel.Debug, Message = "gateway: route {Route} to {Backend}: the client went away ({Error})")]
+    public static partial void ClientGone(ILogger logger, string route, string backend, string error);
+
     [LoggerMessage(EventId = 1511, Level = LogLevel.Warning, Message = "gateway: backend {Backend}: endpoint {Endpoint} ejected for {Duration} after {Failures} failures in a row")]
     public static partial void Ejected(ILogger logger, string backend, string endpoint, string duration, int failures);
 

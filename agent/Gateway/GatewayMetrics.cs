@@ -23,6 +23,7 @@ internal sealed class GatewayMetrics : IDisposable
     private readonly Histogram<long> _requestBytes;
     private readonly Histogram<long> _responseBytes;
     private readonly Counter<long> _retries;
+    private readonly Counter<long> _overBudget;
     private readonly Counter<long> _mirrors;
     private readonly Counter<long> _ejections;
     private readonly Counter<long> _healthFailures;
@@ -39,6 +40,7 @@ internal sealed class GatewayMetrics : IDisposable
         _responseBytes = _meter.CreateHistogram("istio_response_bytes", unit: "By", description: "Response body sizes.",
             advice: new InstrumentAdvice<long> { HistogramBucketBoundaries = ByteBuckets });
         _retries = _meter.CreateCounter<long>("nodemesh_gateway_retries_total", description: "Requests sent again after a failed attempt, by route.");
+        _overBudget = _meter.CreateCounter<long>("nodemesh_gateway_retries_over_budget_total", description: "Retries not made because the route's retry budget was spent, by route.");
         _ejections = _meter.CreateCounter<long>("nodemesh_gateway_endpoint_ejections_total", description: "Endpoints ejected for failing in a row (passive outlier detection), by backend.");
         _healthFailures = _meter.CreateCounter<long>("nodemesh_gateway_health_check_failures_total", description: "Active health checks that failed, by backend.");
         _refusals = _meter.CreateCounter<long>("nodemesh_gateway_backend_refusals_total",
@@ -70,6 +72,8 @@ internal sealed class GatewayMetrics : IDisposable
     }
 
     public void Retried(string route) => _retries.Add(1, new KeyValuePair<string, object?>("route", route));
+
+    public void RetryOverBudget(string route) => _overBudget.Add(1, new KeyValuePair<string, object?>("route", route));
 
     public void Mirrored(string route, string result) => _mirrors.Add(1, new KeyValuePair<string, object?>("route", route), new KeyValuePair<string, object?>("result", result));
 

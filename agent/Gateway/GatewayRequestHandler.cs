@@ -107,6 +107,7 @@ internal sealed class GatewayRequestHandler(
         var attempt = new Attempt(pools, forwarder, metrics, logger, context, plan, backend, path, host, GatewayTracing.TraceParent(span), whole,
             1 + (retries is null ? 0 : plan.Retry!.Attempts));
         AttemptOutcome outcome;
+        plan.Budget?.RequestStarted();
         try
         {
             outcome = retries is null
@@ -115,7 +116,20 @@ internal sealed class GatewayRequestHandler(
         }
         catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
         {
-            return ("DC", attempt.Backend, null);
+            return (GatewayResponseFlags.ClientGone, attempt.Backend, null);
+        }
+        finally
+        {
+            plan.Budget?.RequestFinished();
+        }
+
+        if (outcome.Withheld is int withheld)
+        {
+            // An answer held back for a retry the budget then did not allow: the backend's code goes to the client.
+            metrics.RetryOverBudget(plan.Display);
+            context.Response.Clear();
+            await AnswerAsync(context, withheld, $"backend {attempt.Backend.Display} answered {withheld}; the route's retry budget allows no more retries now");
+            return (GatewayResponseFlags.RetriesExhausted, attempt.Backend, outcome.Endpoint);
         }
 
         bool timedOut = outcome.TimedOut || (whole?.IsCancellationRequested == true && outcome.Error != ForwarderError.None);
@@ -142,9 +156,20 @@ internal sealed class GatewayRequestHandler(
         bool retriedOut = attempt.Number > 1 && outcome.Failed;
         if (outcome.Error != ForwarderError.None)
         {
-            // YARP answered 502 if the response had not started; else it aborted the response.
-            GatewayLog.ForwardFailed(logger, plan.Display, attempt.Backend.Display, outcome.Error.ToString(), context.Features.Get<IForwarderErrorFeature>()?.Exception?.Message ?? "");
-            return (retriedOut ? GatewayResponseFlags.RetriesExhausted : GatewayResponseFlags.Of(outcome.Error), attempt.Backend, outcome.Endpoint);
+            // YARP answered 502 if the response had not started; else it aborted the response. A client that went
+            // away is its own business (flag DC), not a warning: a load generator stopping would flood the log.
+            string flags = retriedOut ? GatewayResponseFlags.RetriesExhausted : GatewayResponseFlags.Of(outcome.Error);
+            string reason = Reason(context.Features.Get<IForwarderErrorFeature>()?.Exception);
+            if (flags == GatewayResponseFlags.ClientGone)
+            {
+                GatewayLog.ClientGone(logger, plan.Display, attempt.Backend.Display, outcome.Error.ToString());
+            }
+            else
+            {
+                GatewayLog.ForwardFailed(logger, plan.Display, attempt.Backend.Display, outcome.Error.ToString(), reason);
+            }
+
+            return (flags, attempt.Backend, outcome.Endpoint);
         }
 
         return (retriedOut ? GatewayResponseFlags.RetriesExhausted : GatewayResponseFlags.None, attempt.Backend, outcome.Endpoint);
@@ -164,12 +189,32 @@ internal sealed class GatewayRequestHandler(
             Number++;
             if (Number > 1)
             {
-                context.Response.Clear();
-                context.Features.Set<IForwarderErrorFeature>(null);
-                Backend = Choose(plan) ?? Backend;
-                metrics.Retried(plan.Display);
+                // The budget's place was taken when the retry was decided; it is given back when this attempt ends.
+                try
+                {
+                    return await RetryAsync();
+                }
+                finally
+                {
+                    plan.Budget!.RetryFinished();
+                }
             }
 
+            return await SendAsync();
+        }
+
+        /// <summary>The last attempt's answer never reached the client: start clean, on a backend drawn again.</summary>
+        private async ValueTask<AttemptOutcome> RetryAsync()
+        {
+            context.Response.Clear();
+            context.Features.Set<IForwarderErrorFeature>(null);
+            Backend = Choose(plan) ?? Backend;
+            metrics.Retried(plan.Display);
+            return await SendAsync();
+        }
+
+        private async ValueTask<AttemptOutcome> SendAsync()
+        {
             // The last attempt's answer goes to the client whatever its code: there is no other to give.
             IReadOnlyList<int>? withhold = Number < attempts ? plan.Retry?.Codes : null;
             AttemptOutcome outcome = await pools.For(Backend).SendAsync(context,
@@ -182,6 +227,22 @@ internal sealed class GatewayRequestHandler(
 
             return outcome;
         }
+    }
+
+    /// <summary>The exception's message and its causes' ("The SSL connection could not be established: … RemoteCertificateNameMismatch").</summary>
+    internal static string Reason(Exception? exception)
+    {
+        var parts = new List<string>();
+        for (Exception? e = exception; e is not null && parts.Count < 4; e = e.InnerException)
+        {
+            string message = e.Message.Replace(", see inner exception.", "", StringComparison.Ordinal).Replace(" See the inner exception for details.", "", StringComparison.Ordinal).TrimEnd('.');
+            if (message.Length > 0 && !parts.Contains(message))
+            {
+                parts.Add(message);
+            }
+        }
+
+        return string.Join(": ", parts);
     }
 
     private static BackendTarget? Choose(RulePlan plan) => plan.TotalWeight == 0 ? null : plan.Choose(Random.Shared.Next(plan.TotalWeight));

@@ -22,6 +22,9 @@ internal static class GatewayResponseFlags
     /// <summary>The retries were used up and the last attempt failed (URX).</summary>
     public const string RetriesExhausted = "URX";
 
+    /// <summary>The client went away or stopped sending (Envoy's DC: downstream connection termination).</summary>
+    public const string ClientGone = "DC";
+
     /// <summary>Answered by the gateway itself (a redirect): Envoy has no flag for it, so none.</summary>
     public const string Direct = None;
 
@@ -33,11 +36,10 @@ internal static class GatewayResponseFlags
         ForwarderError.Request or ForwarderError.ResponseHeaders or ForwarderError.NoAvailableDestinations => "UF",
         ForwarderError.RequestTimedOut => Timeout,
 
-        // The client went away or stopped sending (DC: downstream connection termination).
         ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.RequestBodyClient
             or ForwarderError.ResponseBodyCanceled or ForwarderError.ResponseBodyClient
             or ForwarderError.UpgradeRequestCanceled or ForwarderError.UpgradeRequestClient
-            or ForwarderError.UpgradeResponseCanceled or ForwarderError.UpgradeResponseClient => "DC",
+            or ForwarderError.UpgradeResponseCanceled or ForwarderError.UpgradeResponseClient => ClientGone,
 
         // The backend's side broke off mid-way (UC: upstream connection termination).
         _ => "UC",

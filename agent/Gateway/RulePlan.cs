@@ -41,6 +41,9 @@ internal sealed record RulePlan(
     /// <summary>The rule's retries (Polly's retry strategy: attempts, exponential backoff from the rule's); null: none.</summary>
     public ResiliencePipeline<AttemptOutcome>? Retries { get; init; }
 
+    /// <summary>How many retries may be in flight at once; null with <see cref="Retries"/>.</summary>
+    public RetryBudget? Budget { get; init; }
+
     /// <summary>route/rule (or route/RULE_INDEX), as logs and metrics name it.</summary>
     public string Display => RouteName + "/" + RuleName;
 
@@ -73,25 +76,28 @@ internal sealed record RulePlan(
         }
 
         List<BackendTarget> backends = [.. rule.BackendRefs.Select(BackendTarget.Of)];
+        RetryBudget? budget = rule.Retry is { Attempts: > 0 } r ? new RetryBudget(r.BudgetPercent, r.MinRetryConcurrency) : null;
         return new RulePlan(route.Name, rule.Name.Length > 0 ? rule.Name : index.ToString(System.Globalization.CultureInfo.InvariantCulture),
             requestHeaders, responseHeaders, redirect, rewrite, mirrors, backends, RequestRewrite.TotalWeight(rule.BackendRefs), rule.Timeouts, rule.Retry)
         {
-            Retries = rule.Retry is { Attempts: > 0 } retry ? RetryPipeline(retry) : null,
+            Retries = rule.Retry is { Attempts: > 0 } retry ? RetryPipeline(retry, budget!) : null,
+            Budget = budget,
         };
     }
 
     /// <summary>
     /// Another attempt after one whose answer was held back (a listed code), that could not connect, that timed
-    /// out, or that found no endpoint; never after the response began (nothing can be taken back then).
+    /// out, or that found no endpoint; never after the response began (nothing can be taken back then), and only
+    /// while the budget has room (the attempt gives its place back when it ends).
     /// </summary>
-    private static ResiliencePipeline<AttemptOutcome> RetryPipeline(HttpRouteRetryConfig retry) =>
+    private static ResiliencePipeline<AttemptOutcome> RetryPipeline(HttpRouteRetryConfig retry, RetryBudget budget) =>
         new ResiliencePipelineBuilder<AttemptOutcome>().AddRetry(new RetryStrategyOptions<AttemptOutcome>
         {
             MaxRetryAttempts = retry.Attempts,
             Delay = retry.Backoff,
             BackoffType = DelayBackoffType.Exponential,
             UseJitter = false,
-            ShouldHandle = static args => ValueTask.FromResult(args.Outcome.Exception is null && args.Outcome.Result.Retryable),
+            ShouldHandle = args => ValueTask.FromResult(args.Outcome.Exception is null && args.Outcome.Result.Retryable && budget.TryStartRetry()),
         }).Build();
 
     /// <summary>The backend for a draw in [0, <see cref="TotalWeight"/>).</summary>

@@ -63,8 +63,9 @@ internal static class TelemetrySetup
 
         // Kestrel (admin, metrics, readiness) logs every request at Information: only its problems are the operator's business.
         logging.AddFilter("Microsoft.AspNetCore", l => l >= LogLevel.Warning && level.Allows(l));
-        // So does YARP's forwarder (the gateway): its access log and failures are the gateway's own lines.
-        logging.AddFilter("Yarp", l => l >= LogLevel.Warning && level.Allows(l));
+        // So does YARP's forwarder (the gateway), and it warns of every failed request: the gateway's own lines say
+        // what failed, with the causes, and leave out clients that went away; only YARP's errors are kept.
+        logging.AddFilter("Yarp", l => l >= LogLevel.Error && level.Allows(l));
         if (plan.OtlpEndpoint is not null)
         {
             logging.AddOpenTelemetry(o =>
