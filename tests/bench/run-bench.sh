@@ -55,6 +55,8 @@ NODE2_IP=10.231.0.2
 POD_GW1=10.240.1.1
 IPERF_PORT=5201
 HTTP_PORT=8080
+# nginx's answer in n2p1 (the gateway scenario checks each proxy returns it).
+HTTP_BODY="nodemesh bench: small body 0123456789abcdef"
 OTLP_SINK_PORT=4318
 # haproxy: plain frontends on node1 (pod side), TLS listeners on node2 (lan side), one per service.
 HA_IPERF_FRONT=15101
@@ -146,15 +148,21 @@ on_exit() {
 # Servers in n2p1 and the measurements (same commands for every scenario).
 
 start_servers() {
-    local ns=$PREFIX-n2p1 dir=$WORK/nginx
+    local ns=$PREFIX-n2p1
     bg iperf3-server "$ns" iperf3 -s -p "$IPERF_PORT"
+    start_http_server
+    wait_port "$ns" "$IPERF_PORT" "$SERVER_IP" || die "iperf3 server did not start: $(cat "$WORK/iperf3-server.log")"
+}
+
+# start_http_server: nginx in n2p1 on HTTP_PORT (every HTTP figure is against this one), until it listens.
+start_http_server() {
+    local ns=$PREFIX-n2p1 dir=$WORK/nginx
     # A small body; huge keepalive_requests so wrk's keep-alive connections are never recycled. A
     # connection that has sent nothing is closed after client_header_timeout (60 s by default): the
     # idle connections of measure_idle must stay open however long their connects take.
-    nginx_run nginx "$ns" "$HTTP_PORT" 'default_type text/plain; return 200 "nodemesh bench: small body 0123456789abcdef\n";' \
+    nginx_run nginx "$ns" "$HTTP_PORT" "default_type text/plain; return 200 \"$HTTP_BODY\\n\";" \
         'access_log off; keepalive_requests 100000000; keepalive_timeout 75s; client_header_timeout 5m;' 8192 ||
         die "nginx config test failed (see above)"
-    wait_port "$ns" "$IPERF_PORT" "$SERVER_IP" || die "iperf3 server did not start: $(cat "$WORK/iperf3-server.log")"
     wait_port "$ns" "$HTTP_PORT" "$SERVER_IP" || die "nginx did not start: $(cat "$WORK/nginx.log" "$dir/error.log" 2>/dev/null)"
 }
 
@@ -175,13 +183,14 @@ run_iperf() {
     echo "$out"
 }
 
-# run_wrk URL [close]: prints "REQ_PER_S P50_MS P99_MS ERRORS".
+# run_wrk URL [close]: prints "REQ_PER_S P50_MS P99_MS ERRORS REQUESTS". From n1p1 with 32
+# connections, or from WRK_NS with WRK_CONNS.
 run_wrk() {
     local url=$1 mode=${2:-} out
     local -a extra=()
     [[ "$mode" == close ]] && extra=(-H 'Connection: close')
-    if ! out=$(timeout $((DURATION + 30)) ip netns exec "$PREFIX-n1p1" \
-        wrk --latency -t2 -c32 -d"${DURATION}s" "${extra[@]}" "$url" 2>&1); then
+    if ! out=$(timeout $((DURATION + 30)) ip netns exec "${WRK_NS:-$PREFIX-n1p1}" \
+        wrk --latency -t2 -c"${WRK_CONNS:-32}" -d"${DURATION}s" "${extra[@]}" "$url" 2>&1); then
         die "wrk $url failed: $out"
     fi
     printf '%s\n' "$out" >>"$WORK/wrk.log"
@@ -191,11 +200,12 @@ run_wrk() {
             if (v ~ /s$/) return v * 1000
             return v + 0 }
         /Requests\/sec:/ { rps = $2 }
+        / requests in / { n = $1 }
         $1 == "50%" { p50 = ms($2) }
         $1 == "99%" { p99 = ms($2) }
         /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
         /Non-2xx or 3xx responses:/ { err += $NF }
-        END { if (rps == "") exit 1; printf "%s %s %s %d\n", rps, p50, p99, err }' <<<"$out" ||
+        END { if (rps == "") exit 1; printf "%s %s %s %d %d\n", rps, p50, p99, err, n }' <<<"$out" ||
         die "cannot parse wrk output: $out"
 }
 
@@ -721,13 +731,14 @@ median() {
         }'
 }
 
-# ratios_over_rounds OTHER KEY NAME: nodemesh/OTHER per round for KEY, into R[NAME.KEY] (median) and R[NAME_rounds.KEY].
+# ratios_over_rounds OTHER KEY NAME [SCENARIO [DECIMALS]]: SCENARIO (nodemesh)/OTHER per round for KEY,
+# into R[NAME.KEY] (median) and R[NAME_rounds.KEY].
 ratios_over_rounds() {
-    local other=$1 key=$2 name=$3 r n o v list=""
+    local other=$1 key=$2 name=$3 scen=${4:-nodemesh} decimals=${5:-2} r n o v list=""
     for ((r = 1; r <= ROUNDS; r++)); do
-        n=$(round_value "$r" "nodemesh.$key") o=$(round_value "$r" "$other.$key")
+        n=$(round_value "$r" "$scen.$key") o=$(round_value "$r" "$other.$key")
         [[ -n "$n" && -n "$o" ]] || continue
-        v=$(ratio "$n" "$o")
+        v=$(ratio "$n" "$o" "$decimals")
         [[ "$v" == n/a ]] || list+="$v "
     done
     [[ -n "$list" ]] || return 0
@@ -739,9 +750,9 @@ ratios_over_rounds() {
 
 round_value() { awk -F= -v k="$2" '$1 == k { v = $2 } END { print v }' "$WORK/results.$1" 2>/dev/null; }
 
-ratio() { # A B -> A/B or n/a
+ratio() { # A B [DECIMALS] -> A/B (2 decimals) or n/a
     if [[ "$1" =~ ^[0-9.]+$ && "$2" =~ ^[0-9.]+$ ]] && awk -v b="$2" 'BEGIN { exit !(b > 0) }'; then
-        awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
+        awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN { printf "%." d "f", a / b }'
     else
         echo "n/a"
     fi
