@@ -741,6 +741,8 @@ gw_measure() {
     mapfile -t procs < <(gw_proc_tree "$@")
     hz=$(getconf CLK_TCK)
     gw_check "$scen"
+    # Other work on the machine moves these figures: the load average before the runs goes with them.
+    record "$scen" loadavg "$(cut -d' ' -f1 /proc/loadavg)"
     log "$scen: wrk keep-alive -t2 -c$GW_WRK_CONNS from ext, ${DURATION}s"
     t0=$(sum_over cpu_ticks "${procs[@]}")
     out=$(WRK_NS=$PREFIX-ext WRK_CONNS=$GW_WRK_CONNS run_wrk "http://$GW_ADDR:$GW_HTTP_PORT/")
@@ -1222,7 +1224,7 @@ gw_notes() {
     local s c
     local -a h
     echo "Gateway: the client in ext ($TOPO_EXT_ADDR); the proxy on node1, listening on $GW_ADDR:$GW_HTTP_PORT (HTTP/1.1) and $GW_ADDR:$GW_H2C_PORT (HTTP/2 cleartext, prior knowledge); the backend for all: nginx in n2p1 ($SERVER_IP:$HTTP_PORT, 1 worker, as in the other scenarios). Each column on a fresh topology, in the same run, on the same $(nproc) CPUs (client, proxy and backend share them)."
-    echo "Load, ${DURATION}s each: wrk --latency -t2 -c$GW_WRK_CONNS (keep-alive); h2load -c$GW_H2_CONNS -m$GW_H2_STREAMS -D$DURATION (h2c). h2load counts the requests in flight when the time is up as failed: its req/s here is succeeded requests / duration; its p99 is computed from its --log-file over the 2xx requests; mean and max are its 'time for request'."
+    echo "Load, ${DURATION}s each: wrk --latency -t2 -c$GW_WRK_CONNS (keep-alive); h2load -c$GW_H2_CONNS -m$GW_H2_STREAMS -D$DURATION (h2c). When the time is up h2load stops the requests still in flight (some versions count them as failed): its req/s here is succeeded requests / duration; its p99 is computed from its --log-file over the 2xx requests; mean and max are its 'time for request'."
     echo "nm-mesh: NodeMesh's gateway in node1's agent, one route to the mesh service web ($GW_SERVICE_IP:$HTTP_PORT, endpoint n2p1): every request crosses the node1 -> node2 mTLS tunnel under the gateway's identity (spiffe://$TRUST_DOMAIN/ns/nodemesh-system/sa/gateway) and node2's agent delivers it to its captured pod - encryption and workload identity included, which the nginx and haproxy columns do not do (plain HTTP to the pod). Proof: after the load node2's agent listed ${R[gw_nodemesh.tunnel_flows]:-no} encrypted flow(s) from the gateway's identity to n2p1:$HTTP_PORT."
     echo "nm-addr: the same gateway with backendRefs [{address: $SERVER_IP:$HTTP_PORT}]: plain HTTP to the pod, no tunnel, no agent on node2 - the same work as nginx and haproxy."
     echo "Access logs off in all: the gateway's \"accessLog\": false, nginx access_log off, haproxy with no log. Agent: $NODEMESH."
@@ -1231,6 +1233,7 @@ gw_notes() {
     if ((ROUNDS > 1)); then
         echo "Ratios are the medians of each round's own ratios; nm-mesh/nginx per round: h1_rps ${R[gn_rounds.h1_rps]:-n/a}; h1_p99_ms ${R[gn_rounds.h1_p99_ms]:-n/a}; h2_rps ${R[gn_rounds.h2_rps]:-n/a}; h2_p99_ms ${R[gn_rounds.h2_p99_ms]:-n/a}."
     fi
+    echo "Load average (1 min) before each column's runs$( ((ROUNDS > 1)) && echo ", median over the rounds"): nm-mesh ${R[gw_nodemesh.loadavg]:-?}, nm-addr ${R[gw_nodemesh_plain.loadavg]:-?}, nginx ${R[gw_nginx.loadavg]:-?}, haproxy ${R[gw_haproxy.loadavg]:-?} (the previous runs' load still counts in it; well above $(nproc) means other work shared the CPUs)."
     gw_targets gn nm-mesh
     gw_targets gpn nm-addr
     for s in "${GW_VARIANTS[@]}"; do
