@@ -732,17 +732,51 @@ gw_proc_tree() {
     done
 }
 
+# other_cpu_ticks: CPU ticks (utime+stime+cutime+cstime) of the user processes outside this
+# benchmark - neither in its namespaces nor descended from this script - summed. A process that
+# exits leaves its ticks in its parent's cutime once reaped, so the sum grows by the work done
+# (a parent that ignores its children loses theirs). Kernel threads are left out: they do this
+# benchmark's network work too.
+other_cpu_ticks() {
+    local ns
+    local -a ours=()
+    for ns in /var/run/netns/"$PREFIX"-*; do [[ -e "$ns" ]] && ours+=("net:[$(stat -L -c %i "$ns")]"); done
+    python3 -c '
+import os, sys
+me, ours, procs = int(sys.argv[1]), set(sys.argv[2:]), {}
+for p in os.listdir("/proc"):
+    if not p.isdigit():
+        continue
+    try:
+        with open(f"/proc/{p}/stat") as f:
+            s = f.read()
+        net = os.readlink(f"/proc/{p}/ns/net")
+    except OSError:
+        continue
+    f = s[s.rindex(")") + 2:].split()
+    if int(f[6]) & 0x200000:  # PF_KTHREAD
+        continue
+    procs[int(p)] = (int(f[1]), sum(int(x) for x in f[11:15]), net)
+def ours_by_descent(pid):
+    while pid in procs:
+        if pid == me:
+            return True
+        pid = procs[pid][0]
+    return False
+print(sum(t for pid, (_, t, net) in procs.items() if net not in ours and not ours_by_descent(pid)))' "$$" "${ours[@]}"
+}
+
 # gw_measure SCENARIO PROXY_PID...: wrk keep-alive and h2load through the proxy on node1, from ext;
 # CPU per request and peak RSS of the proxy processes (and their children).
 gw_measure() {
-    local scen=$1 hz t0 t1 out
+    local scen=$1 hz t0 t1 o0 o1 s0 s1 out
     shift
     local -a procs w h
     mapfile -t procs < <(gw_proc_tree "$@")
     hz=$(getconf CLK_TCK)
     gw_check "$scen"
-    # Other work on the machine moves these figures: the load average before the runs goes with them.
-    record "$scen" loadavg "$(cut -d' ' -f1 /proc/loadavg)"
+    # Other work on the machine moves these figures: what it used of the CPUs meanwhile goes with them.
+    o0=$(other_cpu_ticks) s0=$EPOCHREALTIME
     log "$scen: wrk keep-alive -t2 -c$GW_WRK_CONNS from ext, ${DURATION}s"
     t0=$(sum_over cpu_ticks "${procs[@]}")
     out=$(WRK_NS=$PREFIX-ext WRK_CONNS=$GW_WRK_CONNS run_wrk "http://$GW_ADDR:$GW_HTTP_PORT/")
@@ -760,6 +794,9 @@ gw_measure() {
     out=$(run_h2load "$scen" "http://$GW_ADDR:$GW_H2C_PORT/")
     t1=$(sum_over cpu_ticks "${procs[@]}")
     read -r -a h <<<"$out"
+    o1=$(other_cpu_ticks) s1=$EPOCHREALTIME
+    record "$scen" other_cpu "$(awk -v t=$((o1 - o0)) -v hz="$hz" -v a="$s0" -v b="$s1" -v n="$(nproc)" \
+        'BEGIN { printf "%.1f %.0f", t / hz, (b - a) * n }')"
     record "$scen" h2_rps "${h[0]}"
     record "$scen" h2_p99_ms "${h[1]}"
     record "$scen" h2_mean_ms "${h[2]}"
@@ -1220,6 +1257,13 @@ gw_targets() {
     echo "target (issue): $label req/s >= nginx's: HTTP/1.1 $(gw_target "${R[$name.h1_rps]:-}" ge 1), HTTP/2 $(gw_target "${R[$name.h2_rps]:-}" ge 1); $label p99 <= 1.5x nginx's: HTTP/1.1 $(gw_target "${R[$name.h1_p99_ms]:-}" le 1.5), HTTP/2 $(gw_target "${R[$name.h2_p99_ms]:-}" le 1.5)."
 }
 
+# gw_other SCENARIO: "USED of AVAILABLE s" from R[SCENARIO.other_cpu].
+gw_other() {
+    local v
+    read -r -a v <<<"${R[$1.other_cpu]:-}"
+    if ((${#v[@]} == 2)); then echo "${v[0]} of ${v[1]} s"; else echo "?"; fi
+}
+
 gw_notes() {
     local s c
     local -a h
@@ -1233,7 +1277,7 @@ gw_notes() {
     if ((ROUNDS > 1)); then
         echo "Ratios are the medians of each round's own ratios; nm-mesh/nginx per round: h1_rps ${R[gn_rounds.h1_rps]:-n/a}; h1_p99_ms ${R[gn_rounds.h1_p99_ms]:-n/a}; h2_rps ${R[gn_rounds.h2_rps]:-n/a}; h2_p99_ms ${R[gn_rounds.h2_p99_ms]:-n/a}."
     fi
-    echo "Load average (1 min) before each column's runs$( ((ROUNDS > 1)) && echo ", median over the rounds"): nm-mesh ${R[gw_nodemesh.loadavg]:-?}, nm-addr ${R[gw_nodemesh_plain.loadavg]:-?}, nginx ${R[gw_nginx.loadavg]:-?}, haproxy ${R[gw_haproxy.loadavg]:-?} (the previous runs' load still counts in it; well above $(nproc) means other work shared the CPUs)."
+    echo "Other work on the machine during each column's runs$( ((ROUNDS > 1)) && echo " (first round)"), CPU seconds used by user processes outside this benchmark of the CPU seconds there were: nm-mesh $(gw_other gw_nodemesh), nm-addr $(gw_other gw_nodemesh_plain), nginx $(gw_other gw_nginx), haproxy $(gw_other gw_haproxy); a large share means that column's figures were lowered by the other work."
     gw_targets gn nm-mesh
     gw_targets gpn nm-addr
     for s in "${GW_VARIANTS[@]}"; do
