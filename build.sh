@@ -34,8 +34,9 @@ Usage: ./build.sh COMMAND
   publish   Native AOT binaries: artifacts/bin/nodemesh and artifacts/bin/nodemesh-cni
   test      deps + publish + all tests (unit and integration; needs root) with a summary
   demo      deps + publish + the demo: 2 nodes x 2 pods in network namespaces, real traffic, a summary
-  bench     deps + publish + the benchmark against direct traffic and a haproxy mTLS pair
-            (./build.sh bench --quick for a short run)
+  bench     deps + publish + the benchmark: the mesh against direct traffic and a haproxy mTLS pair, the
+            gateway against nginx and haproxy as reverse proxies (./build.sh bench --quick for a short run;
+            --only direct,nodemesh,telemetry,haproxy,gateway,microbench,registry for some of them)
   package   publish + artifacts/nodemesh_<version>_amd64.deb (binaries, hardened systemd unit, default
             config, man page); --bin DIR packages the binaries in DIR instead, --out DIR writes the .deb there
   clean     remove build output

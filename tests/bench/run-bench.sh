@@ -12,6 +12,16 @@
 # what idle connections cost them: 5,000 connections to nginx that send nothing (idle-conns.py in
 # n1p1), current RSS (VmRSS) before, while held (-> KiB per connection) and 60 s after they close
 # (10 s with --quick; -> MiB not given back).
+# The gateway (an API gateway's job: HTTP from outside, ext, through a reverse proxy on node1 to the
+# same nginx in n2p1), four ways, each on a fresh topology:
+#   gw_nodemesh        NodeMesh's gateway (node1's agent, access log off) routing to the mesh service
+#                      web (endpoint n2p1): through the node1 -> node2 mTLS tunnel, node2's agent delivers
+#   gw_nodemesh_plain  the same gateway to n2p1's plain address (no tunnel): the same work as these two:
+#   gw_nginx           nginx reverse proxy in node1 (plain HTTP, upstream keepalive 64)
+#   gw_haproxy         haproxy in node1 (mode http, plain HTTP, http-reuse always)
+# Load: wrk keep-alive -t2 -c64 (HTTP/1.1) and h2load -c16 -m10 (HTTP/2 cleartext, prior knowledge):
+# req/s (h2load: succeeded) and p99 (h2load: from its per-request log), proxy CPU per request, peak
+# RSS; NodeMesh/nginx ratios against the issue's targets (req/s >= nginx's, p99 <= 1.5x nginx's).
 # Then the tunnel protocol microbench (tests/NodeMesh.Bench, needs the .NET SDK): the agent's own
 # tunnel protocol against Nerdbank.Streams' MultiplexingStream, in one process over loopback TLS 1.3
 # at equal 1 MiB stream windows (1 and 8 streams, 64-byte round trips, memory), reported apart.
@@ -19,14 +29,15 @@
 # on node2 to the first encrypted flow from n1p1 to it (5 times, median); then, in process (NodeMesh.Bench
 # registry), the agent's etcd source with 10,000 workloads: first sync, memory held, one change's time.
 #
-# Usage: tests/bench/run-bench.sh [--nodemesh PATH] [--quick] [--out FILE] [--haproxy-threads N]
+# Usage: tests/bench/run-bench.sh [--nodemesh PATH] [--quick] [--out FILE] [--haproxy-threads N] [--only LIST] [--rounds N]
 #   --nodemesh PATH       agent binary (default: artifacts/bin/nodemesh; column is n/a if missing)
 #   --quick               3 s per measurement instead of 10 s (microbench: 3 runs of 2 s, not 5 of 5 s;
 #                         idle connections: RSS 10 s after they close, not 60 s)
 #   --out FILE            also write the results as a markdown table to FILE
-#   --haproxy-threads N   set haproxy's nbthread (default: haproxy's own default, one per CPU)
-#   --only LIST           run only these of direct,nodemesh,telemetry,haproxy,microbench,registry (comma-separated;
-#                         telemetry is nodemesh's runs with OTLP export on, to show what telemetry costs)
+#   --haproxy-threads N   set haproxy's nbthread, the gateway's haproxy too (default: haproxy's own, one per CPU)
+#   --only LIST           run only these of direct,nodemesh,telemetry,haproxy,gateway,microbench,registry
+#                         (comma-separated; telemetry is nodemesh's runs with OTLP export on, to show what
+#                         telemetry costs; gateway is its four variants)
 #   --rounds N            run the scenarios N times (default 3, 1 with --quick), each round every scenario
 #                         once on fresh topologies, the order reversed every other round; the table shows
 #                         medians, the ratios are medians of each round's own ratios (this machine's speed
@@ -46,7 +57,7 @@ NODEMESH=$REPO_DIR/artifacts/bin/nodemesh
 QUICK=0
 OUT=""
 HAPROXY_THREADS=""
-ONLY="direct,nodemesh,telemetry,haproxy,microbench,registry"
+ONLY="direct,nodemesh,telemetry,haproxy,gateway,microbench,registry"
 ROUNDS=""
 
 # Fixed by the topology (2 nodes x 1 pod).
@@ -55,6 +66,8 @@ NODE2_IP=10.231.0.2
 POD_GW1=10.240.1.1
 IPERF_PORT=5201
 HTTP_PORT=8080
+# nginx's answer in n2p1 (the gateway scenario checks each proxy returns it).
+HTTP_BODY="nodemesh bench: small body 0123456789abcdef"
 OTLP_SINK_PORT=4318
 # haproxy: plain frontends on node1 (pod side), TLS listeners on node2 (lan side), one per service.
 HA_IPERF_FRONT=15101
@@ -95,8 +108,8 @@ parse_args() {
             ;;
         --only)
             ONLY=${2:?--only needs a list}
-            [[ "$ONLY" =~ ^(direct|nodemesh|telemetry|haproxy|microbench|registry)(,(direct|nodemesh|telemetry|haproxy|microbench|registry))*$ ]] ||
-                die "--only: a comma-separated list of direct, nodemesh, telemetry, haproxy, microbench, registry"
+            [[ "$ONLY" =~ ^(direct|nodemesh|telemetry|haproxy|gateway|microbench|registry)(,(direct|nodemesh|telemetry|haproxy|gateway|microbench|registry))*$ ]] ||
+                die "--only: a comma-separated list of direct, nodemesh, telemetry, haproxy, gateway, microbench, registry"
             shift 2
             ;;
         --rounds)
@@ -120,9 +133,10 @@ parse_args() {
 
 check_tools() {
     local t missing=()
-    for t in ip iptables iperf3 wrk nginx haproxy openssl curl ss awk python3; do
+    for t in ip iptables iperf3 wrk nginx haproxy openssl curl ss awk python3 pgrep; do
         command -v "$t" >/dev/null 2>&1 || missing+=("$t")
     done
+    if wanted gateway; then command -v h2load >/dev/null 2>&1 || missing+=(h2load); fi
     ((${#missing[@]} == 0)) || die "missing tools: ${missing[*]} - run ./build.sh deps"
     [[ $EUID -eq 0 ]] || die "must run as root (network namespaces)"
 }
@@ -146,15 +160,21 @@ on_exit() {
 # Servers in n2p1 and the measurements (same commands for every scenario).
 
 start_servers() {
-    local ns=$PREFIX-n2p1 dir=$WORK/nginx
+    local ns=$PREFIX-n2p1
     bg iperf3-server "$ns" iperf3 -s -p "$IPERF_PORT"
+    start_http_server
+    wait_port "$ns" "$IPERF_PORT" "$SERVER_IP" || die "iperf3 server did not start: $(cat "$WORK/iperf3-server.log")"
+}
+
+# start_http_server: nginx in n2p1 on HTTP_PORT (every HTTP figure is against this one), until it listens.
+start_http_server() {
+    local ns=$PREFIX-n2p1 dir=$WORK/nginx
     # A small body; huge keepalive_requests so wrk's keep-alive connections are never recycled. A
     # connection that has sent nothing is closed after client_header_timeout (60 s by default): the
     # idle connections of measure_idle must stay open however long their connects take.
-    nginx_run nginx "$ns" "$HTTP_PORT" 'default_type text/plain; return 200 "nodemesh bench: small body 0123456789abcdef\n";' \
+    nginx_run nginx "$ns" "$HTTP_PORT" "default_type text/plain; return 200 \"$HTTP_BODY\\n\";" \
         'access_log off; keepalive_requests 100000000; keepalive_timeout 75s; client_header_timeout 5m;' 8192 ||
         die "nginx config test failed (see above)"
-    wait_port "$ns" "$IPERF_PORT" "$SERVER_IP" || die "iperf3 server did not start: $(cat "$WORK/iperf3-server.log")"
     wait_port "$ns" "$HTTP_PORT" "$SERVER_IP" || die "nginx did not start: $(cat "$WORK/nginx.log" "$dir/error.log" 2>/dev/null)"
 }
 
@@ -175,13 +195,14 @@ run_iperf() {
     echo "$out"
 }
 
-# run_wrk URL [close]: prints "REQ_PER_S P50_MS P99_MS ERRORS".
+# run_wrk URL [close]: prints "REQ_PER_S P50_MS P99_MS ERRORS REQUESTS". From n1p1 with 32
+# connections, or from WRK_NS with WRK_CONNS.
 run_wrk() {
     local url=$1 mode=${2:-} out
     local -a extra=()
     [[ "$mode" == close ]] && extra=(-H 'Connection: close')
-    if ! out=$(timeout $((DURATION + 30)) ip netns exec "$PREFIX-n1p1" \
-        wrk --latency -t2 -c32 -d"${DURATION}s" "${extra[@]}" "$url" 2>&1); then
+    if ! out=$(timeout $((DURATION + 30)) ip netns exec "${WRK_NS:-$PREFIX-n1p1}" \
+        wrk --latency -t2 -c"${WRK_CONNS:-32}" -d"${DURATION}s" "${extra[@]}" "$url" 2>&1); then
         die "wrk $url failed: $out"
     fi
     printf '%s\n' "$out" >>"$WORK/wrk.log"
@@ -191,11 +212,12 @@ run_wrk() {
             if (v ~ /s$/) return v * 1000
             return v + 0 }
         /Requests\/sec:/ { rps = $2 }
+        / requests in / { n = $1 }
         $1 == "50%" { p50 = ms($2) }
         $1 == "99%" { p99 = ms($2) }
         /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
         /Non-2xx or 3xx responses:/ { err += $NF }
-        END { if (rps == "") exit 1; printf "%s %s %s %d\n", rps, p50, p99, err }' <<<"$out" ||
+        END { if (rps == "") exit 1; printf "%s %s %s %d %d\n", rps, p50, p99, err, n }' <<<"$out" ||
         die "cannot parse wrk output: $out"
 }
 
@@ -527,6 +549,332 @@ scenario_haproxy() {
     for i in 1 2; do kill -0 "${pids[i - 1]}" 2>/dev/null || die "haproxy node$i died during the run"; done
 }
 
+# --- gateway: NodeMesh's gateway against nginx and haproxy as reverse proxies ---
+#
+# Four variants, each on a fresh topology, all with the client (wrk, h2load) in ext, the proxy on
+# node1 listening on node1's lan address, and nginx in n2p1 (start_http_server) as the backend:
+#   gw_nodemesh        node1's agent's gateway -> mesh service web (endpoint n2p1): through the
+#                      node1 -> node2 mTLS tunnel; node2's agent delivers to its captured pod
+#   gw_nodemesh_plain  the same gateway -> backendRefs address 10.240.2.2:8080, plain HTTP (no tunnel,
+#                      no agent on node2): the same work as nginx and haproxy
+#   gw_nginx           nginx as a reverse proxy in node1's namespace, plain HTTP, upstream keepalive 64
+#   gw_haproxy         haproxy in node1's namespace, mode http, plain HTTP, http-reuse always
+
+GW_VARIANTS=(gw_nodemesh gw_nodemesh_plain gw_nginx gw_haproxy)
+GW_ADDR=10.231.0.1
+GW_HTTP_PORT=8000
+GW_H2C_PORT=8001
+GW_SERVICE_IP=10.96.0.10
+GW_WRK_CONNS=64
+GW_H2_CONNS=16
+GW_H2_STREAMS=10
+GW_UPSTREAM_KEEPALIVE=64
+
+# gw_agent_config I MODE: node I's agent_config (pod n<I>p1 local, the other node's pod remote) with
+# the service web on both nodes (MODE mesh) and, on node1, the gateway to web (mesh) or to n2p1's
+# address (plain), access log off.
+gw_agent_config() {
+    local i=$1 mode=$2
+    agent_config "$i" 1 bench | python3 -c '
+import json, sys
+i, mode, svc_ip, port, addr, http_port, h2c_port, backend = sys.argv[1:]
+c = json.load(sys.stdin)
+if mode == "mesh":
+    c["services"] = [{"name": "web", "addresses": [svc_ip], "ports": [{"port": int(port)}], "endpoints": ["n2p1"]}]
+if i == "1":
+    ref = {"name": "web", "port": int(port)} if mode == "mesh" else {"address": backend}
+    c["gateway"] = {
+        "listeners": [{"name": "http", "address": addr, "port": int(http_port)},
+                      {"name": "h2c", "address": addr, "port": int(h2c_port), "protocol": "H2c"}],
+        "accessLog": False,
+        "httpRoutes": [{"name": "all", "rules": [{"backendRefs": [ref]}]}],
+    }
+json.dump(c, sys.stdout, indent=2)
+print()' "$i" "$mode" "$GW_SERVICE_IP" "$HTTP_PORT" "$GW_ADDR" "$GW_HTTP_PORT" "$GW_H2C_PORT" "$SERVER_IP:$HTTP_PORT"
+}
+
+# gw_start_agents MODE: the agents with the gateway (mesh: both nodes; plain: node1 only), until
+# they are ready and the gateway listens.
+gw_start_agents() {
+    local mode=$1 i n=2
+    [[ $mode == mesh ]] || n=1
+    rm -rf "$WORK/ca" "$WORK/n1" "$WORK/n2"
+    mesh_ca_init
+    AGENT_PIDS=()
+    for ((i = 1; i <= n; i++)); do
+        mkdir -p "$WORK/n$i/state"
+        gw_agent_config "$i" "$mode" >"$WORK/n$i.json" || die "cannot write node$i's gateway config"
+        bg "agent-n$i" "$PREFIX-n$i" "$NODEMESH" run --config "$WORK/n$i.json"
+        AGENT_PIDS+=("$BG_PID")
+    done
+    for ((i = 1; i <= n; i++)); do
+        mesh_wait_ready "$i" 1 || die "$MESH_ERROR; log: $(tail -20 "$WORK/agent-n$i.log")"
+    done
+    for i in "$GW_HTTP_PORT" "$GW_H2C_PORT"; do
+        wait_port "$PREFIX-n1" "$i" "$GW_ADDR" || die "the gateway does not listen on $GW_ADDR:$i; log: $(tail -20 "$WORK/agent-n1.log")"
+    done
+}
+
+# gw_write_nginx_config FILE: nginx as the reverse proxy, one worker per CPU (as for production;
+# haproxy and the agent use every CPU too), the backend's keep-alive connections reused.
+gw_write_nginx_config() {
+    local dir=$WORK/gw-nginx
+    mkdir -p "$dir/tmp"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes auto;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 8192; }
+http {
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 75s;
+    upstream web {
+        server $SERVER_IP:$HTTP_PORT;
+        keepalive $GW_UPSTREAM_KEEPALIVE;
+        keepalive_requests 100000000;
+        keepalive_timeout 75s;
+    }
+    server {
+        listen $GW_ADDR:$GW_HTTP_PORT;
+        # A plaintext port with http2 (nginx 1.22): HTTP/2 with prior knowledge (h2c).
+        listen $GW_ADDR:$GW_H2C_PORT http2;
+        location / {
+            proxy_pass http://web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+}
+
+gw_write_haproxy_config() {
+    {
+        cat <<EOF
+global
+    maxconn 8000
+${HAPROXY_THREADS:+    nbthread $HAPROXY_THREADS
+}defaults
+    mode http
+    timeout connect 5s
+    timeout client 2m
+    timeout server 2m
+    timeout http-keep-alive 75s
+frontend http
+    bind $GW_ADDR:$GW_HTTP_PORT
+    default_backend web
+frontend h2c
+    bind $GW_ADDR:$GW_H2C_PORT proto h2
+    default_backend web
+backend web
+    http-reuse always
+    server n2p1 $SERVER_IP:$HTTP_PORT
+EOF
+    } >"$WORK/gw-haproxy.cfg"
+}
+
+# gw_check SCENARIO: one HTTP/1.1 and one h2c request from ext through the proxy get nginx's answer
+# (so that nothing is measured against a proxy that answers errors).
+gw_check() {
+    local scen=$1 out
+    local -a curl=(ip netns exec "$PREFIX-ext" curl -s -S --max-time 5 -w '%{http_code} %{http_version}')
+    out=$("${curl[@]}" "http://$GW_ADDR:$GW_HTTP_PORT/" 2>&1) || die "$scen: curl HTTP/1.1 through the proxy failed: $out"
+    [[ "$out" == "$HTTP_BODY"$'\n'"200 1.1" ]] || die "$scen: HTTP/1.1 through the proxy: expected nginx's 200, got: $out"
+    out=$("${curl[@]}" --http2-prior-knowledge "http://$GW_ADDR:$GW_H2C_PORT/" 2>&1) || die "$scen: curl --http2-prior-knowledge through the proxy failed: $out"
+    [[ "$out" == "$HTTP_BODY"$'\n'"200 2" ]] || die "$scen: h2c through the proxy: expected nginx's 200 over HTTP/2, got: $out"
+}
+
+# run_h2load SCENARIO URL: h2load, h2c with prior knowledge, from ext; prints
+# "SUCCEEDED_PER_S P99_MS MEAN_MS MAX_MS SUCCEEDED FAILED ERRORED NON_2XX CUT_OFF". In duration mode
+# h2load stops the requests in flight when the time is up (started, not done; some versions count
+# them as failed): the rate is of those that succeeded; p99 is over the 2xx requests of its
+# per-request log (start us, status, duration us).
+run_h2load() {
+    local scen=$1 url=$2 out log=$WORK/h2load-$1.tsv p99
+    if ! out=$(timeout $((DURATION + 30)) ip netns exec "$PREFIX-ext" \
+        h2load -c "$GW_H2_CONNS" -m "$GW_H2_STREAMS" -D "$DURATION" --log-file="$log" "$url" 2>&1); then
+        die "h2load $url failed: $out"
+    fi
+    printf '%s\n' "$out" >>"$WORK/h2load.log"
+    p99=$(awk -F'\t' '$2 >= 200 && $2 < 300 { print $3 }' "$log" | sort -n |
+        awk '{ v[NR] = $1 } END { if (NR == 0) exit 1; i = int(NR * 0.99 + 0.999999); if (i > NR) i = NR; printf "%.3f", v[i] / 1000 }') ||
+        die "h2load $url: no successful request in its log: $out"
+    awk -v p99="$p99" 'function ms(v) {
+            if (v ~ /us$/) return v / 1000
+            if (v ~ /ms$/) return v + 0
+            if (v ~ /s$/) return v * 1000
+            return v + 0 }
+        function secs(v) {
+            if (v ~ /ms,?$/) return v / 1000
+            if (v ~ /us,?$/) return v / 1e6
+            return v + 0 }
+        /^finished in / { t = secs($3) }
+        /^requests: / { cut = $4 - $6; ok = $8; failed = $10; errored = $12 }
+        /^status codes: / { non2xx = $5 + $7 + $9 }
+        /^time for request:/ { mean = ms($6); max = ms($5) }
+        END {
+            if (t <= 0 || ok == "") exit 1
+            printf "%.0f %s %.3f %.3f %d %d %d %d %d\n", ok / t, p99, mean, max, ok, failed, errored, non2xx, cut
+        }' <<<"$out" || die "cannot parse h2load output: $out"
+}
+
+# gw_proc_tree PID...: the processes and their children (nginx's workers).
+gw_proc_tree() {
+    local pid
+    for pid in "$@"; do
+        echo "$pid"
+        pgrep -P "$pid" || true
+    done
+}
+
+# other_cpu_ticks: CPU ticks (utime+stime+cutime+cstime) of the user processes outside this
+# benchmark - neither in its namespaces nor descended from this script - summed. A process that
+# exits leaves its ticks in its parent's cutime once reaped, so the sum grows by the work done
+# (a parent that ignores its children loses theirs). Kernel threads are left out: they do this
+# benchmark's network work too.
+other_cpu_ticks() {
+    local ns
+    local -a ours=()
+    for ns in /var/run/netns/"$PREFIX"-*; do [[ -e "$ns" ]] && ours+=("net:[$(stat -L -c %i "$ns")]"); done
+    python3 -c '
+import os, sys
+me, ours, procs = int(sys.argv[1]), set(sys.argv[2:]), {}
+for p in os.listdir("/proc"):
+    if not p.isdigit():
+        continue
+    try:
+        with open(f"/proc/{p}/stat") as f:
+            s = f.read()
+        net = os.readlink(f"/proc/{p}/ns/net")
+    except OSError:
+        continue
+    f = s[s.rindex(")") + 2:].split()
+    if int(f[6]) & 0x200000:  # PF_KTHREAD
+        continue
+    procs[int(p)] = (int(f[1]), sum(int(x) for x in f[11:15]), net)
+def ours_by_descent(pid):
+    while pid in procs:
+        if pid == me:
+            return True
+        pid = procs[pid][0]
+    return False
+print(sum(t for pid, (_, t, net) in procs.items() if net not in ours and not ours_by_descent(pid)))' "$$" "${ours[@]}"
+}
+
+# gw_measure SCENARIO PROXY_PID...: wrk keep-alive and h2load through the proxy on node1, from ext;
+# CPU per request and peak RSS of the proxy processes (and their children).
+gw_measure() {
+    local scen=$1 hz t0 t1 o0 o1 s0 s1 out
+    shift
+    local -a procs w h
+    mapfile -t procs < <(gw_proc_tree "$@")
+    hz=$(getconf CLK_TCK)
+    gw_check "$scen"
+    # Other work on the machine moves these figures: what it used of the CPUs meanwhile goes with them.
+    o0=$(other_cpu_ticks) s0=$EPOCHREALTIME
+    log "$scen: wrk keep-alive -t2 -c$GW_WRK_CONNS from ext, ${DURATION}s"
+    t0=$(sum_over cpu_ticks "${procs[@]}")
+    out=$(WRK_NS=$PREFIX-ext WRK_CONNS=$GW_WRK_CONNS run_wrk "http://$GW_ADDR:$GW_HTTP_PORT/")
+    t1=$(sum_over cpu_ticks "${procs[@]}")
+    read -r -a w <<<"$out"
+    record "$scen" h1_rps "$(printf '%.0f' "${w[0]}")"
+    record "$scen" h1_p50_ms "$(printf '%.3f' "${w[1]}")"
+    record "$scen" h1_p99_ms "$(printf '%.3f' "${w[2]}")"
+    record "$scen" h1_errors "${w[3]}"
+    if ((w[4] > 0)); then
+        record "$scen" h1_cpu_us "$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="${w[4]}" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
+    fi
+    log "$scen: h2load -c$GW_H2_CONNS -m$GW_H2_STREAMS (h2c) from ext, ${DURATION}s"
+    t0=$(sum_over cpu_ticks "${procs[@]}")
+    out=$(run_h2load "$scen" "http://$GW_ADDR:$GW_H2C_PORT/")
+    t1=$(sum_over cpu_ticks "${procs[@]}")
+    read -r -a h <<<"$out"
+    o1=$(other_cpu_ticks) s1=$EPOCHREALTIME
+    record "$scen" other_cpu "$(awk -v t=$((o1 - o0)) -v hz="$hz" -v a="$s0" -v b="$s1" -v n="$(nproc)" \
+        'BEGIN { printf "%.1f %.0f", t / hz, (b - a) * n }')"
+    record "$scen" h2_rps "${h[0]}"
+    record "$scen" h2_p99_ms "${h[1]}"
+    record "$scen" h2_mean_ms "${h[2]}"
+    record "$scen" h2_max_ms "${h[3]}"
+    record "$scen" h2_counts "${h[4]} ${h[5]} ${h[6]} ${h[7]} ${h[8]}"
+    if ((h[4] > 0)); then
+        record "$scen" h2_cpu_us "$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="${h[4]}" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
+    fi
+    record "$scen" rss_load_mib "$(mib "$(sum_over hwm_kib "${procs[@]}")")"
+    record "$scen" procs "${#procs[@]}"
+}
+
+# gw_check_tunnel: proof that the gateway's requests crossed the mTLS tunnel: node1's agent is
+# stopped (its pooled connections to the backend end), then node2's agent lists the inbound
+# flows it delivered to n2p1 - encrypted, from the gateway's identity.
+gw_check_tunnel() {
+    local n
+    stop_pid "${AGENT_PIDS[0]}"
+    sleep 1
+    n=$("$NODEMESH" flows --socket "$WORK/n2/agent.sock" --json 2>/dev/null | python3 -c '
+import json, sys
+gw = sys.argv[1]
+fs = [json.loads(l) for l in sys.stdin if l.strip()]
+print(sum(1 for f in fs if f.get("encrypted") and f.get("sourceIdentity") == gw and f.get("destination", "").endswith(":" + sys.argv[2])))' \
+        "spiffe://$TRUST_DOMAIN/ns/nodemesh-system/sa/gateway" "$HTTP_PORT" || echo 0)
+    record gw_nodemesh tunnel_flows "${n:-0}"
+    ((${n:-0} > 0)) || log "WARNING: node2's agent lists no encrypted flow from the gateway's identity to n2p1:$HTTP_PORT"
+}
+
+scenario_gw_nodemesh() {
+    fresh_topology
+    start_http_server
+    gw_start_agents mesh
+    gw_measure gw_nodemesh "${AGENT_PIDS[@]}"
+    local i
+    for i in 1 2; do kill -0 "${AGENT_PIDS[i - 1]}" 2>/dev/null || die "agent node$i died during the run"; done
+    gw_check_tunnel
+}
+
+scenario_gw_nodemesh_plain() {
+    fresh_topology
+    start_http_server
+    gw_start_agents plain
+    gw_measure gw_nodemesh_plain "${AGENT_PIDS[@]}"
+    kill -0 "${AGENT_PIDS[0]}" 2>/dev/null || die "agent node1 died during the run"
+}
+
+scenario_gw_nginx() {
+    local dir=$WORK/gw-nginx pid
+    fresh_topology
+    start_http_server
+    gw_write_nginx_config
+    ip netns exec "$PREFIX-n1" nginx -t -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" ||
+        die "the reverse proxy's nginx config is invalid: $(cat "$dir/error.log" 2>/dev/null)"
+    bg gw-nginx "$PREFIX-n1" nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf"
+    pid=$BG_PID
+    wait_port "$PREFIX-n1" "$GW_H2C_PORT" "$GW_ADDR" || die "nginx (reverse proxy) not listening: $(cat "$WORK/gw-nginx.log" "$dir/error.log" 2>/dev/null)"
+    # Its workers, one per CPU, are up once the master has forked them.
+    sleep 0.5
+    record gw_nginx workers "$(pgrep -c -P "$pid" || echo 0)"
+    gw_measure gw_nginx "$pid"
+    kill -0 "$pid" 2>/dev/null || die "nginx (reverse proxy) died during the run"
+}
+
+scenario_gw_haproxy() {
+    local pid
+    fresh_topology
+    start_http_server
+    gw_write_haproxy_config
+    ip netns exec "$PREFIX-n1" haproxy -c -q -f "$WORK/gw-haproxy.cfg" || die "the gateway haproxy config is invalid"
+    bg gw-haproxy "$PREFIX-n1" haproxy -db -f "$WORK/gw-haproxy.cfg"
+    pid=$BG_PID
+    wait_port "$PREFIX-n1" "$GW_H2C_PORT" "$GW_ADDR" || die "haproxy (reverse proxy) not listening: $(cat "$WORK/gw-haproxy.log")"
+    record gw_haproxy threads "$(awk '/^Threads:/ { print $2 }' "/proc/$pid/status")"
+    gw_measure gw_haproxy "$pid"
+    kill -0 "$pid" 2>/dev/null || die "haproxy (reverse proxy) died during the run"
+}
+
 # --- tunnel protocol microbench ---
 
 # run_microbench: builds and runs tests/NodeMesh.Bench on this host's loopback (no namespaces);
@@ -683,7 +1031,9 @@ declare -A R=()
 
 # load_results: R[scen.key] is the median over the rounds of a number (the first round's value
 # otherwise); R[nh.key] and R[nd.key] the medians of each round's nodemesh/haproxy and
-# nodemesh/direct ratios, R[nh_rounds.key] those ratios in round order.
+# nodemesh/direct ratios, R[nh_rounds.key] those ratios in round order; for the gateway R[gn.key],
+# R[gpn.key] and R[gh.key] those of gw_nodemesh/gw_nginx, gw_nodemesh_plain/gw_nginx and
+# gw_nodemesh/gw_haproxy (3 decimals: the targets are judged on them).
 load_results() {
     local k v r key f
     local -A all=()
@@ -706,6 +1056,12 @@ load_results() {
         ratios_over_rounds haproxy "$key" nh
         ratios_over_rounds direct "$key" nd
     done
+    for key in "${GW_METRICS[@]}"; do
+        key=${key%%|*}
+        ratios_over_rounds gw_nginx "$key" gn gw_nodemesh 3
+        ratios_over_rounds gw_nginx "$key" gpn gw_nodemesh_plain 3
+        ratios_over_rounds gw_haproxy "$key" gh gw_nodemesh 3
+    done
 }
 
 # median N...: the middle value (the mean of the middle two for an even count), as given.
@@ -721,13 +1077,14 @@ median() {
         }'
 }
 
-# ratios_over_rounds OTHER KEY NAME: nodemesh/OTHER per round for KEY, into R[NAME.KEY] (median) and R[NAME_rounds.KEY].
+# ratios_over_rounds OTHER KEY NAME [SCENARIO [DECIMALS]]: SCENARIO (nodemesh)/OTHER per round for KEY,
+# into R[NAME.KEY] (median) and R[NAME_rounds.KEY].
 ratios_over_rounds() {
-    local other=$1 key=$2 name=$3 r n o v list=""
+    local other=$1 key=$2 name=$3 scen=${4:-nodemesh} decimals=${5:-2} r n o v list=""
     for ((r = 1; r <= ROUNDS; r++)); do
-        n=$(round_value "$r" "nodemesh.$key") o=$(round_value "$r" "$other.$key")
+        n=$(round_value "$r" "$scen.$key") o=$(round_value "$r" "$other.$key")
         [[ -n "$n" && -n "$o" ]] || continue
-        v=$(ratio "$n" "$o")
+        v=$(ratio "$n" "$o" "$decimals")
         [[ "$v" == n/a ]] || list+="$v "
     done
     [[ -n "$list" ]] || return 0
@@ -739,9 +1096,9 @@ ratios_over_rounds() {
 
 round_value() { awk -F= -v k="$2" '$1 == k { v = $2 } END { print v }' "$WORK/results.$1" 2>/dev/null; }
 
-ratio() { # A B -> A/B or n/a
+ratio() { # A B [DECIMALS] -> A/B (2 decimals) or n/a
     if [[ "$1" =~ ^[0-9.]+$ && "$2" =~ ^[0-9.]+$ ]] && awk -v b="$2" 'BEGIN { exit !(b > 0) }'; then
-        awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
+        awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN { printf "%." d "f", a / b }'
     else
         echo "n/a"
     fi
@@ -856,16 +1213,115 @@ idle_notes() {
     fi
 }
 
+# --- the gateway's table and notes ---
+
+GW_METRICS=(
+    "h1_rps|HTTP/1.1 keep-alive (req/s)"
+    "h1_p50_ms|HTTP/1.1 keep-alive p50 (ms)"
+    "h1_p99_ms|HTTP/1.1 keep-alive p99 (ms)"
+    "h2_rps|HTTP/2 h2c (succeeded req/s)"
+    "h2_p99_ms|HTTP/2 h2c p99 (ms, h2load log)"
+    "h2_mean_ms|HTTP/2 h2c mean (ms, h2load)"
+    "h2_max_ms|HTTP/2 h2c max (ms, h2load)"
+    "h1_cpu_us|proxy CPU per request, HTTP/1.1 (us)"
+    "h2_cpu_us|proxy CPU per request, HTTP/2 (us)"
+    "rss_load_mib|proxy peak RSS after load (MiB)"
+)
+
+gw_table_rows() { # prints "metric|nm-mesh|nm-addr|nginx|haproxy|nm-mesh/nginx|nm-addr/nginx|nm-mesh/haproxy" lines
+    local m key label n p x h
+    for m in "${GW_METRICS[@]}"; do
+        key=${m%%|*} label=${m#*|}
+        n=$(cell gw_nodemesh "$key") p=$(cell gw_nodemesh_plain "$key") x=$(cell gw_nginx "$key") h=$(cell gw_haproxy "$key")
+        printf '%s|%s|%s|%s|%s|%s|%s|%s\n' "$label" "$n" "$p" "$x" "$h" \
+            "${R[gn.$key]:-$(ratio "$n" "$x" 3)}" "${R[gpn.$key]:-$(ratio "$p" "$x" 3)}" "${R[gh.$key]:-$(ratio "$n" "$h" 3)}"
+    done
+}
+
+GW_TABLE_HEAD="metric|nm-mesh|nm-addr|nginx|haproxy|nm-mesh/nginx|nm-addr/nginx|nm-mesh/haproxy"
+
+# gw_target RATIO OP LIMIT: "RATIOx met" or "RATIOx not met" (OP ge or le), "n/a" without a ratio.
+gw_target() {
+    local r=$1 op=$2 limit=$3
+    [[ "$r" =~ ^[0-9.]+$ ]] || { echo "n/a"; return 0; }
+    if awk -v r="$r" -v l="$limit" -v op="$op" 'BEGIN { exit !(op == "ge" ? r >= l : r <= l) }'; then
+        echo "${r}x met"
+    else
+        echo "${r}x not met"
+    fi
+}
+
+# gw_targets NAME LABEL: the issue's targets for one NodeMesh variant against nginx (R[NAME.*]).
+gw_targets() {
+    local name=$1 label=$2
+    echo "target (issue): $label req/s >= nginx's: HTTP/1.1 $(gw_target "${R[$name.h1_rps]:-}" ge 1), HTTP/2 $(gw_target "${R[$name.h2_rps]:-}" ge 1); $label p99 <= 1.5x nginx's: HTTP/1.1 $(gw_target "${R[$name.h1_p99_ms]:-}" le 1.5), HTTP/2 $(gw_target "${R[$name.h2_p99_ms]:-}" le 1.5)."
+}
+
+# gw_other SCENARIO: "USED of AVAILABLE s" from R[SCENARIO.other_cpu].
+gw_other() {
+    local v
+    read -r -a v <<<"${R[$1.other_cpu]:-}"
+    if ((${#v[@]} == 2)); then echo "${v[0]} of ${v[1]} s"; else echo "?"; fi
+}
+
+gw_notes() {
+    local s c
+    local -a h
+    echo "Gateway: the client in ext ($TOPO_EXT_ADDR); the proxy on node1, listening on $GW_ADDR:$GW_HTTP_PORT (HTTP/1.1) and $GW_ADDR:$GW_H2C_PORT (HTTP/2 cleartext, prior knowledge); the backend for all: nginx in n2p1 ($SERVER_IP:$HTTP_PORT, 1 worker, as in the other scenarios). Each column on a fresh topology, in the same run, on the same $(nproc) CPUs (client, proxy and backend share them)."
+    echo "Load, ${DURATION}s each: wrk --latency -t2 -c$GW_WRK_CONNS (keep-alive); h2load -c$GW_H2_CONNS -m$GW_H2_STREAMS -D$DURATION (h2c). When the time is up h2load stops the requests still in flight (some versions count them as failed): its req/s here is succeeded requests / duration; its p99 is computed from its --log-file over the 2xx requests; mean and max are its 'time for request'."
+    echo "nm-mesh: NodeMesh's gateway in node1's agent, one route to the mesh service web ($GW_SERVICE_IP:$HTTP_PORT, endpoint n2p1): every request crosses the node1 -> node2 mTLS tunnel under the gateway's identity (spiffe://$TRUST_DOMAIN/ns/nodemesh-system/sa/gateway) and node2's agent delivers it to its captured pod - encryption and workload identity included, which the nginx and haproxy columns do not do (plain HTTP to the pod). Proof: after the load node2's agent listed ${R[gw_nodemesh.tunnel_flows]:-no} encrypted flow(s) from the gateway's identity to n2p1:$HTTP_PORT."
+    echo "nm-addr: the same gateway with backendRefs [{address: $SERVER_IP:$HTTP_PORT}]: plain HTTP to the pod, no tunnel, no agent on node2 - the same work as nginx and haproxy."
+    echo "Access logs off in all: the gateway's \"accessLog\": false, nginx access_log off, haproxy with no log. Agent: $NODEMESH."
+    echo "nginx $(nginx -v 2>&1 | sed 's|.*nginx/||'): worker_processes auto (${R[gw_nginx.workers]:-?} workers), upstream keepalive $GW_UPSTREAM_KEEPALIVE (keepalive_requests 10^8), proxy_http_version 1.1, listen ... http2 for h2c. haproxy $(haproxy -v 2>/dev/null | head -1 | awk '{print $3}'): mode http, http-reuse always, bind ... proto h2 for h2c, nbthread ${HAPROXY_THREADS:-default} -> ${R[gw_haproxy.threads]:-?} thread(s)."
+    echo "Proxy CPU per request: utime+stime of the proxy's processes over the run / requests completed (nm-mesh: both agents, node2's does the tunnel's far end; nm-addr: node1's agent; nginx: master and workers; haproxy: its one process). Peak RSS: VmHWM of the same processes, summed."
+    if ((ROUNDS > 1)); then
+        echo "Ratios are the medians of each round's own ratios; nm-mesh/nginx per round: h1_rps ${R[gn_rounds.h1_rps]:-n/a}; h1_p99_ms ${R[gn_rounds.h1_p99_ms]:-n/a}; h2_rps ${R[gn_rounds.h2_rps]:-n/a}; h2_p99_ms ${R[gn_rounds.h2_p99_ms]:-n/a}."
+    fi
+    echo "Other work on the machine during each column's runs$( ((ROUNDS > 1)) && echo " (first round)"), CPU seconds used by user processes outside this benchmark of the CPU seconds there were: nm-mesh $(gw_other gw_nodemesh), nm-addr $(gw_other gw_nodemesh_plain), nginx $(gw_other gw_nginx), haproxy $(gw_other gw_haproxy); a large share means that column's figures were lowered by the other work."
+    gw_targets gn nm-mesh
+    gw_targets gpn nm-addr
+    for s in "${GW_VARIANTS[@]}"; do
+        case $s in gw_nodemesh) c=nm-mesh ;; gw_nodemesh_plain) c=nm-addr ;; *) c=${s#gw_} ;; esac
+        if [[ "${R[$s.status]:-}" != ok ]]; then
+            echo "$c: ${R[$s.status]:-not run}."
+            continue
+        fi
+        read -r -a h <<<"${R[$s.h2_counts]:-}"
+        if ((${#h[@]} == 5)); then
+            echo "$c: h2load (first round): ${h[0]} succeeded, ${h[1]} failed, ${h[2]} errored, ${h[3]} non-2xx, ${h[4]} in flight when the time was up (stopped, not counted); wrk errors ${R[$s.h1_errors]:-?}."
+        fi
+    done
+    return 0
+}
+
+# main_wanted: one of the scenarios of the main table was asked for.
+main_wanted() { wanted direct || wanted nodemesh || wanted telemetry || wanted haproxy; }
+
 print_report() {
-    local rows
+    local rows gw_rows
     rows=$(table_rows)
+    gw_rows=$(gw_table_rows)
+    if main_wanted; then
+        echo
+        {
+            echo "metric|direct|nodemesh|haproxy|nodemesh/haproxy|nodemesh/direct"
+            echo "$rows"
+        } | awk -F'|' '{ printf "%-50s %10s %10s %10s %17s %16s\n", $1, $2, $3, $4, $5, $6 }'
+        echo
+        notes | sed 's/^/  /'
+    fi
     echo
-    {
-        echo "metric|direct|nodemesh|haproxy|nodemesh/haproxy|nodemesh/direct"
-        echo "$rows"
-    } | awk -F'|' '{ printf "%-50s %10s %10s %10s %17s %16s\n", $1, $2, $3, $4, $5, $6 }'
-    echo
-    notes | sed 's/^/  /'
+    echo "Gateway (HTTP from ext through a proxy on node1 to nginx in n2p1):"
+    if wanted gateway; then
+        {
+            echo "$GW_TABLE_HEAD"
+            echo "$gw_rows"
+        } | awk -F'|' '{ printf "%-40s %9s %9s %9s %9s %14s %14s %16s\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
+        echo
+        gw_notes | sed 's/^/  /'
+    else
+        echo "  not run (--only $ONLY)"
+    fi
     echo
     echo "Tunnel protocol microbench (in process, loopback TLS; ratios within this run are what counts):"
     if [[ "$MICROBENCH_STATUS" == ok ]]; then echo "$MICROBENCH_TEXT"; else echo "  $MICROBENCH_STATUS"; fi
@@ -876,12 +1332,26 @@ print_report() {
     if [[ -n "$OUT" ]]; then
         {
             echo "# NodeMesh benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
+            if main_wanted; then
+                echo
+                echo "| metric | direct | nodemesh | haproxy | nodemesh/haproxy | nodemesh/direct |"
+                echo "|---|---:|---:|---:|---:|---:|"
+                echo "$rows" | awk -F'|' '{ printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6 }'
+                echo
+                notes | sed 's/^/- /'
+            fi
             echo
-            echo "| metric | direct | nodemesh | haproxy | nodemesh/haproxy | nodemesh/direct |"
-            echo "|---|---:|---:|---:|---:|---:|"
-            echo "$rows" | awk -F'|' '{ printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6 }'
+            echo "## Gateway"
             echo
-            notes | sed 's/^/- /'
+            if wanted gateway; then
+                echo "| ${GW_TABLE_HEAD//|/ | } |"
+                echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+                echo "$gw_rows" | awk -F'|' '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
+                echo
+                gw_notes | sed 's/^/- /'
+            else
+                echo "not run (--only $ONLY)"
+            fi
             echo
             echo "## Tunnel protocol microbench"
             echo
@@ -930,6 +1400,22 @@ run_wanted() {
     telemetry)
         if wanted telemetry && [[ -x "$NODEMESH" ]]; then run_scenario telemetry; else record telemetry status "not run"; fi
         ;;
+    gateway)
+        # The variants in the round's order (reversed every other round, as the scenarios are).
+        local v
+        local -a variants=("${GW_VARIANTS[@]}")
+        ((ROUND % 2)) || variants=(gw_haproxy gw_nginx gw_nodemesh_plain gw_nodemesh)
+        for v in "${variants[@]}"; do
+            if ! wanted gateway; then
+                record "$v" status "not run"
+            elif [[ "$v" == gw_nodemesh* && ! -x "$NODEMESH" ]]; then
+                log "$v: n/a: binary missing ($NODEMESH)"
+                record "$v" status "n/a: binary missing"
+            else
+                run_scenario "$v"
+            fi
+        done
+        ;;
     *) if wanted "$1"; then run_scenario "$1"; else record "$1" status "not run"; fi ;;
     esac
 }
@@ -943,15 +1429,17 @@ main() {
     procs_traps on_exit
     log "work dir $WORK, namespaces $PREFIX-*"
 
-    local round s
+    local s
     local -a order
-    for ((round = 1; round <= ROUNDS; round++)); do
-        RESULTS=$WORK/results.$round
+    # The nodemesh binary's full path before any scenario (the gateway's variants use it too).
+    if [[ -x "$NODEMESH" ]]; then NODEMESH=$(cd "$(dirname "$NODEMESH")" && pwd)/$(basename "$NODEMESH"); fi
+    for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+        RESULTS=$WORK/results.$ROUND
         : >"$RESULTS"
-        MEASURE_IDLE=$((round == 1))
+        MEASURE_IDLE=$((ROUND == 1))
         # telemetry runs next to nodemesh, so the machine's drift touches both alike.
-        if ((round % 2)); then order=(direct nodemesh telemetry haproxy); else order=(haproxy telemetry nodemesh direct); fi
-        ((ROUNDS == 1)) || log "=== round $round of $ROUNDS ==="
+        if ((ROUND % 2)); then order=(direct nodemesh telemetry haproxy gateway); else order=(gateway haproxy telemetry nodemesh direct); fi
+        ((ROUNDS == 1)) || log "=== round $ROUND of $ROUNDS ==="
         for s in "${order[@]}"; do run_wanted "$s"; done
     done
     if wanted microbench; then run_microbench; else MICROBENCH_STATUS="not run (--only $ONLY)"; fi
