@@ -19,10 +19,11 @@ public sealed class GatewayBackendPolicyTests(ITestOutputHelper output)
     private static readonly string Gateway = $$"""
         {
           "listeners": [ { "name": "web", "address": "10.231.0.1", "port": 8080 } ],
-          "httpRoutes": [ {{Route("rr", 80)}}, {{Route("sticky", 80)}}, {{Route("checked", 80)}}, {{Route("ejecting", 81)}}, {{Route("breaker", 82)}}, {{Route("limited", 83)}} ],
+          "httpRoutes": [ {{Route("rr", 80)}}, {{Route("sticky", 80)}}, {{Route("cookie", 80)}}, {{Route("checked", 80)}}, {{Route("ejecting", 81)}}, {{Route("breaker", 82)}}, {{Route("limited", 83)}} ],
           "backendPolicies": [
             { "backend": "rr", "loadBalancer": { "type": "RoundRobin" } },
             { "backend": "sticky", "loadBalancer": { "type": "ConsistentHash", "hashHeader": "x-user" } },
+            { "backend": "cookie", "loadBalancer": { "type": "ConsistentHash", "hashCookie": "session" } },
             { "backend": "checked", "loadBalancer": { "type": "RoundRobin" },
               "healthCheck": { "path": "/", "interval": "300ms", "timeout": "200ms", "unhealthyThreshold": 2, "healthyThreshold": 1 } },
             { "backend": "ejecting", "loadBalancer": { "type": "RoundRobin" }, "outlierDetection": { "consecutive5xx": 3, "baseEjectionTime": "30s", "maxEjectionPercent": 50 } },
@@ -50,7 +51,7 @@ public sealed class GatewayBackendPolicyTests(ITestOutputHelper output)
 
         List<Config.ServiceConfig> services =
         [
-            Service("rr", 1, a, b, c), Service("sticky", 2, a, b, c), Service("checked", 3, c, d),
+            Service("rr", 1, a, b, c), Service("sticky", 2, a, b, c), Service("checked", 3, c, d), Service("cookie", 7, a, b, c),
             WithPort(Service("ejecting", 4, c, b), 81), WithPort(Service("breaker", 5, d), 82), WithPort(Service("limited", 6, d), 83),
         ];
         await mesh.StartAgentAsync(mesh.Node(2), s => s.Customize = cfg => cfg.Services = services);
@@ -70,6 +71,17 @@ public sealed class GatewayBackendPolicyTests(ITestOutputHelper output)
             string[] seen = await ManyAsync(mesh, "sticky", 10, "-H", $"x-user: {user}");
             Assert.True(seen.Length == 10 && seen.Distinct().Count() == 1, gw.Explain($"{user} must stay on one endpoint: {string.Join(",", seen)}"));
         }
+
+        // Consistent hash by cookie: each session's requests go to one endpoint, and the sessions do not all land on one.
+        var homes = new HashSet<string>();
+        foreach (string session in new[] { "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8" })
+        {
+            string[] seen = await ManyAsync(mesh, "cookie", 6, "--cookie", $"session={session}");
+            Assert.True(seen.Length == 6 && seen.Distinct().Count() == 1, gw.Explain($"session {session} must stay on one endpoint: {string.Join(",", seen)}"));
+            homes.Add(seen[0]);
+        }
+
+        Assert.True(homes.Count > 1, gw.Explain($"eight sessions all on {string.Join(",", homes)}: the cookie is not what is hashed"));
 
         // Health checks: d's nginx stops; once two checks failed d is out, and every request is answered by c.
         string[] both = await ManyAsync(mesh, "checked", 4);
