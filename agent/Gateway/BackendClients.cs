@@ -56,7 +56,7 @@ internal sealed class BackendClients(MeshServiceConnector mesh, TimeSpan connect
                         TargetHost = tls.Hostname,
                         EnabledSslProtocols = System.Security.Authentication.SslProtocols.Tls12 | System.Security.Authentication.SslProtocols.Tls13,
                         ApplicationProtocols = [SslApplicationProtocol.Http11],
-                        CertificateChainPolicy = roots is null ? null : Chain(roots),
+                        CertificateChainPolicy = roots is null ? null : Identity.MeshChainPolicy.Create(roots),
                     }, cancellationToken);
                     return stream;
                 }
@@ -71,17 +71,6 @@ internal sealed class BackendClients(MeshServiceConnector mesh, TimeSpan connect
         return new HttpMessageInvoker(handler, disposeHandler: true);
     }
 
-    private static X509ChainPolicy Chain(X509Certificate2Collection roots)
-    {
-        var chain = new X509ChainPolicy
-        {
-            TrustMode = X509ChainTrustMode.CustomRootTrust,
-            RevocationMode = X509RevocationMode.NoCheck,
-            DisableCertificateDownloads = true,
-        };
-        chain.CustomTrustStore.AddRange(roots);
-        return chain;
-    }
 
     /// <exception cref="InvalidDataException">The file cannot be read or holds no certificate.</exception>
     public static X509Certificate2Collection LoadRoots(string caFile)

@@ -52,6 +52,9 @@ internal sealed class BackendPool : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _healthChecks;
     private State _state = new(new object(), [], null);
+
+    /// <summary>May take a request now: healthy by the checks and not ejected (one delegate for every request).</summary>
+    private static readonly Func<BackendEndpoint, bool> Available = static e => e.Healthy && !e.IsEjected(Stopwatch.GetTimestamp());
     private int _roundRobin;
 
     public BackendPool(BackendTarget target, BackendPolicyConfig policy, Func<EndpointSet> source, GatewayMetrics metrics, ILogger logger)
@@ -150,8 +153,7 @@ internal sealed class BackendPool : IAsyncDisposable
                 : _policy.LoadBalancer.HashHeader.Length > 0 ? request.Headers[_policy.LoadBalancer.HashHeader].ToString() : null;
         }
 
-        long now = Stopwatch.GetTimestamp();
-        int index = EndpointChooser.Choose(_policy.LoadBalancer.Type, state.Endpoints, e => e.Healthy && !e.IsEjected(now), ref _roundRobin, state.Ring, key, Random.Shared);
+        int index = EndpointChooser.Choose(_policy.LoadBalancer.Type, state.Endpoints, Available, ref _roundRobin, state.Ring, key, Random.Shared);
         return index < 0 ? null : state.Endpoints[index];
     }
 

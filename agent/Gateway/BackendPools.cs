@@ -18,7 +18,10 @@ internal sealed class BackendPools(
     private readonly ConcurrentDictionary<string, Lazy<BackendPool>> _pools = new(StringComparer.Ordinal);
     private readonly Dictionary<string, BackendPolicyConfig> _policies = policies.ToDictionary(p => p.Backend, StringComparer.Ordinal);
 
-    public BackendPool For(BackendTarget target) => _pools.GetOrAdd(target.Display, _ => new Lazy<BackendPool>(() => Create(target))).Value;
+    /// <summary>The backend's pool, made the first time (a request's lookup allocates nothing once it exists).</summary>
+    public BackendPool For(BackendTarget target) =>
+        _pools.TryGetValue(target.Display, out Lazy<BackendPool>? pool) ? pool.Value
+        : _pools.GetOrAdd(target.Display, static (_, s) => new Lazy<BackendPool>(() => s.Pools.Create(s.Target)), (Pools: this, Target: target)).Value;
 
     public IEnumerable<BackendPool> All => _pools.Values.Where(p => p.IsValueCreated).Select(p => p.Value);
 

@@ -11,11 +11,7 @@ internal static class ClientCertificates
 {
     public static bool Chains(X509Certificate2 certificate, X509Certificate2Collection roots)
     {
-        using var chain = new X509Chain();
-        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-        chain.ChainPolicy.CustomTrustStore.AddRange(roots);
-        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-        chain.ChainPolicy.DisableCertificateDownloads = true;
+        using var chain = new X509Chain { ChainPolicy = Identity.MeshChainPolicy.Create(roots) };
         chain.ChainPolicy.ApplicationPolicy.Add(new Oid("1.3.6.1.5.5.7.3.2")); // clientAuth, where the certificate names its uses
         return chain.Build(certificate);
     }

@@ -104,7 +104,7 @@ internal sealed class GatewayRequestHandler(
     {
         ResiliencePipeline<AttemptOutcome>? retries = bodiless && IsIdempotent(context.Request.Method) ? plan.Retries : null;
         using CancellationTokenSource? whole = plan.Timeouts.Request > TimeSpan.Zero ? new CancellationTokenSource(plan.Timeouts.Request) : null;
-        var attempt = new Attempt(pools, forwarder, metrics, logger, context, plan, backend, path, host, GatewayTracing.TraceParent(span), whole,
+        var attempt = new Attempt(pools, forwarder, metrics, logger, context, plan, backend, path, host, Telemetry.FlowTracing.TraceParent(span), whole,
             1 + (retries is null ? 0 : plan.Retry!.Attempts));
         AttemptOutcome outcome;
         plan.Budget?.RequestStarted();

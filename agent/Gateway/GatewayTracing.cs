@@ -55,7 +55,4 @@ internal static class GatewayTracing
 
         activity.Stop();
     }
-
-    /// <summary>The W3C traceparent of <paramref name="activity"/> (the only form sent on), or null.</summary>
-    public static string? TraceParent(Activity? activity) => FlowTracing.TraceParent(activity);
 }

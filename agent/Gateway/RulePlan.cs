@@ -8,7 +8,7 @@ namespace NodeMesh.Gateway;
 internal sealed record BackendTarget(BackendRefConfig Ref, string? MeshService)
 {
     /// <summary>Shown in logs, metrics and the access log: the service's name and port, or the address.</summary>
-    public string Display => MeshService is null ? Ref.Address : $"{MeshService}:{Ref.Port}";
+    public string Display { get; } = MeshService is null ? Ref.Address : $"{MeshService}:{Ref.Port}";
 
     /// <summary>The service's name, or the address: <c>destination_service_name</c>.</summary>
     public string Name => MeshService ?? Ref.Address;
@@ -45,7 +45,7 @@ internal sealed record RulePlan(
     public RetryBudget? Budget { get; init; }
 
     /// <summary>route/rule (or route/RULE_INDEX), as logs and metrics name it.</summary>
-    public string Display => RouteName + "/" + RuleName;
+    public string Display { get; } = RouteName + "/" + RuleName;
 
     public static RulePlan Of(HttpRouteConfig route, HttpRouteRuleConfig rule, int index)
     {
