@@ -60,6 +60,8 @@ deps() {
     if ! command -v "$cmd" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$cmd" ]]; then missing+=("$pkg"); fi
   done
   if ((${#missing[@]} == 0)); then return 0; fi
+  # One package can provide several commands (iptables and ip6tables): name each once.
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++')
   require_root deps
   log "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

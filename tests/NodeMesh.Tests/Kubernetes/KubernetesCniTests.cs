@@ -96,8 +96,11 @@ public sealed class KubernetesCniTests(ITestOutputHelper output)
             (adopted.Source, adopted.Identity, adopted.Ip, adopted.Netns, adopted.ContainerId));
         Assert.Contains("NODEMESH", await stray.IptablesSaveAsync(), StringComparison.Ordinal);
         Assert.True(await node1.WaitForOutputAsync("pod shop/stray was not captured; captured now in"), node1.Explain("the adoption is not logged"));
-        IReadOnlyList<PrometheusSample> first = await AgentMetrics.ScrapeAsync(mesh, 1);
-        Assert.Equal(1, AgentMetrics.Value(first, "nodemesh_pods_reconciled_total", new Dictionary<string, string> { ["action"] = "captured" }));
+        // The reconcile pass counts once it has been through every pod, a moment after the adoption's log line.
+        var capturedAction = new Dictionary<string, string> { ["action"] = "captured" };
+        IReadOnlyList<PrometheusSample> first = await AgentMetrics.WaitForAsync(mesh, 1, "/metrics",
+            scrape => AgentMetrics.Value(scrape, "nodemesh_pods_reconciled_total", capturedAction) is not null, prefix: "nodemesh_pods_");
+        Assert.Equal(1, AgentMetrics.Value(first, "nodemesh_pods_reconciled_total", capturedAction));
 
         var runtime = new CniRuntime(mesh, mesh.Node(1), CniRuntime.BridgeThenShim(mesh, mesh.Node(1), node1.SocketPath));
         (CniPod? gone, CniResult added) = await runtime.AddPodAsync("shop", "gone");
@@ -111,7 +114,10 @@ public sealed class KubernetesCniTests(ITestOutputHelper output)
         Assert.True(await node1.WaitForOutputAsync("pod gone.shop: the API server no longer places it on this node; removed", TimeSpan.FromSeconds(15)),
             node1.Explain("the pod the API server no longer lists was not removed"));
         Assert.Equal(["stray.shop"], (await node1.WorkloadListAsync()).Select(w => w.Name));
-        Assert.Equal(1, AgentMetrics.Value(await AgentMetrics.ScrapeAsync(mesh, 1), "nodemesh_pods_reconciled_total", new Dictionary<string, string> { ["action"] = "removed" }));
+        var removedAction = new Dictionary<string, string> { ["action"] = "removed" };
+        IReadOnlyList<PrometheusSample> afterRestart = await AgentMetrics.WaitForAsync(mesh, 1, "/metrics",
+            scrape => AgentMetrics.Value(scrape, "nodemesh_pods_reconciled_total", removedAction) is not null, prefix: "nodemesh_pods_");
+        Assert.Equal(1, AgentMetrics.Value(afterRestart, "nodemesh_pods_reconciled_total", removedAction));
         Assert.DoesNotContain("NODEMESH", await gone.IptablesSaveAsync(), StringComparison.Ordinal);
         Assert.DoesNotContain("gone.shop", await File.ReadAllTextAsync(Path.Combine(node1.StateDir, "workloads.json")), StringComparison.Ordinal);
         Assert.Contains("NODEMESH", await stray.IptablesSaveAsync(), StringComparison.Ordinal);

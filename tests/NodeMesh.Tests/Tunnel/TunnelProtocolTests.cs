@@ -298,12 +298,21 @@ public sealed class TunnelProtocolTests : IAsyncLifetime
     [Fact]
     public async Task FramesQueuedTogether_GoOutInFewWrites()
     {
-        (TunnelConnection dialler, TunnelConnection listener) = Pair();
+        (Stream a, Stream b) = FullDuplexStream.CreatePair();
+        var transport = new HeldWritesStream(a);
+        var dialler = new TunnelConnection(transport, null, dialler: true, Web, Node, new TunnelOptions());
+        var listener = new TunnelConnection(b, null, dialler: false, Node, Web, new TunnelOptions());
+        _owned.Add(dialler);
+        _owned.Add(listener);
+
+        // The socket is busy while 500 flows open (as under load); their OPENs queue behind it, then go out together.
+        transport.Hold();
         for (int i = 0; i < 500; i++)
         {
             await dialler.OpenFlowAsync(RawTunnelPeer.Header(1000 + i), default);
         }
 
+        transport.Release();
         for (int i = 0; i < 500; i++)
         {
             Assert.NotNull(await listener.AcceptFlowAsync(default).WaitAsync(Patience));
