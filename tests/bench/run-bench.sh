@@ -29,7 +29,7 @@
 # on node2 to the first encrypted flow from n1p1 to it (5 times, median); then, in process (NodeMesh.Bench
 # registry), the agent's etcd source with 10,000 workloads: first sync, memory held, one change's time.
 #
-# Usage: tests/bench/run-bench.sh [--nodemesh PATH] [--quick] [--out FILE] [--haproxy-threads N] [--only LIST] [--rounds N]
+# Usage: tests/bench/run-bench.sh [--nodemesh PATH] [--quick] [--out FILE] [--haproxy-threads N] [--only LIST] [--rounds N] [--perf DIR]
 #   --nodemesh PATH       agent binary (default: artifacts/bin/nodemesh; column is n/a if missing)
 #   --quick               3 s per measurement instead of 10 s (microbench: 3 runs of 2 s, not 5 of 5 s;
 #                         idle connections: RSS 10 s after they close, not 60 s)
@@ -43,6 +43,9 @@
 #                         medians, the ratios are medians of each round's own ratios (this machine's speed
 #                         drifts by 20 % within minutes: a ratio of two runs minutes apart is mostly drift).
 #                         Idle connections are measured in the first round only.
+#   --perf DIR            profile the gateway's agent with perf (perf record -g, 499 Hz) during its wrk and
+#                         h2load runs: DIR/<variant>-h1.data and -h2.data, for `perf report -i`. The Native AOT
+#                         binary keeps its symbols, so managed frames show by name. Costs the figures a little.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -59,6 +62,7 @@ OUT=""
 HAPROXY_THREADS=""
 ONLY="direct,nodemesh,telemetry,haproxy,gateway,microbench,registry"
 ROUNDS=""
+PERF_DIR=""
 
 # Fixed by the topology (2 nodes x 1 pod).
 SERVER_IP=10.240.2.2
@@ -104,6 +108,13 @@ parse_args() {
         --haproxy-threads)
             HAPROXY_THREADS=${2:?--haproxy-threads needs a number}
             [[ "$HAPROXY_THREADS" =~ ^[1-9][0-9]*$ ]] || die "--haproxy-threads: not a number"
+            shift 2
+            ;;
+        --perf)
+            PERF_DIR=${2:?--perf needs a directory}
+            command -v perf >/dev/null 2>&1 || die "--perf: perf is not installed (Debian's linux-perf)"
+            mkdir -p "$PERF_DIR"
+            PERF_DIR=$(cd "$PERF_DIR" && pwd)
             shift 2
             ;;
         --only)
@@ -768,6 +779,22 @@ print(sum(t for pid, (_, t, net) in procs.items() if net not in ours and not our
 
 # gw_measure SCENARIO PROXY_PID...: wrk keep-alive and h2load through the proxy on node1, from ext;
 # CPU per request and peak RSS of the proxy processes (and their children).
+# gw_perf_start SCENARIO RUN PID: with --perf, records the gateway agent PID (NodeMesh variants only)
+# until gw_perf_stop.
+PERF_PID=""
+gw_perf_start() {
+    [[ -n "$PERF_DIR" && $1 == gw_nodemesh* ]] || return 0
+    perf record -q -F 499 -g -p "$3" -o "$PERF_DIR/$1-$2.data" >"$PERF_DIR/$1-$2.log" 2>&1 &
+    PERF_PID=$!
+}
+
+gw_perf_stop() {
+    [[ -n "$PERF_PID" ]] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=""
+}
+
 gw_measure() {
     local scen=$1 hz t0 t1 o0 o1 s0 s1 out
     shift
@@ -779,7 +806,9 @@ gw_measure() {
     o0=$(other_cpu_ticks) s0=$EPOCHREALTIME
     log "$scen: wrk keep-alive -t2 -c$GW_WRK_CONNS from ext, ${DURATION}s"
     t0=$(sum_over cpu_ticks "${procs[@]}")
+    gw_perf_start "$scen" h1 "$1"
     out=$(WRK_NS=$PREFIX-ext WRK_CONNS=$GW_WRK_CONNS run_wrk "http://$GW_ADDR:$GW_HTTP_PORT/")
+    gw_perf_stop
     t1=$(sum_over cpu_ticks "${procs[@]}")
     read -r -a w <<<"$out"
     record "$scen" h1_rps "$(printf '%.0f' "${w[0]}")"
@@ -791,7 +820,9 @@ gw_measure() {
     fi
     log "$scen: h2load -c$GW_H2_CONNS -m$GW_H2_STREAMS (h2c) from ext, ${DURATION}s"
     t0=$(sum_over cpu_ticks "${procs[@]}")
+    gw_perf_start "$scen" h2 "$1"
     out=$(run_h2load "$scen" "http://$GW_ADDR:$GW_H2C_PORT/")
+    gw_perf_stop
     t1=$(sum_over cpu_ticks "${procs[@]}")
     read -r -a h <<<"$out"
     o1=$(other_cpu_ticks) s1=$EPOCHREALTIME
