@@ -64,7 +64,7 @@ internal sealed class GatewayServer(
         var resets = new ResetFloodGuard(gateway.Limits.MaxClientResetsPerSecond);
         WebApplicationBuilder builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Services.AddLogging();
-        builder.Services.AddSingleton(loggers);
+        builder.Services.AddSingleton<ILoggerFactory>(new GatewayHostLoggers(loggers));
         builder.Services.AddSingleton<IHostLifetime, Hosting.EmbeddedServerLifetime>();
         builder.Services.AddHttpForwarder();
         builder.WebHost.UseKestrelCore().ConfigureKestrel(kestrel =>
