@@ -29,10 +29,11 @@ public sealed class TunnelProtocolTests : IAsyncLifetime
         return (listener, peer);
     }
 
-    private (TunnelConnection Dialler, TunnelConnection Listener) Pair(TunnelOptions? options = null)
+    /// <param name="diallerTransport">Wraps the dialler's side of the duplex stream (to hold its writes, say).</param>
+    private (TunnelConnection Dialler, TunnelConnection Listener) Pair(TunnelOptions? options = null, Func<Stream, Stream>? diallerTransport = null)
     {
         (Stream a, Stream b) = FullDuplexStream.CreatePair();
-        var dialler = new TunnelConnection(a, null, dialler: true, Web, Node, options ?? new TunnelOptions());
+        var dialler = new TunnelConnection(diallerTransport?.Invoke(a) ?? a, null, dialler: true, Web, Node, options ?? new TunnelOptions());
         var listener = new TunnelConnection(b, null, dialler: false, Node, Web, options ?? new TunnelOptions());
         _owned.Add(dialler);
         _owned.Add(listener);
@@ -298,15 +299,11 @@ public sealed class TunnelProtocolTests : IAsyncLifetime
     [Fact]
     public async Task FramesQueuedTogether_GoOutInFewWrites()
     {
-        (Stream a, Stream b) = FullDuplexStream.CreatePair();
-        var transport = new HeldWritesStream(a);
-        var dialler = new TunnelConnection(transport, null, dialler: true, Web, Node, new TunnelOptions());
-        var listener = new TunnelConnection(b, null, dialler: false, Node, Web, new TunnelOptions());
-        _owned.Add(dialler);
-        _owned.Add(listener);
+        HeldWritesStream? transport = null;
+        (TunnelConnection dialler, TunnelConnection listener) = Pair(diallerTransport: a => transport = new HeldWritesStream(a));
 
         // The socket is busy while 500 flows open (as under load); their OPENs queue behind it, then go out together.
-        transport.Hold();
+        transport!.Hold();
         for (int i = 0; i < 500; i++)
         {
             await dialler.OpenFlowAsync(RawTunnelPeer.Header(1000 + i), default);
