@@ -71,7 +71,6 @@ internal sealed class BackendClients(MeshServiceConnector mesh, TimeSpan connect
         return new HttpMessageInvoker(handler, disposeHandler: true);
     }
 
-
     /// <exception cref="InvalidDataException">The file cannot be read or holds no certificate.</exception>
     public static X509Certificate2Collection LoadRoots(string caFile)
     {

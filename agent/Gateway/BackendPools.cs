@@ -20,8 +20,7 @@ internal sealed class BackendPools(
 
     /// <summary>The backend's pool, made the first time (a request's lookup allocates nothing once it exists).</summary>
     public BackendPool For(BackendTarget target) =>
-        _pools.TryGetValue(target.Display, out Lazy<BackendPool>? pool) ? pool.Value
-        : _pools.GetOrAdd(target.Display, static (_, s) => new Lazy<BackendPool>(() => s.Pools.Create(s.Target)), (Pools: this, Target: target)).Value;
+        _pools.GetOrAdd(target.Display, static (_, s) => new Lazy<BackendPool>(() => s.Pools.Create(s.Target)), (Pools: this, Target: target)).Value;
 
     public IEnumerable<BackendPool> All => _pools.Values.Where(p => p.IsValueCreated).Select(p => p.Value);
 

@@ -159,14 +159,14 @@ internal sealed class GatewayRequestHandler(
             // YARP answered 502 if the response had not started; else it aborted the response. A client that went
             // away is its own business (flag DC), not a warning: a load generator stopping would flood the log.
             string flags = retriedOut ? GatewayResponseFlags.RetriesExhausted : GatewayResponseFlags.Of(outcome.Error);
-            string reason = Reason(context.Features.Get<IForwarderErrorFeature>()?.Exception);
             if (flags == GatewayResponseFlags.ClientGone)
             {
                 GatewayLog.ClientGone(logger, plan.Display, attempt.Backend.Display, outcome.Error.ToString());
             }
             else
             {
-                GatewayLog.ForwardFailed(logger, plan.Display, attempt.Backend.Display, outcome.Error.ToString(), reason);
+                GatewayLog.ForwardFailed(logger, plan.Display, attempt.Backend.Display, outcome.Error.ToString(),
+                    Reason(context.Features.Get<IForwarderErrorFeature>()?.Exception));
             }
 
             return (flags, attempt.Backend, outcome.Endpoint);
