@@ -8,7 +8,8 @@ namespace NodeMesh.Tests.Gateway;
 /// <summary>
 /// Backend policies with real endpoints on two nodes: round robin spreads requests evenly over one client
 /// connection, a consistent hash keeps a user on one endpoint, health checks take a dead endpoint out and bring
-/// it back, failing endpoints are ejected, a failing backend's circuit opens, and a full backend refuses at once.
+/// it back, failing endpoints are ejected, a failing backend's circuit opens, a full backend refuses at once, and a connection limit per endpoint makes
+/// requests wait for a connection.
 /// </summary>
 [Collection(NetnsCollection.Name)]
 public sealed class GatewayBackendPolicyTests(ITestOutputHelper output)
@@ -19,7 +20,7 @@ public sealed class GatewayBackendPolicyTests(ITestOutputHelper output)
     private static readonly string Gateway = $$"""
         {
           "listeners": [ { "name": "web", "address": "10.231.0.1", "port": 8080 } ],
-          "httpRoutes": [ {{Route("rr", 80)}}, {{Route("sticky", 80)}}, {{Route("cookie", 80)}}, {{Route("checked", 80)}}, {{Route("ejecting", 81)}}, {{Route("breaker", 82)}}, {{Route("limited", 83)}} ],
+          "httpRoutes": [ {{Route("rr", 80)}}, {{Route("sticky", 80)}}, {{Route("cookie", 80)}}, {{Route("checked", 80)}}, {{Route("ejecting", 81)}}, {{Route("breaker", 82)}}, {{Route("limited", 83)}}, {{Route("pooled", 84)}}, {{Route("free", 84)}} ],
           "backendPolicies": [
             { "backend": "rr", "loadBalancer": { "type": "RoundRobin" } },
             { "backend": "sticky", "loadBalancer": { "type": "ConsistentHash", "hashHeader": "x-user" } },
@@ -29,7 +30,8 @@ public sealed class GatewayBackendPolicyTests(ITestOutputHelper output)
             { "backend": "ejecting", "loadBalancer": { "type": "RoundRobin" }, "outlierDetection": { "consecutive5xx": 3, "baseEjectionTime": "30s", "maxEjectionPercent": 50 } },
             { "backend": "breaker", "outlierDetection": { "consecutive5xx": 0 },
               "circuitBreaker": { "failureRatio": 0.5, "minimumThroughput": 4, "samplingDuration": "10s", "breakDuration": "30s" } },
-            { "backend": "limited", "circuitBreaker": { "maxRequests": 1, "maxPendingRequests": 0 } }
+            { "backend": "limited", "circuitBreaker": { "maxRequests": 1, "maxPendingRequests": 0 } },
+            { "backend": "pooled", "circuitBreaker": { "maxConnections": 1 } }
           ]
         }
         """;
@@ -43,7 +45,7 @@ public sealed class GatewayBackendPolicyTests(ITestOutputHelper output)
         await NginxServer.StartAsync(b, "b", 80);
         await NginxServer.StartAsync(c, "c", 80);
         NginxServer dServer = await NginxServer.StartAsync(d, "d", 80);
-        foreach ((Pod pod, string port, string name, string mode) in new[] { (c, "81", "good", "ok"), (b, "81", "bad", "fail"), (d, "82", "broken", "fail"), (d, "83", "slow", "ok") })
+        foreach ((Pod pod, string port, string name, string mode) in new[] { (c, "81", "good", "ok"), (b, "81", "bad", "fail"), (d, "82", "broken", "fail"), (d, "83", "slow", "ok"), (d, "84", "pool", "ok") })
         {
             BackgroundProcess server = BackgroundProcess.Start(pod, "/usr/bin/python3", TestPaths.GatewayScript("test-backend.py"), port, name, mode);
             Assert.True(await server.WaitForOutputAsync("listening", TimeSpan.FromSeconds(15)), $"{name} did not start: {server.Output}");
@@ -53,6 +55,7 @@ public sealed class GatewayBackendPolicyTests(ITestOutputHelper output)
         [
             Service("rr", 1, a, b, c), Service("sticky", 2, a, b, c), Service("checked", 3, c, d), Service("cookie", 7, a, b, c),
             WithPort(Service("ejecting", 4, c, b), 81), WithPort(Service("breaker", 5, d), 82), WithPort(Service("limited", 6, d), 83),
+            WithPort(Service("pooled", 8, d), 84), WithPort(Service("free", 9, d), 84),
         ];
         await mesh.StartAgentAsync(mesh.Node(2), s => s.Customize = cfg => cfg.Services = services);
         AgentProcess gw = await mesh.StartAgentAsync(mesh.Node(1), s => s.Customize = cfg =>
@@ -114,6 +117,13 @@ public sealed class GatewayBackendPolicyTests(ITestOutputHelper output)
         string[] codes = [.. Statuses(pair.Stdout).Order()];
         Assert.True(codes is ["200", "503"], gw.Explain($"one of two concurrent requests must be refused: {pair.Stdout}"));
 
+        // maxConnections per endpoint: three requests at once wait for the one connection (all served, over one
+        // connection); without the limit, the same three go over three connections.
+        string[] pooled = await ParallelPeersAsync(mesh, "pooled", 3);
+        Assert.True(pooled.Length == 3 && pooled.Distinct().Count() == 1, gw.Explain($"maxConnections 1: three requests over one connection, not {string.Join(",", pooled)}"));
+        string[] free = await ParallelPeersAsync(mesh, "free", 3);
+        Assert.True(free.Length == 3 && free.Distinct().Count() == 3, gw.Explain($"without the limit three concurrent requests take three connections, not {string.Join(",", free)}"));
+
         IReadOnlyList<PrometheusSample> scrape = await AgentMetrics.ScrapeAsync(mesh, 1);
         Assert.Equal(1, AgentMetrics.Value(scrape, "nodemesh_gateway_endpoint_ejections_total", new Dictionary<string, string> { ["backend"] = "ejecting:81" }));
         Assert.True(AgentMetrics.Value(scrape, "nodemesh_gateway_backend_refusals_total", new Dictionary<string, string> { ["backend"] = "breaker:82", ["reason"] = "circuit_open" }) == 6,
@@ -144,6 +154,15 @@ public sealed class GatewayBackendPolicyTests(ITestOutputHelper output)
             ["-s", "--max-time", "50", "--resolve", $"{name}.example.com:8080:10.231.0.1", "-w", "STATUS=%{http_code}\n", .. more, .. Enumerable.Repeat(url, count)]);
         string[] lines = result.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         return statuses ? Statuses(result.Stdout) : [.. lines.Where(l => l.StartsWith("served-by=", StringComparison.Ordinal)).Select(l => l["served-by=".Length..].Split(' ')[0])];
+    }
+
+    /// <summary><paramref name="count"/> slow requests at once to NAME.example.com: the backend's peer port of each that succeeded.</summary>
+    private static async Task<string[]> ParallelPeersAsync(Topology mesh, string name, int count)
+    {
+        CommandResult result = await mesh.Ext.RunAsync(TimeSpan.FromSeconds(60), "curl",
+            ["-s", "--parallel", "--parallel-immediate", "--max-time", "30", "--resolve", $"{name}.example.com:8080:10.231.0.1",
+             .. Enumerable.Repeat($"http://{name}.example.com:8080/slow?ms=700", count)]);
+        return [.. result.Stdout.Split('\n').Where(l => l.StartsWith("served-by=pool ", StringComparison.Ordinal)).Select(l => l[(l.LastIndexOf("peer=", StringComparison.Ordinal) + 5)..].Trim())];
     }
 
     /// <summary>The status of each transfer, from curl's -w "STATUS=%{http_code}" lines.</summary>

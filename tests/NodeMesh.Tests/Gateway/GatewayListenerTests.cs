@@ -7,7 +7,8 @@ namespace NodeMesh.Tests.Gateway;
 /// <summary>
 /// The gateway's listeners with real clients: TLS with a certificate chosen by SNI (openssl s_client), HTTP/2 by
 /// ALPN and HTTP/1.1 on the same TLS port, cleartext HTTP/2 with prior knowledge on its own port (curl), TLS
-/// below 1.2 refused, and a certificate replaced on disk taken up without a restart.
+/// below 1.2 refused, client certificates required or optional, and a certificate replaced on disk taken up without
+/// a restart.
 /// </summary>
 [Collection(NetnsCollection.Name)]
 public sealed class GatewayListenerTests(ITestOutputHelper output)
@@ -39,6 +40,9 @@ public sealed class GatewayListenerTests(ITestOutputHelper output)
                 { "name": "mtls", "address": "{{mesh.Node(1).Ip}}", "port": 8444, "protocol": "Https",
                   "tls": { "certificates": [ { "certFile": "{{dir}}/b.example.com.pem", "keyFile": "{{dir}}/b.example.com.key" } ],
                            "clientValidation": { "caFile": "{{dir}}/clients-ca.pem" } } },
+                { "name": "mtls-optional", "address": "{{mesh.Node(1).Ip}}", "port": 8445, "protocol": "Https",
+                  "tls": { "certificates": [ { "certFile": "{{dir}}/b.example.com.pem", "keyFile": "{{dir}}/b.example.com.key" } ],
+                           "clientValidation": { "caFile": "{{dir}}/clients-ca.pem", "optional": true } } },
                 { "name": "grpc", "address": "{{mesh.Node(1).Ip}}", "port": 8081, "protocol": "H2c" }
               ],
               "httpRoutes": [ { "name": "all", "rules": [ { "backendRefs": [ { "name": "web", "port": 80 } ] } ] } ]
@@ -81,6 +85,18 @@ public sealed class GatewayListenerTests(ITestOutputHelper output)
         Assert.True(!anonymous.Succeeded && !anonymous.Stdout.Contains("served-by", StringComparison.Ordinal), $"no client certificate must be refused\n{anonymous}");
         CommandResult stranger = await mesh.Ext.RunAsync("curl", ["-s", "-S", "--max-time", "10", "--cert", $"{dir}/stranger.example.com.pem", "--key", $"{dir}/stranger.example.com.key", .. mtls]);
         Assert.True(!stranger.Succeeded && !stranger.Stdout.Contains("served-by", StringComparison.Ordinal), $"a certificate of another CA must be refused\n{stranger}");
+        // Optional client certificates: a client without one is served (and the backend told of none), one the CA
+        // signed is served and named, a stranger's is still refused.
+        string[] optional = ["--resolve", $"b.example.com:8445:{mesh.Node(1).Ip}", "--cacert", $"{dir}/b.example.com.pem", "https://b.example.com:8445/"];
+        HttpAnswer withoutCertificate = await CurlAsync(mesh, optional);
+        Assert.True(withoutCertificate is { Status: 200, ServedBy: "web" }, agent.Explain($"an optional client certificate: a client without one must be served\n{withoutCertificate}"));
+        Assert.DoesNotContain("Subject=", withoutCertificate.Body, StringComparison.Ordinal);
+        HttpAnswer withCertificate = await CurlAsync(mesh, ["--cert", $"{dir}/client.example.com.pem", "--key", $"{dir}/client.example.com.key", .. optional]);
+        Assert.True(withCertificate is { Status: 200, ServedBy: "web" }, agent.Explain($"an optional client certificate the CA signed must be served\n{withCertificate}"));
+        Assert.Contains("Subject=\"CN=client.example.com\"", withCertificate.Body, StringComparison.Ordinal);
+        CommandResult optionalStranger = await mesh.Ext.RunAsync("curl", ["-s", "-S", "--max-time", "10", "--cert", $"{dir}/stranger.example.com.pem", "--key", $"{dir}/stranger.example.com.key", .. optional]);
+        Assert.True(!optionalStranger.Succeeded && !optionalStranger.Stdout.Contains("served-by", StringComparison.Ordinal), $"optional or not, a certificate of another CA must be refused\n{optionalStranger}");
+
         // A client's own X-Forwarded-Client-Cert never reaches the backend.
         HttpAnswer forged = await CurlAsync(mesh, [.. resolve, "-H", "X-Forwarded-Client-Cert: Subject=\"CN=admin\"", "https://b.example.com:8443/x"]);
         Assert.DoesNotContain("CN=admin", forged.Body, StringComparison.Ordinal);

@@ -6,7 +6,8 @@ GET /slow?ms=N waits N ms before answering 200; GET /count answers how many requ
 GET /events is a server-sent event stream: "data: one", 2 s later "data: two", then the end;
 POST /upload reads the body in 64 KiB pieces and answers "upload bytes=N seconds=S", S the time from its first
 piece to its last (a proxy that buffered the body would deliver it all at once: S near 0).
-Every other answer is "served-by=NAME n=COUNT method=METHOD path=PATH"."""
+Every other answer is "served-by=NAME n=COUNT method=METHOD path=PATH peer=PORT", PORT the connection's source port
+(one per connection, so a client can count the connections its requests came over)."""
 import sys
 import threading
 import time
@@ -72,7 +73,7 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/slow":
             time.sleep(int(parse_qs(url.query).get("ms", ["1000"])[0]) / 1000)
         status = 503 if MODE == "fail" or (MODE == "alternate" and n % 2 == 1) else 200
-        self.answer(status, f"served-by={NAME} n={n} method={self.command} path={url.path}")
+        self.answer(status, f"served-by={NAME} n={n} method={self.command} path={url.path} peer={self.client_address[1]}")
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any
 
