@@ -378,27 +378,7 @@ internal static partial class ConfigLoader
             }
 
             seen.TryAdd(filter.Type, f);
-            object?[] set = [filter.RequestHeaderModifier, filter.ResponseHeaderModifier, filter.RequestRedirect, filter.UrlRewrite, filter.RequestMirror];
-            object? own = filter.Type switch
-            {
-                HttpRouteFilterType.RequestHeaderModifier => filter.RequestHeaderModifier,
-                HttpRouteFilterType.ResponseHeaderModifier => filter.ResponseHeaderModifier,
-                HttpRouteFilterType.RequestRedirect => filter.RequestRedirect,
-                HttpRouteFilterType.UrlRewrite => filter.UrlRewrite,
-                _ => filter.RequestMirror,
-            };
-            string field = char.ToLowerInvariant(filter.Type.ToString()[0]) + filter.Type.ToString()[1..];
-            if (own is null)
-            {
-                errors.Add($"{fAt}.{field}: missing (a filter of type {filter.Type} sets it)");
-                continue;
-            }
-
-            if (set.Count(o => o is not null) > 1)
-            {
-                errors.Add($"{fAt}: sets fields of another type than {filter.Type}; a filter does one thing");
-            }
-
+            object? own = FilterField(errors, fAt, filter, out string field);
             switch (own)
             {
                 case HeaderModifierConfig headers:
@@ -437,6 +417,11 @@ internal static partial class ConfigLoader
                     break;
                 case RequestMirrorConfig mirror:
                     ValidateBackendRef(errors, $"{fAt}.requestMirror.backendRef", mirror.BackendRef);
+                    if (mirror.BackendRef is { Filters.Count: > 0 })
+                    {
+                        errors.Add($"{fAt}.requestMirror.backendRef.filters: a mirror's copy takes the rule's filters, not filters of its own");
+                    }
+
                     RequireRange(errors, $"{fAt}.requestMirror.percent", mirror.Percent, 0, 100);
                     break;
             }
@@ -458,6 +443,7 @@ internal static partial class ConfigLoader
         for (int b = 0; b < rule.BackendRefs.Count; b++)
         {
             ValidateBackendRef(errors, $"{at}.backendRefs[{b}]", rule.BackendRefs[b]);
+            ValidateBackendRefFilters(errors, $"{at}.backendRefs[{b}]", rule.BackendRefs[b]);
         }
 
         RequireDuration(errors, $"{at}.timeouts.request", rule.Timeouts.Request, TimeSpan.Zero, TimeSpan.FromHours(1));
@@ -546,6 +532,73 @@ internal static partial class ConfigLoader
         if (modifier.Type == PathModifierType.ReplacePrefixMatch && rule.Matches.Any(m => m.Path is { Type: not PathMatchType.PathPrefix }))
         {
             errors.Add($"{at}: ReplacePrefixMatch needs every match of the rule to be a PathPrefix match");
+        }
+    }
+
+    /// <summary>The field a filter's type names (null, and said so, when it is missing); a filter that sets another type's field is an error too.</summary>
+    private static object? FilterField(List<string> errors, string at, HttpRouteFilterConfig filter, out string field)
+    {
+        object?[] set = [filter.RequestHeaderModifier, filter.ResponseHeaderModifier, filter.RequestRedirect, filter.UrlRewrite, filter.RequestMirror];
+        object? own = filter.Type switch
+        {
+            HttpRouteFilterType.RequestHeaderModifier => filter.RequestHeaderModifier,
+            HttpRouteFilterType.ResponseHeaderModifier => filter.ResponseHeaderModifier,
+            HttpRouteFilterType.RequestRedirect => filter.RequestRedirect,
+            HttpRouteFilterType.UrlRewrite => filter.UrlRewrite,
+            _ => filter.RequestMirror,
+        };
+        field = char.ToLowerInvariant(filter.Type.ToString()[0]) + filter.Type.ToString()[1..];
+        if (own is null)
+        {
+            errors.Add($"{at}.{field}: missing (a filter of type {filter.Type} sets it)");
+        }
+        else if (set.Count(o => o is not null) > 1)
+        {
+            errors.Add($"{at}: sets fields of another type than {filter.Type}; a filter does one thing");
+        }
+
+        return own;
+    }
+
+    /// <summary>A backendRef's own filters (the Gateway API's, applied only when that backend is chosen): header modifiers, each type once.</summary>
+    private static void ValidateBackendRefFilters(List<string> errors, string at, BackendRefConfig backend)
+    {
+        if (backend?.Filters is null)
+        {
+            if (backend is not null)
+            {
+                errors.Add($"{at}.filters: must be a list");
+            }
+
+            return;
+        }
+
+        var seen = new Dictionary<HttpRouteFilterType, int>();
+        for (int f = 0; f < backend.Filters.Count; f++)
+        {
+            string fAt = $"{at}.filters[{f}]";
+            HttpRouteFilterConfig filter = backend.Filters[f];
+            if (filter is null)
+            {
+                errors.Add($"{fAt}: must be an object");
+                continue;
+            }
+
+            if (filter.Type is not (HttpRouteFilterType.RequestHeaderModifier or HttpRouteFilterType.ResponseHeaderModifier))
+            {
+                errors.Add($"{fAt}.type: a backendRef takes RequestHeaderModifier and ResponseHeaderModifier, not {filter.Type} (give it to the rule)");
+                continue;
+            }
+
+            if (!seen.TryAdd(filter.Type, f))
+            {
+                errors.Add($"{fAt}.type: {filter.Type} is already {at}.filters[{seen[filter.Type]}]; a backendRef takes each filter type once");
+            }
+
+            if (FilterField(errors, fAt, filter, out string field) is HeaderModifierConfig headers)
+            {
+                ValidateHeaderModifier(errors, $"{fAt}.{field}", headers);
+            }
         }
     }
 

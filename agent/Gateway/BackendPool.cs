@@ -28,7 +28,7 @@ internal readonly record struct AttemptOutcome(ForwarderError Error, int? Withhe
 
 /// <summary>What an attempt needs beyond the request: the rule, the rewritten path and host, and the timeouts in force.</summary>
 internal sealed record AttemptRequest(
-    IHttpForwarder Forwarder, RulePlan Plan, string Path, string Host, string? TraceParent,
+    IHttpForwarder Forwarder, RulePlan Plan, BackendTarget Target, string Path, string Host, string? TraceParent,
     IReadOnlyList<int>? WithholdCodes, CancellationTokenSource? Whole);
 
 /// <summary>
@@ -175,7 +175,7 @@ internal sealed class BackendPool : IAsyncDisposable
                 cancel.CancelAfter(r.Plan.Timeouts.BackendRequest);
             }
 
-            var transformer = new ForwardTransformer(r.Plan, r.Path, r.Host, r.TraceParent, r.WithholdCodes, r.Whole, cancel);
+            var transformer = new ForwardTransformer(r.Plan, r.Target, r.Path, r.Host, r.TraceParent, r.WithholdCodes, r.Whole, cancel);
             ForwarderError error = await r.Forwarder.SendAsync(context, endpoint.Prefix, endpoint.Invoker, _forwarding, transformer, cancel.Token);
             bool timedOut = transformer.TimedOut && !context.RequestAborted.IsCancellationRequested;
             int status = transformer.WithheldStatus ?? context.Response.StatusCode;

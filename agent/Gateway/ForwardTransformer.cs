@@ -11,7 +11,7 @@ namespace NodeMesh.Gateway;
 /// long download); a response whose code the retry takes is withheld from the client. The copying is YARP's.
 /// </summary>
 internal sealed class ForwardTransformer(
-    RulePlan plan, string path, string host, string? traceParent, IReadOnlyList<int>? withholdCodes,
+    RulePlan plan, BackendTarget target, string path, string host, string? traceParent, IReadOnlyList<int>? withholdCodes,
     CancellationTokenSource? requestTimeout, CancellationTokenSource attemptTimeout) : HttpTransformer
 {
     /// <summary>The key of the request option that hands the trace parent to the mesh connector (connections are opened outside the request's context).</summary>
@@ -56,6 +56,11 @@ internal sealed class ForwardTransformer(
         {
             Modify(proxyRequest.Headers, proxyRequest.Content?.Headers, modifier);
         }
+
+        if (target.RequestHeaders is { } backendModifier)
+        {
+            Modify(proxyRequest.Headers, proxyRequest.Content?.Headers, backendModifier);
+        }
     }
 
     public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
@@ -77,26 +82,36 @@ internal sealed class ForwardTransformer(
         {
             MoveGrpcStatusToTrailers(httpContext.Response);
         }
-        if (proxyResponse is not null && plan.ResponseHeaders is { } modifier)
+        if (proxyResponse is not null)
         {
-            IHeaderDictionary headers = httpContext.Response.Headers;
-            foreach (HttpHeaderConfig header in modifier.Set)
-            {
-                headers[header.Name] = header.Value;
-            }
-
-            foreach (HttpHeaderConfig header in modifier.Add)
-            {
-                headers.Append(header.Name, header.Value);
-            }
-
-            foreach (string name in modifier.Remove)
-            {
-                headers.Remove(name);
-            }
+            Modify(httpContext.Response.Headers, plan.ResponseHeaders);
+            Modify(httpContext.Response.Headers, target.ResponseHeaders);
         }
 
         return proceed;
+    }
+
+    private static void Modify(IHeaderDictionary headers, HeaderModifierConfig? modifier)
+    {
+        if (modifier is null)
+        {
+            return;
+        }
+
+        foreach (HttpHeaderConfig header in modifier.Set)
+        {
+            headers[header.Name] = header.Value;
+        }
+
+        foreach (HttpHeaderConfig header in modifier.Add)
+        {
+            headers.Append(header.Name, header.Value);
+        }
+
+        foreach (string name in modifier.Remove)
+        {
+            headers.Remove(name);
+        }
     }
 
     /// <summary>

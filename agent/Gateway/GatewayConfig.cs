@@ -321,6 +321,9 @@ internal sealed record BackendRefConfig
 
     /// <summary>The share of requests, relative to the rule's other backends; 0: none (kept for a later shift).</summary>
     public int Weight { get; set; } = 1;
+
+    /// <summary>RequestHeaderModifier and ResponseHeaderModifier applied, after the rule's, only to requests sent to this backend.</summary>
+    public IReadOnlyList<HttpRouteFilterConfig> Filters { get; set; } = [];
 }
 
 internal sealed record HttpRouteTimeoutsConfig

@@ -218,7 +218,7 @@ internal sealed class GatewayRequestHandler(
             // The last attempt's answer goes to the client whatever its code: there is no other to give.
             IReadOnlyList<int>? withhold = Number < attempts ? plan.Retry?.Codes : null;
             AttemptOutcome outcome = await pools.For(Backend).SendAsync(context,
-                new AttemptRequest(forwarder, plan, path, host, traceParent, withhold, whole));
+                new AttemptRequest(forwarder, plan, Backend, path, host, traceParent, withhold, whole));
             if (Number < attempts && outcome.Retryable)
             {
                 GatewayLog.Retrying(logger, plan.Display, Backend.Display,

@@ -10,6 +10,12 @@ internal sealed record BackendTarget(BackendRefConfig Ref, string? MeshService)
     /// <summary>Shown in logs, metrics and the access log: the service's name and port, or the address.</summary>
     public string Display { get; } = MeshService is null ? Ref.Address : $"{MeshService}:{Ref.Port}";
 
+    /// <summary>The backendRef's own RequestHeaderModifier: applied after the rule's, only when this backend is chosen.</summary>
+    public HeaderModifierConfig? RequestHeaders { get; } = Ref.Filters.FirstOrDefault(f => f.Type == HttpRouteFilterType.RequestHeaderModifier)?.RequestHeaderModifier;
+
+    /// <summary>The backendRef's own ResponseHeaderModifier, after the rule's.</summary>
+    public HeaderModifierConfig? ResponseHeaders { get; } = Ref.Filters.FirstOrDefault(f => f.Type == HttpRouteFilterType.ResponseHeaderModifier)?.ResponseHeaderModifier;
+
     /// <summary>The service's name, or the address: <c>destination_service_name</c>.</summary>
     public string Name => MeshService ?? Ref.Address;
 

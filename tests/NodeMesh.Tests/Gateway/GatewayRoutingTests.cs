@@ -9,7 +9,8 @@ namespace NodeMesh.Tests.Gateway;
 
 /// <summary>
 /// The gateway on node1, curl from the external host, nginx backends in pod namespaces on both nodes: routing by
-/// host, path, header, query and method, rewrites, header changes, redirects, 404 and 500, a weighted split; mesh
+/// host, path, header, query and method, rewrites, header changes (a rule's and a backendRef's), redirects, 404 and
+/// 500, a weighted split; mesh
 /// backends reached through the tunnels under the gateway's own identity (the receiving agent records it, and
 /// refuses it where a policy denies the gateway); a plain backend outside the mesh.
 /// </summary>
@@ -37,7 +38,13 @@ public sealed class GatewayRoutingTests(ITestOutputHelper output)
                 { "name": "old", "matches": [ { "path": { "type": "PathPrefix", "value": "/old" } } ],
                   "filters": [ { "type": "RequestRedirect", "requestRedirect": { "scheme": "https", "hostname": "www.example.com",
                     "path": { "type": "ReplacePrefixMatch", "replacePrefixMatch": "/new" }, "statusCode": 301 } } ] },
-                { "name": "split", "backendRefs": [ { "name": "shop-v1", "port": 80, "weight": 3 }, { "name": "shop-v2", "port": 80, "weight": 1 } ] } ] },
+                { "name": "split",
+                  "filters": [ { "type": "RequestHeaderModifier", "requestHeaderModifier": { "set": [ { "name": "x-env", "value": "rule" } ] } } ],
+                  "backendRefs": [
+                    { "name": "shop-v1", "port": 80, "weight": 3,
+                      "filters": [ { "type": "RequestHeaderModifier", "requestHeaderModifier": { "set": [ { "name": "x-env", "value": "blue" } ] } } ] },
+                    { "name": "shop-v2", "port": 80, "weight": 1,
+                      "filters": [ { "type": "ResponseHeaderModifier", "responseHeaderModifier": { "set": [ { "name": "x-backend", "value": "v2" } ] } } ] } ] } ] },
             { "name": "vault", "hostnames": [ "vault.example.com" ], "rules": [ { "backendRefs": [ { "name": "vault", "port": 80 } ] } ] },
             { "name": "empty", "hostnames": [ "empty.example.com" ], "rules": [ { "backendRefs": [] } ] }
           ]
@@ -123,6 +130,22 @@ public sealed class GatewayRoutingTests(ITestOutputHelper output)
         int v2 = lines.Count(l => l.StartsWith("served-by=shop-v2 ", StringComparison.Ordinal));
         Assert.True(v1 + v2 == Requests, node1.Explain($"every request of the split must be answered by shop-v1 or shop-v2: {v1} + {v2} of {Requests}\n{many}"));
         Assert.True(v1 is >= 120 and <= 180, node1.Explain($"weights 3:1 over {Requests} requests: shop-v1 took {v1}, shop-v2 {v2}"));
+
+        // A backendRef's own filters apply only when it is chosen, after the rule's: shop-v1's request header
+        // replaces the rule's, shop-v2 keeps the rule's and its answers get the header of its own filter.
+        Assert.True(lines.Where(l => l.StartsWith("served-by=shop-v1 ", StringComparison.Ordinal)).All(l => l.Contains(" env=blue ", StringComparison.Ordinal))
+            && lines.Where(l => l.StartsWith("served-by=shop-v2 ", StringComparison.Ordinal)).All(l => l.Contains(" env=rule ", StringComparison.Ordinal)),
+            node1.Explain($"shop-v1 must get x-env: blue (its backendRef's filter), shop-v2 the rule's x-env: rule\n{many.Stdout[..Math.Min(2000, many.Stdout.Length)]}"));
+        var backendHeaders = new Dictionary<string, string?>();
+        for (int i = 0; i < 40 && backendHeaders.Count < 2; i++)
+        {
+            HttpAnswer one = await Get(Shop + "/");
+            backendHeaders[one.ServedBy ?? "?"] = one.Headers.GetValueOrDefault("x-backend");
+        }
+
+        Assert.True(backendHeaders.Count == 2 && backendHeaders["shop-v1"] is null && backendHeaders["shop-v2"] == "v2",
+            node1.Explain($"only shop-v2's answers get its backendRef's response header: {string.Join(", ", backendHeaders)}"));
+        Assert.Equal("", canary.Field("env"));
 
         // The receiving agents saw the gateway's identity, encrypted: node2 for shop-v2, node1's own tunnel listener for shop-v1.
         IReadOnlyList<FlowRecord> atNode2 = await node2.WaitForFlowsAsync(f => f.DestinationWorkload == shopV2.Name && f.Direction == "inbound");

@@ -37,7 +37,9 @@ public class GatewayConfigTests
                         { "type": "RequestHeaderModifier", "requestHeaderModifier": { "set": [ { "name": "x-env", "value": "prod" } ], "remove": [ "x-debug" ] } },
                         { "type": "UrlRewrite", "urlRewrite": { "path": { "type": "ReplacePrefixMatch", "replacePrefixMatch": "/" } } }
                       ],
-                      "backendRefs": [ { "name": "orders", "port": 80, "weight": 9 }, { "address": "10.0.0.9:8080", "weight": 1 } ],
+                      "backendRefs": [ { "name": "orders", "port": 80, "weight": 9,
+                                         "filters": [ { "type": "RequestHeaderModifier", "requestHeaderModifier": { "add": [ { "name": "x-pool", "value": "orders" } ] } } ] },
+                                       { "address": "10.0.0.9:8080", "weight": 1 } ],
                       "timeouts": { "request": "10s", "backendRequest": "2s" },
                       "retry": { "attempts": 3, "codes": [ 503 ], "backoff": "50ms" } },
                     { "filters": [ { "type": "RequestRedirect", "requestRedirect": { "scheme": "https", "statusCode": 301 } } ] }
@@ -56,6 +58,9 @@ public class GatewayConfigTests
         Assert.Equal(PathMatchType.PathPrefix, api.Matches[0].Path!.Type);
         Assert.Equal(PathModifierType.ReplacePrefixMatch, api.Filters[1].UrlRewrite!.Path!.Type);
         Assert.Equal(9, api.BackendRefs[0].Weight);
+        Assert.Equal("orders", api.BackendRefs[0].Filters[0].RequestHeaderModifier!.Add[0].Value);
+        Assert.Equal("orders", BackendTarget.Of(api.BackendRefs[0]).RequestHeaders!.Add[0].Value);
+        Assert.Null(BackendTarget.Of(api.BackendRefs[1]).RequestHeaders);
         Assert.Equal(TimeSpan.FromSeconds(2), api.Timeouts.BackendRequest);
         Assert.Equal([503], api.Retry!.Codes);
         Assert.Equal(301, g.HttpRoutes[0].Rules[1].Filters[0].RequestRedirect!.StatusCode);
@@ -97,6 +102,11 @@ public class GatewayConfigTests
     [InlineData("""{ "name": "r", "rules": [ { "timeouts": { "request": "1s", "backendRequest": "2s" } } ] }""", "gateway.httpRoutes[0].rules[0].timeouts.backendRequest: must not be longer than timeouts.request")]
     [InlineData("""{ "name": "r", "rules": [ { "retry": { "attempts": 50 } } ] }""", "gateway.httpRoutes[0].rules[0].retry.attempts: 50 must be between 0 and 10")]
     [InlineData("""{ "name": "r", "rules": [ { "filters": [ { "type": "RequestMirror", "requestMirror": { "backendRef": { "name": "m", "port": 80 }, "percent": 101 } } ] } ] }""", "gateway.httpRoutes[0].rules[0].filters[0].requestMirror.percent: 101 must be between 0 and 100")]
+    [InlineData("""{ "name": "r", "rules": [ { "backendRefs": [ { "name": "a", "port": 80, "filters": [ { "type": "UrlRewrite", "urlRewrite": { } } ] } ] } ] }""", "gateway.httpRoutes[0].rules[0].backendRefs[0].filters[0].type: a backendRef takes RequestHeaderModifier and ResponseHeaderModifier, not UrlRewrite")]
+    [InlineData("""{ "name": "r", "rules": [ { "backendRefs": [ { "name": "a", "port": 80, "filters": [ { "type": "RequestHeaderModifier" } ] } ] } ] }""", "gateway.httpRoutes[0].rules[0].backendRefs[0].filters[0].requestHeaderModifier: missing")]
+    [InlineData("""{ "name": "r", "rules": [ { "backendRefs": [ { "name": "a", "port": 80, "filters": [ { "type": "RequestHeaderModifier", "requestHeaderModifier": { "add": [ { "name": "bad header", "value": "x" } ] } } ] } ] } ] }""", "gateway.httpRoutes[0].rules[0].backendRefs[0].filters[0].requestHeaderModifier.add[0].name: 'bad header' must be a header name")]
+    [InlineData("""{ "name": "r", "rules": [ { "backendRefs": [ { "name": "a", "port": 80, "filters": [ { "type": "ResponseHeaderModifier", "responseHeaderModifier": { } }, { "type": "ResponseHeaderModifier", "responseHeaderModifier": { } } ] } ] } ] }""", "gateway.httpRoutes[0].rules[0].backendRefs[0].filters[1].type: ResponseHeaderModifier is already gateway.httpRoutes[0].rules[0].backendRefs[0].filters[0]")]
+    [InlineData("""{ "name": "r", "rules": [ { "filters": [ { "type": "RequestMirror", "requestMirror": { "backendRef": { "name": "m", "port": 80, "filters": [ { "type": "RequestHeaderModifier", "requestHeaderModifier": { } } ] } } } ] } ] }""", "gateway.httpRoutes[0].rules[0].filters[0].requestMirror.backendRef.filters: a mirror's copy takes the rule's filters")]
     public void RouteMistakes_AreNamed(string route, string expected) => AssertError($$"""{ {{Listener}}, "httpRoutes": [ {{route}} ] }""", expected);
 
     [Theory]
