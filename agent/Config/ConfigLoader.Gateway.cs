@@ -34,6 +34,8 @@ internal static partial class ConfigLoader
 
         var listenerNames = new Dictionary<string, string>(StringComparer.Ordinal);
         var endpoints = new Dictionary<string, string>(StringComparer.Ordinal);
+        var portsTaken = new Dictionary<int, string>();
+        var sharing = new Dictionary<string, List<(string At, GatewayListenerConfig Listener)>>(StringComparer.Ordinal);
         for (int i = 0; i < g.Listeners.Count; i++)
         {
             GatewayListenerConfig l = g.Listeners[i];
@@ -51,20 +53,46 @@ internal static partial class ConfigLoader
                 errors.Add($"{at}.port: {l.Port} is already ports.{agentPort}");
             }
 
-            // Two listeners on one port would fight over it (0.0.0.0 overlaps every address).
-            foreach (string key in new[] { $"{l.Address}:{l.Port}", $"*:{l.Port}" })
+            if (l.Hostname.Length > 0 && !IsRouteHostname(l.Hostname))
             {
-                if (endpoints.TryGetValue(key, out string? other))
-                {
-                    errors.Add($"{at}.port: {l.Port} is already {other}");
-                    break;
-                }
+                errors.Add(MustBe($"{at}.hostname", l.Hostname, "a DNS name (a.example.com) or a wildcard (*.example.com), without a port"));
             }
 
-            endpoints[$"{l.Address}:{l.Port}"] = $"{at} ({l.Name})";
-            if (l.Address is "0.0.0.0" or "::")
+            // Two listeners on one port would fight over it (0.0.0.0 overlaps every address) — unless they are one
+            // socket: the same address, port and cleartext protocol, told apart by host name.
+            string exact = $"{l.Address}:{l.Port}";
+            if (sharing.TryGetValue(exact, out List<(string At, GatewayListenerConfig Listener)>? same))
             {
-                endpoints[$"*:{l.Port}"] = $"{at} ({l.Name})";
+                (string otherAt, GatewayListenerConfig other) = same[0];
+                if (l.Protocol == GatewayProtocol.Https || other.Protocol == GatewayProtocol.Https)
+                {
+                    errors.Add($"{at}.port: {l.Port} is already {otherAt} ({other.Name}); an Https listener has its port to itself (its certificates are chosen by SNI, its routes by host name)");
+                }
+                else if (l.Protocol != other.Protocol)
+                {
+                    errors.Add($"{at}.protocol: {l.Protocol}, but {otherAt} ({other.Name}) on the same port is {other.Protocol}; listeners that share a port share its protocol");
+                }
+                else if (same.FirstOrDefault(s => string.Equals(s.Listener.Hostname, l.Hostname, StringComparison.OrdinalIgnoreCase)) is { At: not null } twin)
+                {
+                    errors.Add($"{at}.hostname: {(l.Hostname.Length > 0 ? $"'{l.Hostname}'" : "none (any host)")} is already {twin.At} ({twin.Listener.Name}) on the same port; listeners that share a port need different host names");
+                }
+
+                same.Add((at, l));
+            }
+            else
+            {
+                string wildcard = $"*:{l.Port}";
+                if (endpoints.TryGetValue(wildcard, out string? other) || (l.Address is "0.0.0.0" or "::" && portsTaken.TryGetValue(l.Port, out other)))
+                {
+                    errors.Add($"{at}.port: {l.Port} is already {other}");
+                }
+
+                sharing[exact] = [(at, l)];
+                portsTaken.TryAdd(l.Port, $"{at} ({l.Name})");
+                if (l.Address is "0.0.0.0" or "::")
+                {
+                    endpoints[wildcard] = $"{at} ({l.Name})";
+                }
             }
 
             if (l.Protocol == GatewayProtocol.Https)
@@ -164,6 +192,36 @@ internal static partial class ConfigLoader
         {
             ValidateGrpcRoute(errors, $"gateway.grpcRoutes[{r}]", g.GrpcRoutes[r], routeNames, listenerNames);
         }
+
+        for (int r = 0; r < g.HttpRoutes.Count; r++)
+        {
+            ValidateListenerHosts(errors, $"gateway.httpRoutes[{r}]", g.HttpRoutes[r]?.Hostnames, g.HttpRoutes[r]?.Listeners, g.Listeners);
+        }
+
+        for (int r = 0; r < g.GrpcRoutes.Count; r++)
+        {
+            ValidateListenerHosts(errors, $"gateway.grpcRoutes[{r}]", g.GrpcRoutes[r]?.Hostnames, g.GrpcRoutes[r]?.Listeners, g.Listeners);
+        }
+    }
+
+    /// <summary>
+    /// A route's host names must have a name in common with one of its listeners' (the Gateway API's intersection);
+    /// otherwise it could never take a request, which is a mistake worth naming.
+    /// </summary>
+    private static void ValidateListenerHosts(List<string> errors, string at, IReadOnlyList<string>? hostnames, IReadOnlyList<string>? names, IReadOnlyList<GatewayListenerConfig> listeners)
+    {
+        if (hostnames is not { Count: > 0 } || names is null || hostnames.Any(h => h is null || !IsRouteHostname(h)))
+        {
+            return;
+        }
+
+        var attached = listeners.Where(l => l is not null && (names.Count == 0 || names.Contains(l.Name))).ToList();
+        if (attached.Count == 0 || attached.Any(l => l.Hostname.Length == 0 || hostnames.Any(h => ListenerTable.Intersect(h, l.Hostname))))
+        {
+            return;
+        }
+
+        errors.Add($"{at}.hostnames: none of them is within the host name of a listener the route attaches to ({string.Join(", ", attached.Select(l => $"{l.Name}: {l.Hostname}"))}), so it could never take a request");
     }
 
     /// <summary>

@@ -57,6 +57,12 @@ internal sealed record GatewayListenerConfig
 
     public int Port { get; set; }
 
+    /// <summary>
+    /// The host names the listener takes (exact or <c>*.example.com</c>); empty: any. Http and H2c listeners may share
+    /// an address and port when their host names differ; a request goes to the most specific one that names its host.
+    /// </summary>
+    public string Hostname { get; set; } = "";
+
     public GatewayProtocol Protocol { get; set; } = GatewayProtocol.Http;
 
     /// <summary>For <see cref="GatewayProtocol.Https"/>: the certificates, chosen by SNI.</summary>

@@ -15,7 +15,7 @@ namespace NodeMesh.Gateway;
 /// </summary>
 internal sealed class GatewayRequestHandler(
     GatewayRoutes routes, BackendPools pools, IHttpForwarder forwarder, RequestMirror mirror, GatewayMetrics metrics,
-    IReadOnlyDictionary<int, string> listenerByPort, string sourcePrincipal, ResetFloodGuard resets, ILogger logger, ILogger? accessLog)
+    ListenerTable listeners, string sourcePrincipal, ResetFloodGuard resets, ILogger logger, ILogger? accessLog)
 {
     public async Task HandleAsync(HttpContext context)
     {
@@ -32,7 +32,14 @@ internal sealed class GatewayRequestHandler(
         string? endpoint = null;
         try
         {
-            string listener = listenerByPort.GetValueOrDefault(context.Connection.LocalPort, "");
+            GatewayListenerConfig? listener = listeners.Resolve(context.Connection.LocalIpAddress, context.Connection.LocalPort, request.Host.Host);
+            if (listener is null)
+            {
+                flags = GatewayResponseFlags.NoRoute;
+                await AnswerAsync(context, StatusCodes.Status404NotFound, "no listener on this port takes this host name");
+                return;
+            }
+
             RulePlan? plan = routes.Match(listener, request.Host.Host, path, request.Method, request.Headers, request.Query, out HttpRouteMatchConfig? match);
             if (plan is null)
             {

@@ -22,10 +22,10 @@ internal sealed class GatewayRoutes
     public int Count => Volatile.Read(ref _current).Routes;
 
     /// <summary>The plan of the rule that takes the request; null: no route matches.</summary>
-    public RulePlan? Match(string listener, string host, string path, string method, IHeaderDictionary headers, IQueryCollection query, out HttpRouteMatchConfig? match)
+    public RulePlan? Match(GatewayListenerConfig listener, string host, string path, string method, IHeaderDictionary headers, IQueryCollection query, out HttpRouteMatchConfig? match)
     {
         Snapshot snapshot = Volatile.Read(ref _current);
-        RouteMatch? found = snapshot.Table.Match(listener, host, path, method, headers, query);
+        RouteMatch? found = snapshot.Table.Match(listener.Name, host, path, method, headers, query, listener.Hostname);
         match = found?.Match;
         return found is null ? null : snapshot.Plans[found.Rule];
     }

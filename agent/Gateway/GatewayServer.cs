@@ -71,8 +71,10 @@ internal sealed class GatewayServer(
         {
             kestrel.AddServerHeader = false;
             ApplyLimits(kestrel.Limits, gateway.Limits);
-            foreach (GatewayListenerConfig listener in gateway.Listeners)
+            // Listeners that share an address and port (by host name) are one socket; they share its protocol.
+            foreach (IReadOnlyList<GatewayListenerConfig> sharing in ListenerTable.Sockets(gateway.Listeners))
             {
+                GatewayListenerConfig listener = sharing[0];
                 kestrel.Listen(IPAddress.Parse(listener.Address), listener.Port, options =>
                 {
                     options.Use(resets.Middleware);
@@ -118,7 +120,7 @@ internal sealed class GatewayServer(
         _app = builder.Build();
         _pools = new BackendPools(registry, new BackendClients(mesh, config.Tunnel.ConnectTimeout, logger), gateway.BackendPolicies, metrics, logger);
         var handler = new GatewayRequestHandler(routes, _pools, _app.Services.GetRequiredService<IHttpForwarder>(), new RequestMirror(_pools, metrics, logger), metrics,
-            gateway.Listeners.ToDictionary(l => l.Port, l => l.Name), mesh.Identity.Uri, resets, logger, gateway.AccessLog ? loggers.CreateLogger(Proxy.FlowRecorder.AccessLogCategory) : null);
+            new ListenerTable(gateway.Listeners), mesh.Identity.Uri, resets, logger, gateway.AccessLog ? loggers.CreateLogger(Proxy.FlowRecorder.AccessLogCategory) : null);
         _app.Run(handler.HandleAsync);
         try
         {
@@ -134,7 +136,7 @@ internal sealed class GatewayServer(
             _certificateWatch = WatchCertificatesAsync(certificates, logger, _stopping.Token);
         }
 
-        GatewayLog.Serving(logger, string.Join(", ", gateway.Listeners.Select(l => $"{l.Name} {l.Protocol.ToString().ToUpperInvariant()} {l.Address}:{l.Port}")),
+        GatewayLog.Serving(logger, string.Join(", ", gateway.Listeners.Select(l => $"{l.Name} {l.Protocol.ToString().ToUpperInvariant()} {l.Address}:{l.Port}{(l.Hostname.Length > 0 ? " for " + l.Hostname : "")}")),
             routes.Count, mesh.Identity.Uri);
     }
 

@@ -48,8 +48,10 @@ internal sealed class RouteTable
     }
 
     /// <summary>The rule for a request; null: no route takes it (404).</summary>
-    public RouteMatch? Match(string listener, string host, string path, string method, IHeaderDictionary headers, IQueryCollection query)
+    /// <param name="listenerHostname">The listener's host name: a route without host names of its own takes it (the Gateway API's intersection).</param>
+    public RouteMatch? Match(string listener, string host, string path, string method, IHeaderDictionary headers, IQueryCollection query, string listenerHostname = "")
     {
+        int listenerScore = listenerHostname.Length == 0 ? 0 : HostScore([listenerHostname], host);
         // Host specificity outranks everything else, so take the best host score over the entries that fit, the
         // first entry with it winning (the list is in path/method/header order within any one score).
         RouteMatch? best = null;
@@ -61,7 +63,7 @@ internal sealed class RouteTable
                 continue;
             }
 
-            int score = HostScore(entry.Hosts, host);
+            int score = entry.Hosts.Length == 0 ? listenerScore : HostScore(entry.Hosts, host);
             if (score <= bestScore || !entry.Fits(path, method, headers, query))
             {
                 continue;

@@ -7,7 +7,7 @@ namespace NodeMesh.Tests.Gateway;
 /// <summary>
 /// The gateway's listeners with real clients: TLS with a certificate chosen by SNI (openssl s_client), HTTP/2 by
 /// ALPN and HTTP/1.1 on the same TLS port, cleartext HTTP/2 with prior knowledge on its own port (curl), TLS
-/// below 1.2 refused, client certificates required or optional, and a certificate replaced on disk taken up without
+/// below 1.2 refused, client certificates required or optional, two listeners on one port told apart by host name, and a certificate replaced on disk taken up without
 /// a restart.
 /// </summary>
 [Collection(NetnsCollection.Name)]
@@ -43,9 +43,17 @@ public sealed class GatewayListenerTests(ITestOutputHelper output)
                 { "name": "mtls-optional", "address": "{{mesh.Node(1).Ip}}", "port": 8445, "protocol": "Https",
                   "tls": { "certificates": [ { "certFile": "{{dir}}/b.example.com.pem", "keyFile": "{{dir}}/b.example.com.key" } ],
                            "clientValidation": { "caFile": "{{dir}}/clients-ca.pem", "optional": true } } },
-                { "name": "grpc", "address": "{{mesh.Node(1).Ip}}", "port": 8081, "protocol": "H2c" }
+                { "name": "grpc", "address": "{{mesh.Node(1).Ip}}", "port": 8081, "protocol": "H2c" },
+                { "name": "shared-any", "address": "{{mesh.Node(1).Ip}}", "port": 8082 },
+                { "name": "shared-foo", "address": "{{mesh.Node(1).Ip}}", "port": 8082, "hostname": "*.foo.example.com" }
               ],
-              "httpRoutes": [ { "name": "all", "rules": [ { "backendRefs": [ { "name": "web", "port": 80 } ] } ] } ]
+              "httpRoutes": [
+                { "name": "all", "listeners": [ "tls", "mtls", "mtls-optional", "grpc" ], "rules": [ { "backendRefs": [ { "name": "web", "port": 80 } ] } ] },
+                { "name": "any-host", "listeners": [ "shared-any" ], "rules": [ { "backendRefs": [ { "name": "web", "port": 80 } ],
+                  "filters": [ { "type": "ResponseHeaderModifier", "responseHeaderModifier": { "set": [ { "name": "x-listener", "value": "any" } ] } } ] } ] },
+                { "name": "foo-hosts", "listeners": [ "shared-foo" ], "rules": [ { "backendRefs": [ { "name": "web", "port": 80 } ],
+                  "filters": [ { "type": "ResponseHeaderModifier", "responseHeaderModifier": { "set": [ { "name": "x-listener", "value": "foo" } ] } } ] } ] }
+              ]
             }
             """;
         AgentProcess agent = await mesh.StartAgentAsync(mesh.Node(1), s => s.Customize = c =>
@@ -69,6 +77,15 @@ public sealed class GatewayListenerTests(ITestOutputHelper output)
         Assert.True(h1 is { Status: 200, Version: "HTTP/1.1", ServedBy: "web" }, agent.Explain($"HTTP/1.1 over TLS\n{h1}"));
         HttpAnswer h2c = await CurlAsync(mesh, "--http2-prior-knowledge", $"http://{mesh.Node(1).Ip}:8081/y");
         Assert.True(h2c is { Status: 200, Version: "HTTP/2", ServedBy: "web" }, agent.Explain($"h2c with prior knowledge\n{h2c}"));
+
+        // Two listeners on one port, told apart by host name: each request goes to the routes of the most specific
+        // listener that names its host, never to the other's.
+        foreach ((string host, string expected) in new[] { ("bar.example.com", "any"), ("x.foo.example.com", "foo"), ("foo.example.com", "any") })
+        {
+            HttpAnswer shared = await CurlAsync(mesh, "-H", $"Host: {host}", $"http://{mesh.Node(1).Ip}:8082/");
+            Assert.True(shared is { Status: 200, ServedBy: "web" } && shared.Headers.GetValueOrDefault("x-listener") == expected,
+                agent.Explain($"{host} on the shared port must be served by listener shared-{expected}'s route\n{shared}"));
+        }
 
         // HTTP/3 needs QUIC (libmsquic): where it is missing the agent says so and serves the rest.
         if (!System.Net.Quic.QuicListener.IsSupported)

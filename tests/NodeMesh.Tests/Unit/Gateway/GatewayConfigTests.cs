@@ -77,6 +77,12 @@ public class GatewayConfigTests
     [InlineData("""{ "identity": "spiffe://other.org/ns/x/sa/gw" }""", "gateway.identity: 'spiffe://other.org/ns/x/sa/gw' is not in the trust domain 'cluster.local'")]
     [InlineData("""{ "httpRoutes": [ { "name": "r", "rules": [ { } ] } ] }""", "gateway.httpRoutes: routes need a listener")]
     [InlineData("""{ "limits": { "maxConnections": 0 } }""", "gateway.limits.maxConnections: 0 must be between 1 and")]
+    [InlineData("""{ "listeners": [ { "name": "a", "port": 80, "hostname": "*.example.com" }, { "name": "b", "port": 80, "hostname": "*.EXAMPLE.com" } ] }""", "gateway.listeners[1].hostname: '*.EXAMPLE.com' is already gateway.listeners[0] (a) on the same port; listeners that share a port need different host names")]
+    [InlineData("""{ "listeners": [ { "name": "a", "port": 80 }, { "name": "b", "port": 80 } ] }""", "gateway.listeners[1].hostname: none (any host) is already gateway.listeners[0] (a)")]
+    [InlineData("""{ "listeners": [ { "name": "a", "port": 80 }, { "name": "b", "port": 80, "hostname": "b.example.com", "protocol": "H2c" } ] }""", "gateway.listeners[1].protocol: H2c, but gateway.listeners[0] (a) on the same port is Http")]
+    [InlineData("""{ "listeners": [ { "name": "a", "port": 443, "protocol": "Https", "tls": { "certificates": [ { "certFile": "/a.pem", "keyFile": "/a.key" } ] } }, { "name": "b", "port": 443, "hostname": "b.example.com", "protocol": "Https", "tls": { "certificates": [ { "certFile": "/b.pem", "keyFile": "/b.key" } ] } } ] }""", "gateway.listeners[1].port: 443 is already gateway.listeners[0] (a); an Https listener has its port to itself")]
+    [InlineData("""{ "listeners": [ { "name": "a", "port": 80, "hostname": "shop.example.com:80" } ] }""", "gateway.listeners[0].hostname: 'shop.example.com:80' must be a DNS name")]
+    [InlineData("""{ "listeners": [ { "name": "a", "port": 80, "hostname": "*.foo.example.com" } ], "httpRoutes": [ { "name": "r", "hostnames": [ "bar.example.com" ], "rules": [ { } ] } ] }""", "gateway.httpRoutes[0].hostnames: none of them is within the host name of a listener the route attaches to (a: *.foo.example.com)")]
     public void ListenerAndLimitMistakes_AreNamed(string gateway, string expected) => AssertError(gateway, expected);
 
     private const string Listener = """ "listeners": [ { "name": "web", "port": 8080 } ] """;
