@@ -45,7 +45,8 @@ public sealed class GatewayListenerTests(ITestOutputHelper output)
                            "clientValidation": { "caFile": "{{dir}}/clients-ca.pem", "optional": true } } },
                 { "name": "grpc", "address": "{{mesh.Node(1).Ip}}", "port": 8081, "protocol": "H2c" },
                 { "name": "shared-any", "address": "{{mesh.Node(1).Ip}}", "port": 8082 },
-                { "name": "shared-foo", "address": "{{mesh.Node(1).Ip}}", "port": 8082, "hostname": "*.foo.example.com" }
+                { "name": "shared-foo", "address": "{{mesh.Node(1).Ip}}", "port": 8082, "hostname": "*.foo.example.com" },
+                { "name": "loopback", "address": "127.0.0.1", "port": 8082 }
               ],
               "httpRoutes": [
                 { "name": "all", "listeners": [ "tls", "mtls", "mtls-optional", "grpc" ], "rules": [ { "backendRefs": [ { "name": "web", "port": 80 } ] } ] },
@@ -86,6 +87,10 @@ public sealed class GatewayListenerTests(ITestOutputHelper output)
             Assert.True(shared is { Status: 200, ServedBy: "web" } && shared.Headers.GetValueOrDefault("x-listener") == expected,
                 agent.Explain($"{host} on the shared port must be served by listener shared-{expected}'s route\n{shared}"));
         }
+
+        // The same port on another address is another socket, with its own (here: no) routes.
+        CommandResult loopback = await mesh.Node(1).RunAsync("curl", "-s", "-w", "STATUS=%{http_code}", "-H", "Host: x.foo.example.com", "http://127.0.0.1:8082/");
+        Assert.True(loopback.Stdout.EndsWith("STATUS=404", StringComparison.Ordinal), agent.Explain($"the loopback listener on port 8082 has no routes: {loopback}"));
 
         // HTTP/3 needs QUIC (libmsquic): where it is missing the agent says so and serves the rest.
         if (!System.Net.Quic.QuicListener.IsSupported)
