@@ -53,7 +53,12 @@ internal static partial class ConfigLoader
                 errors.Add($"{at}.port: {l.Port} is already ports.{agentPort}");
             }
 
-            if (l.Hostname.Length > 0 && !IsRouteHostname(l.Hostname))
+            if (l.Hostname is null)
+            {
+                errors.Add($"{at}.hostname: must be a string (leave it out for any host)");
+                l.Hostname = ""; // the config is refused; the checks below still read it
+            }
+            else if (l.Hostname.Length > 0 && !IsRouteHostname(l.Hostname))
             {
                 errors.Add(MustBe($"{at}.hostname", l.Hostname, "a DNS name (a.example.com) or a wildcard (*.example.com), without a port"));
             }

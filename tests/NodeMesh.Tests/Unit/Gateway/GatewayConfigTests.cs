@@ -82,6 +82,7 @@ public class GatewayConfigTests
     [InlineData("""{ "listeners": [ { "name": "a", "port": 80 }, { "name": "b", "port": 80, "hostname": "b.example.com", "protocol": "H2c" } ] }""", "gateway.listeners[1].protocol: H2c, but gateway.listeners[0] (a) on the same port is Http")]
     [InlineData("""{ "listeners": [ { "name": "a", "port": 443, "protocol": "Https", "tls": { "certificates": [ { "certFile": "/a.pem", "keyFile": "/a.key" } ] } }, { "name": "b", "port": 443, "hostname": "b.example.com", "protocol": "Https", "tls": { "certificates": [ { "certFile": "/b.pem", "keyFile": "/b.key" } ] } } ] }""", "gateway.listeners[1].port: 443 is already gateway.listeners[0] (a); an Https listener has its port to itself")]
     [InlineData("""{ "listeners": [ { "name": "a", "port": 80, "hostname": "shop.example.com:80" } ] }""", "gateway.listeners[0].hostname: 'shop.example.com:80' must be a DNS name")]
+    [InlineData("""{ "listeners": [ { "name": "a", "port": 80, "hostname": null } ] }""", "gateway.listeners[0].hostname: must be a string")]
     [InlineData("""{ "listeners": [ { "name": "a", "port": 80, "hostname": "*.foo.example.com" } ], "httpRoutes": [ { "name": "r", "hostnames": [ "bar.example.com" ], "rules": [ { } ] } ] }""", "gateway.httpRoutes[0].hostnames: none of them is within the host name of a listener the route attaches to (a: *.foo.example.com)")]
     public void ListenerAndLimitMistakes_AreNamed(string gateway, string expected) => AssertError(gateway, expected);
 
