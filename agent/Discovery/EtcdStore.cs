@@ -68,6 +68,11 @@ internal sealed class EtcdStore : IAsyncDisposable
             ServiceProvider = services.BuildServiceProvider(),
             ServiceConfig = new ServiceConfig { LoadBalancingConfigs = { new RoundRobinConfig() } },
             MaxReceiveMessageSize = 64 * 1024 * 1024,
+
+            // gRPC's own reconnect backoff grows to 120 s by default: after an outage of a few seconds an agent could
+            // wait that long to try etcd again, its calls failing meanwhile. Bounded like the registry's own retries.
+            InitialReconnectBackoff = TimeSpan.FromMilliseconds(200),
+            MaxReconnectBackoff = TimeSpan.FromSeconds(5),
         });
         _kv = new KV.KVClient(_channel);
         _watch = new Watch.WatchClient(_channel);
