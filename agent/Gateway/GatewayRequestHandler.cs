@@ -22,8 +22,13 @@ internal sealed class GatewayRequestHandler(
         long started = Stopwatch.GetTimestamp();
         Activity? span = GatewayTracing.Start(context);
         HttpRequest request = context.Request;
-        var requestBody = new CountingStream(request.Body);
-        request.Body = requestBody;
+        // A request that cannot have a body (most of them: GET, HEAD, no Content-Length) needs no counting layer.
+        CountingStream? requestBody = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == false ? null : new CountingStream(request.Body);
+        if (requestBody is not null)
+        {
+            request.Body = requestBody;
+        }
+
         var responseBody = new CountingStream(context.Response.Body);
         context.Response.Body = responseBody;
         string path = request.Path.HasValue ? request.Path.Value! : "/";
@@ -87,7 +92,7 @@ internal sealed class GatewayRequestHandler(
             var record = new GatewayRequestRecord(
                 request.Method, request.Host.Value ?? "", path, request.Protocol, route, backend?.Display ?? "-", endpoint ?? "-", backend?.Name ?? "-", backend?.MeshService is not null,
                 request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true, context.Response.StatusCode, flags,
-                requestBody.Count, responseBody.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds, sourcePrincipal,
+                requestBody?.Count ?? 0, responseBody.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds, sourcePrincipal,
                 context.Connection.RemoteIpAddress?.ToString() ?? "-", span?.TraceId ?? default);
             metrics.Request(record);
             if (accessLog is not null)

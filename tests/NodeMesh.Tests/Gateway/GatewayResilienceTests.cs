@@ -112,6 +112,10 @@ public sealed class GatewayResilienceTests(ITestOutputHelper output)
         Assert.True(await agent.WaitForOutputAsync($"request GET api.example.com:8080/item HTTP/1.1 route api/retried upstream flaky:80 endpoint {flakyPod.Name}: 200 -"),
             agent.Explain("each request must have its access log line"));
         Assert.Contains($"route api/slow upstream flaky:80 endpoint {flakyPod.Name}: 504 UT", agent.Output, StringComparison.Ordinal);
+        // The bytes each way: the upload's whole body in; a GET none (it has no body to count).
+        Assert.Contains($"request POST api.example.com:8080/upload HTTP/1.1 route api/retried upstream flaky:80 endpoint {flakyPod.Name}: 200 -; {4 * 1024 * 1024} bytes in, ",
+            agent.Output, StringComparison.Ordinal);
+        Assert.Contains($"request GET api.example.com:8080/item HTTP/1.1 route api/retried upstream flaky:80 endpoint {flakyPod.Name}: 200 -; 0 bytes in, ", agent.Output, StringComparison.Ordinal);
         IReadOnlyList<PrometheusSample> scrape = await AgentMetrics.WaitForAsync(mesh, 1, "/metrics",
             s => AgentMetrics.Value(s, "istio_requests_total", new Dictionary<string, string> { ["route"] = "shadow/half" }) == Halved);
         Dictionary<string, string> Labels(string route, string code, string flags) => new()
