@@ -13,6 +13,7 @@ namespace NodeMesh.Config;
     Converters = [typeof(DurationJsonConverter), typeof(ConfigEnumConverter<OtlpProtocol>), typeof(ConfigEnumConverter<LogFormat>), typeof(ConfigEnumConverter<DiscoverySource>), typeof(IPNetworkJsonConverter),
         typeof(ConfigEnumConverter<Microsoft.Extensions.Logging.LogLevel>), typeof(ConfigEnumConverter<Gateway.GatewayProtocol>), typeof(ConfigEnumConverter<Gateway.PathMatchType>),
         typeof(ConfigEnumConverter<Gateway.ValueMatchType>), typeof(ConfigEnumConverter<Gateway.HttpRouteFilterType>), typeof(ConfigEnumConverter<Gateway.PathModifierType>),
-        typeof(ConfigEnumConverter<Gateway.LoadBalancerType>), typeof(ConfigEnumConverter<Gateway.BackendProtocol>)])]
+        typeof(ConfigEnumConverter<Gateway.LoadBalancerType>), typeof(ConfigEnumConverter<Gateway.BackendProtocol>),
+        typeof(ConfigEnumConverter<Gateway.RateLimitAlgorithm>), typeof(ConfigEnumConverter<Gateway.RateLimitKey>)])]
 [JsonSerializable(typeof(AgentConfig))]
 internal sealed partial class ConfigJsonContext : JsonSerializerContext;

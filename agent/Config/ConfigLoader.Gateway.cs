@@ -527,6 +527,33 @@ internal static partial class ConfigLoader
                 RequireRange(errors, $"{at}.retry.codes[{k}]", retry.Codes![k], 500, 599);
             }
         }
+
+        if (rule.RateLimits is null)
+        {
+            errors.Add($"{at}.rateLimits: must be a list");
+            return;
+        }
+
+        for (int k = 0; k < rule.RateLimits.Count; k++)
+        {
+            string lAt = $"{at}.rateLimits[{k}]";
+            if (rule.RateLimits[k] is not { } limit)
+            {
+                errors.Add($"{lAt}: must be an object");
+                continue;
+            }
+
+            RequireRange(errors, $"{lAt}.requests", limit.Requests, 1, 100_000_000);
+            RequireDuration(errors, $"{lAt}.window", limit.Window, TimeSpan.FromMilliseconds(100), TimeSpan.FromDays(1));
+            if (limit.Algorithm == RateLimitAlgorithm.SlidingWindow && limit.Burst != 0)
+            {
+                errors.Add($"{lAt}.burst: only a TokenBucket takes a burst; a SlidingWindow allows requests per window and no more");
+            }
+            else if (limit.Burst != 0)
+            {
+                RequireRange(errors, $"{lAt}.burst", limit.Burst, 1, 100_000_000);
+            }
+        }
     }
 
     private static void ValidateMatch(List<string> errors, string at, HttpRouteMatchConfig match)

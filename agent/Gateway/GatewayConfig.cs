@@ -166,6 +166,42 @@ internal sealed record HttpRouteRuleConfig
 
     /// <summary>Retries of idempotent requests; null: none.</summary>
     public HttpRouteRetryConfig? Retry { get; set; }
+
+    /// <summary>Local rate limits on the rule's requests (each node's gateway counts its own); a request must pass all of them.</summary>
+    public IReadOnlyList<RateLimitConfig> RateLimits { get; set; } = [];
+}
+
+internal enum RateLimitAlgorithm
+{
+    /// <summary>A bucket of <c>burst</c> tokens refilled by <c>requests</c> every <c>window</c>: bursts allowed, the average held.</summary>
+    TokenBucket,
+
+    /// <summary>At most <c>requests</c> in any <c>window</c>, counted in ten segments (no burst at a window's edge).</summary>
+    SlidingWindow,
+}
+
+internal enum RateLimitKey
+{
+    /// <summary>All of the rule's requests count together.</summary>
+    Route,
+
+    /// <summary>Each client address has its own limit.</summary>
+    ClientAddress,
+}
+
+internal sealed record RateLimitConfig
+{
+    public RateLimitKey Key { get; set; } = RateLimitKey.ClientAddress;
+
+    public RateLimitAlgorithm Algorithm { get; set; } = RateLimitAlgorithm.TokenBucket;
+
+    /// <summary>Requests allowed per <see cref="Window"/>.</summary>
+    public int Requests { get; set; }
+
+    public TimeSpan Window { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>TokenBucket: the most requests at once (the bucket's size); 0: <see cref="Requests"/>.</summary>
+    public int Burst { get; set; }
 }
 
 /// <summary>All of its conditions must hold.</summary>

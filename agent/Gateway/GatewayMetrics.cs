@@ -29,6 +29,7 @@ internal sealed class GatewayMetrics : IDisposable
     private readonly Counter<long> _healthFailures;
     private readonly Counter<long> _refusals;
     private readonly Counter<long> _resetFloods;
+    private readonly Counter<long> _rateLimited;
 
     public GatewayMetrics()
     {
@@ -47,6 +48,8 @@ internal sealed class GatewayMetrics : IDisposable
             description: "Requests not sent to a backend, by backend and reason (overflow: its limits were full; circuit_open; no_endpoint: none healthy).");
         _resetFloods = _meter.CreateCounter<long>("nodemesh_gateway_connections_closed_for_resets_total",
             description: "Client connections closed for cancelling requests faster than gateway.limits.maxClientResetsPerSecond (HTTP/2 rapid reset).");
+        _rateLimited = _meter.CreateCounter<long>("nodemesh_gateway_rate_limited_total",
+            description: "Requests refused with 429 by a rule's rate limit, by route and key (route: the rule's whole limit; client_address: one client's).");
         _mirrors = _meter.CreateCounter<long>("nodemesh_gateway_mirrored_requests_total", description: "Copies of requests sent to mirror backends, by route and result (sent, failed, dropped).");
     }
 
@@ -93,6 +96,9 @@ internal sealed class GatewayMetrics : IDisposable
     public void Refused(string backend, string reason) => _refusals.Add(1, new KeyValuePair<string, object?>("backend", backend), new KeyValuePair<string, object?>("reason", reason));
 
     public void ConnectionClosedForResets() => _resetFloods.Add(1);
+
+    public void RateLimited(string route, RateLimitKey key) =>
+        _rateLimited.Add(1, new KeyValuePair<string, object?>("route", route), new KeyValuePair<string, object?>("key", key == RateLimitKey.Route ? "route" : "client_address"));
 
     public void Dispose() => _meter.Dispose();
 }

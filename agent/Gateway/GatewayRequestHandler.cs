@@ -54,6 +54,12 @@ internal sealed class GatewayRequestHandler(
             }
 
             route = plan.Display;
+            if (plan.RateLimits is { } limits && !await WithinRateLimitsAsync(context, plan, limits))
+            {
+                flags = GatewayResponseFlags.RateLimited;
+                return;
+            }
+
             if (plan.Redirect is { } redirect)
             {
                 string target = redirect.Path is { } modifier ? RequestRewrite.Path(path, modifier, match!) : path;
@@ -255,6 +261,42 @@ internal sealed class GatewayRequestHandler(
         }
 
         return string.Join(": ", parts);
+    }
+
+    /// <summary>
+    /// The rule's rate limits for this client: within them the response says what is left (RateLimit-Limit and
+    /// RateLimit-Remaining); over one it is answered 429 with Retry-After and RateLimit-Reset, and counted.
+    /// </summary>
+    private async ValueTask<bool> WithinRateLimitsAsync(HttpContext context, RulePlan plan, RuleRateLimits limits)
+    {
+        RateLimitDecision decision = limits.Acquire(context.Connection.RemoteIpAddress?.ToString() ?? "");
+        if (!decision.Limited)
+        {
+            // When the response starts: a retry clears the response of the attempt before it.
+            context.Response.OnStarting(static state =>
+            {
+                (HttpResponse response, RateLimitDecision d) = ((HttpResponse, RateLimitDecision))state;
+                SetRateLimitHeaders(response.Headers, d);
+                return Task.CompletedTask;
+            }, (context.Response, decision));
+            return true;
+        }
+
+        IHeaderDictionary headers = context.Response.Headers;
+        SetRateLimitHeaders(headers, decision);
+        headers.RetryAfter = decision.RetryAfterSeconds;
+        headers["RateLimit-Reset"] = decision.RetryAfterSeconds;
+        metrics.RateLimited(plan.Display, decision.Limit.Key);
+        await AnswerAsync(context, StatusCodes.Status429TooManyRequests,
+            $"rate limit of route {plan.Display}: {decision.Limit.Requests} requests per {Contracts.Duration.Format(decision.Limit.Window)}{(decision.Limit.Key == RateLimitKey.ClientAddress ? " per client address" : "")}");
+        return false;
+    }
+
+    private static void SetRateLimitHeaders(IHeaderDictionary headers, RateLimitDecision decision)
+    {
+        headers["RateLimit-Policy"] = decision.Policy;
+        headers["RateLimit-Limit"] = decision.Limit.Requests.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        headers["RateLimit-Remaining"] = decision.Remaining.ToString(System.Globalization.CultureInfo.InvariantCulture);
     }
 
     private static BackendTarget? Choose(RulePlan plan) => plan.TotalWeight == 0 ? null : plan.Choose(Random.Shared.Next(plan.TotalWeight));

@@ -22,6 +22,9 @@ internal static class GatewayResponseFlags
     /// <summary>The retries were used up and the last attempt failed (URX).</summary>
     public const string RetriesExhausted = "URX";
 
+    /// <summary>Refused by the rule's rate limit (Envoy's RL).</summary>
+    public const string RateLimited = "RL";
+
     /// <summary>The client went away or stopped sending (Envoy's DC: downstream connection termination).</summary>
     public const string ClientGone = "DC";
 

@@ -13,8 +13,22 @@ internal sealed class GatewayRoutes
 
     public GatewayRoutes(GatewayConfig gateway) => _current = Build(All(gateway));
 
-    /// <summary>Swaps in new routes (already validated).</summary>
-    public void Replace(GatewayConfig gateway) => Volatile.Write(ref _current, Build(All(gateway)));
+    /// <summary>Swaps in new routes (already validated); the old rules' rate limiters are let go once no request can still be starting on them.</summary>
+    public void Replace(GatewayConfig gateway)
+    {
+        Snapshot old = Interlocked.Exchange(ref _current, Build(All(gateway)));
+        _ = DisposeLaterAsync(old);
+    }
+
+    private static async Task DisposeLaterAsync(Snapshot old)
+    {
+        // A request takes its rule's permits right after matching it: ten seconds is ample for one that matched just before.
+        await Task.Delay(TimeSpan.FromSeconds(10));
+        foreach (RulePlan plan in old.Plans.Values)
+        {
+            plan.RateLimits?.Dispose();
+        }
+    }
 
     /// <summary>The HTTP routes and the gRPC routes as HTTP routes, ranked together.</summary>
     private static IReadOnlyList<HttpRouteConfig> All(GatewayConfig gateway) => [.. gateway.HttpRoutes, .. GrpcRoutes.AsHttpRoutes(gateway.GrpcRoutes)];

@@ -1,5 +1,6 @@
 using System.Globalization;
 using NodeMesh.Tests.Netns;
+using NodeMesh.Tests.Telemetry;
 using Xunit.Abstractions;
 using static NodeMesh.Tests.Gateway.GatewayFixture;
 
@@ -8,7 +9,8 @@ namespace NodeMesh.Tests.Gateway;
 /// <summary>
 /// The gateway's limits against hostile clients while a well-behaved one is served: slowloris connections are
 /// closed at the header timeout, oversized headers and bodies get 431 and 413, an HTTP/2 rapid-reset flood's connection is
-/// closed, and the other client's requests go on answering promptly throughout.
+/// closed, a rule's rate limits answer 429 per client and for the whole rule, and the other client's requests go on
+/// answering promptly throughout.
 /// </summary>
 [Collection(NetnsCollection.Name)]
 public sealed class GatewayLimitsTests(ITestOutputHelper output)
@@ -18,7 +20,12 @@ public sealed class GatewayLimitsTests(ITestOutputHelper output)
           "listeners": [ { "name": "web", "address": "10.231.0.1", "port": 8080 }, { "name": "h2c", "address": "10.231.0.1", "port": 8081, "protocol": "H2c" } ],
           "limits": { "requestHeadersTimeout": "2s", "maxRequestHeadersBytes": 8192, "maxRequestHeaderCount": 50, "maxRequestBodyBytes": 1048576, "maxConnections": 500 },
           "accessLog": false,
-          "httpRoutes": [ { "name": "all", "rules": [ { "backendRefs": [ { "name": "web", "port": 80 } ] } ] } ]
+          "httpRoutes": [
+            { "name": "all", "rules": [ { "backendRefs": [ { "name": "web", "port": 80 } ] } ] },
+            { "name": "limited", "hostnames": [ "limited.example.com" ], "rules": [ { "backendRefs": [ { "name": "web", "port": 80 } ],
+                "rateLimits": [ { "key": "ClientAddress", "requests": 3, "window": "1m" },
+                                { "key": "Route", "algorithm": "SlidingWindow", "requests": 5, "window": "1m" } ] } ] }
+          ]
         }
         """;
 
@@ -37,6 +44,36 @@ public sealed class GatewayLimitsTests(ITestOutputHelper output)
             c.Gateway = Parse(Gateway);
         });
         Assert.All(await GoodClientAsync(mesh, 5), t => Assert.True(t < Prompt, $"a request took {t} before any attack"));
+
+        // Rate limits: three requests a minute per client address, five a minute for the whole rule. The fourth of
+        // one client is refused with 429 and when to come back; a second client has its own three, but the rule's
+        // five run out first; other routes are not limited.
+        string[] limited = ["--resolve", "limited.example.com:8080:10.231.0.1", "http://limited.example.com:8080/"];
+        for (int i = 0; i < 3; i++)
+        {
+            HttpAnswer passed = await CurlAsync(mesh, limited);
+            Assert.True(passed is { Status: 200, ServedBy: "web" } && passed.Headers.GetValueOrDefault("ratelimit-remaining") == (2 - i).ToString(CultureInfo.InvariantCulture),
+                agent.Explain($"request {i + 1} of 3 allowed must pass, saying what is left\n{passed}"));
+        }
+
+        HttpAnswer refused = await CurlAsync(mesh, limited);
+        Assert.True(refused.Status == 429 && refused.Headers.GetValueOrDefault("ratelimit-remaining") == "0" && refused.Headers.GetValueOrDefault("ratelimit-limit") == "3"
+            && int.TryParse(refused.Headers.GetValueOrDefault("retry-after"), out int retryAfter) && retryAfter is >= 1 and <= 60
+            && refused.Body.Contains("rate limit of route limited/0: 3 requests per 1m per client address", StringComparison.Ordinal),
+            agent.Explain($"the fourth request of a minute must be refused with 429 and Retry-After\n{refused}"));
+        string[] other = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}\n", "--resolve", "limited.example.com:8080:10.231.0.1", "http://limited.example.com:8080/"];
+        var fromPod = new List<string>();
+        for (int i = 0; i < 3; i++)
+        {
+            fromPod.Add((await web.RunAsync(other[0], other[1..])).Stdout.Trim());
+        }
+
+        Assert.True(fromPod is ["200", "200", "429"], agent.Explain($"another client: two more fit the rule's five, the third does not: {string.Join(",", fromPod)}"));
+        Assert.Equal(200, (await CurlAsync(mesh, "http://10.231.0.1:8080/")).Status);
+        IReadOnlyList<PrometheusSample> scrape = await AgentMetrics.ScrapeAsync(mesh, 1);
+        Assert.True(AgentMetrics.Value(scrape, "nodemesh_gateway_rate_limited_total", new Dictionary<string, string> { ["route"] = "limited/0", ["key"] = "client_address" }) == 1
+            && AgentMetrics.Value(scrape, "nodemesh_gateway_rate_limited_total", new Dictionary<string, string> { ["route"] = "limited/0", ["key"] = "route" }) == 1,
+            AgentMetrics.Describe(scrape, "nodemesh_gateway_rate_limited"));
 
         // Slowloris: 100 connections that never finish their headers are closed at the 2 s header timeout.
         BackgroundProcess slow = BackgroundProcess.Start(mesh.Ext, "/usr/bin/python3", TestPaths.GatewayScript("slow-client.py"), "10.231.0.1", "8080", "100", "12");

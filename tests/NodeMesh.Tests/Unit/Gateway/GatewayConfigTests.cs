@@ -114,6 +114,10 @@ public class GatewayConfigTests
     [InlineData("""{ "name": "r", "rules": [ { "backendRefs": [ { "name": "a", "port": 80, "filters": [ { "type": "RequestHeaderModifier", "requestHeaderModifier": { "add": [ { "name": "bad header", "value": "x" } ] } } ] } ] } ] }""", "gateway.httpRoutes[0].rules[0].backendRefs[0].filters[0].requestHeaderModifier.add[0].name: 'bad header' must be a header name")]
     [InlineData("""{ "name": "r", "rules": [ { "backendRefs": [ { "name": "a", "port": 80, "filters": [ { "type": "ResponseHeaderModifier", "responseHeaderModifier": { } }, { "type": "ResponseHeaderModifier", "responseHeaderModifier": { } } ] } ] } ] }""", "gateway.httpRoutes[0].rules[0].backendRefs[0].filters[1].type: ResponseHeaderModifier is already gateway.httpRoutes[0].rules[0].backendRefs[0].filters[0]")]
     [InlineData("""{ "name": "r", "rules": [ { "filters": [ { "type": "RequestMirror", "requestMirror": { "backendRef": { "name": "m", "port": 80, "filters": [ { "type": "RequestHeaderModifier", "requestHeaderModifier": { } } ] } } } ] } ] }""", "gateway.httpRoutes[0].rules[0].filters[0].requestMirror.backendRef.filters: a mirror's copy takes the rule's filters")]
+    [InlineData("""{ "name": "r", "rules": [ { "rateLimits": [ { "requests": 0 } ] } ] }""", "gateway.httpRoutes[0].rules[0].rateLimits[0].requests: 0 must be between 1 and")]
+    [InlineData("""{ "name": "r", "rules": [ { "rateLimits": [ { "requests": 5, "window": "10ms" } ] } ] }""", "gateway.httpRoutes[0].rules[0].rateLimits[0].window: 10ms must be between 100ms and 1d")]
+    [InlineData("""{ "name": "r", "rules": [ { "rateLimits": [ { "requests": 5, "algorithm": "SlidingWindow", "burst": 10 } ] } ] }""", "gateway.httpRoutes[0].rules[0].rateLimits[0].burst: only a TokenBucket takes a burst")]
+    [InlineData("""{ "name": "r", "rules": [ { "rateLimits": [ { "requests": 5, "key": "Consumer" } ] } ] }""", "gateway.httpRoutes[0].rules[0].rateLimits[0].key")]
     public void RouteMistakes_AreNamed(string route, string expected) => AssertError($$"""{ {{Listener}}, "httpRoutes": [ {{route}} ] }""", expected);
 
     [Theory]
