@@ -143,6 +143,7 @@ internal static partial class ConfigLoader
         RequireRange(errors, "gateway.limits.maxClientResetsPerSecond", limits.MaxClientResetsPerSecond, 1, 1_000_000);
 
         ValidateBackendPolicies(errors, g);
+        ValidateJwtProviders(errors, g);
         if (g.HttpRoutes.Count > 0 && g.Listeners.Count == 0)
         {
             errors.Add("gateway.httpRoutes: routes need a listener to serve them; gateway.listeners is empty");
@@ -206,6 +207,63 @@ internal static partial class ConfigLoader
         for (int r = 0; r < g.GrpcRoutes.Count; r++)
         {
             ValidateListenerHosts(errors, $"gateway.grpcRoutes[{r}]", g.GrpcRoutes[r]?.Hostnames, g.GrpcRoutes[r]?.Listeners, g.Listeners);
+        }
+    }
+
+    private static void ValidateJwtProviders(List<string> errors, GatewayConfig g)
+    {
+        var names = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (int i = 0; i < g.JwtProviders.Count; i++)
+        {
+            string at = $"gateway.jwtProviders[{i}]";
+            if (g.JwtProviders[i] is not { } p)
+            {
+                errors.Add($"{at}: must be an object");
+                continue;
+            }
+
+            RequireName(errors, $"{at}.name", p.Name);
+            Unique(errors, names, p.Name, $"{at}.name", "JWT provider name");
+            if (string.IsNullOrEmpty(p.Issuer))
+            {
+                errors.Add($"{at}.issuer: missing (the iss its tokens carry)");
+            }
+
+            bool file = !string.IsNullOrEmpty(p.JwksFile), uri = !string.IsNullOrEmpty(p.JwksUri);
+            if (file == uri)
+            {
+                errors.Add($"{at}: give one of jwksFile and jwksUri");
+            }
+            else if (file)
+            {
+                RequireAbsolutePath(errors, $"{at}.jwksFile", p.JwksFile);
+            }
+            else if (!Uri.TryCreate(p.JwksUri, UriKind.Absolute, out Uri? jwks) || jwks.Scheme is not ("https" or "http"))
+            {
+                errors.Add(MustBe($"{at}.jwksUri", p.JwksUri, "an https:// (or http://) URL"));
+            }
+
+            RequireDuration(errors, $"{at}.jwksRefresh", p.JwksRefresh, TimeSpan.FromSeconds(10), TimeSpan.FromDays(1));
+            RequireDuration(errors, $"{at}.clockSkew", p.ClockSkew, TimeSpan.Zero, TimeSpan.FromMinutes(10));
+            for (int k = 0; k < (p.ForwardClaims?.Count ?? 0); k++)
+            {
+                if (string.IsNullOrEmpty(p.ForwardClaims![k]?.Claim))
+                {
+                    errors.Add($"{at}.forwardClaims[{k}].claim: missing");
+                }
+
+                RequireHeaderName(errors, $"{at}.forwardClaims[{k}].header", p.ForwardClaims[k]?.Header ?? "");
+            }
+        }
+
+        foreach ((string at, RuleJwtConfig jwt) in g.HttpRoutes.Where(r => r?.Rules is not null)
+            .SelectMany((r, ri) => r.Rules.Select((rule, i) => ($"gateway.httpRoutes[{ri}].rules[{i}].jwt", rule?.Jwt)))
+            .Where(x => x.Item2 is { Provider.Length: > 0 }).Select(x => (x.Item1, x.Item2!)))
+        {
+            if (!names.ContainsKey(jwt.Provider))
+            {
+                errors.Add(MustBe($"{at}.provider", jwt.Provider, $"the name of one of gateway.jwtProviders ({(names.Count == 0 ? "there are none" : string.Join(", ", names.Keys))})"));
+            }
         }
     }
 
@@ -525,6 +583,30 @@ internal static partial class ConfigLoader
             for (int k = 0; k < (retry.Codes?.Count ?? 0); k++)
             {
                 RequireRange(errors, $"{at}.retry.codes[{k}]", retry.Codes![k], 500, 599);
+            }
+        }
+
+        if (rule.Jwt is { } jwt)
+        {
+            if (string.IsNullOrEmpty(jwt.Provider))
+            {
+                errors.Add($"{at}.jwt.provider: missing (the name of one of gateway.jwtProviders)");
+            }
+
+            for (int k = 0; k < (jwt.RequiredScopes?.Count ?? 0); k++)
+            {
+                if (string.IsNullOrEmpty(jwt.RequiredScopes![k]) || jwt.RequiredScopes[k].Any(c => c <= ' ' || c == '"' || c == '\\'))
+                {
+                    errors.Add(MustBe($"{at}.jwt.requiredScopes[{k}]", jwt.RequiredScopes[k], "a scope (printable, no spaces or quotes)"));
+                }
+            }
+
+            for (int k = 0; k < (jwt.RequiredClaims?.Count ?? 0); k++)
+            {
+                if (jwt.RequiredClaims![k] is not { Name.Length: > 0, Values.Count: > 0 })
+                {
+                    errors.Add($"{at}.jwt.requiredClaims[{k}]: needs a name and at least one value");
+                }
             }
         }
 

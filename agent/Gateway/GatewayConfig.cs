@@ -24,6 +24,9 @@ internal sealed record GatewayConfig
     /// <summary>How each backend's endpoints are chosen, checked and protected (Envoy Gateway's BackendTrafficPolicy, per backend).</summary>
     public IReadOnlyList<BackendPolicyConfig> BackendPolicies { get; set; } = [];
 
+    /// <summary>Issuers whose JSON Web Tokens rules may require (a rule's <c>jwt</c> names one).</summary>
+    public IReadOnlyList<JwtProviderConfig> JwtProviders { get; set; } = [];
+
     /// <summary>A line per request (category NodeMesh.AccessLog): on by default, as gateways' access logs are.</summary>
     public bool AccessLog { get; set; } = true;
 
@@ -169,6 +172,61 @@ internal sealed record HttpRouteRuleConfig
 
     /// <summary>Local rate limits on the rule's requests (each node's gateway counts its own); a request must pass all of them.</summary>
     public IReadOnlyList<RateLimitConfig> RateLimits { get; set; } = [];
+
+    /// <summary>A bearer token the rule requires; null: none.</summary>
+    public RuleJwtConfig? Jwt { get; set; }
+}
+
+/// <summary>An issuer of JSON Web Tokens and where its signing keys are (a JWKS).</summary>
+internal sealed record JwtProviderConfig
+{
+    public string Name { get; set; } = "";
+
+    /// <summary>The <c>iss</c> a token must carry.</summary>
+    public string Issuer { get; set; } = "";
+
+    /// <summary>An <c>aud</c> a token must carry, one of these; empty: the audience is not checked.</summary>
+    public IReadOnlyList<string> Audiences { get; set; } = [];
+
+    /// <summary>A JWKS file, read again when it changes (a key rotated in place is taken up without a restart).</summary>
+    public string JwksFile { get; set; } = "";
+
+    /// <summary>A JWKS URL, fetched at start, every <see cref="JwksRefresh"/>, and (at most every 30 s) for a key id it lacks.</summary>
+    public string JwksUri { get; set; } = "";
+
+    public TimeSpan JwksRefresh { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>Leeway for <c>exp</c> and <c>nbf</c> against this node's clock.</summary>
+    public TimeSpan ClockSkew { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Claims of a valid token sent to the backend as headers (a client's own headers of those names are dropped).</summary>
+    public IReadOnlyList<ClaimHeaderConfig> ForwardClaims { get; set; } = [];
+}
+
+internal sealed record ClaimHeaderConfig
+{
+    public string Claim { get; set; } = "";
+
+    public string Header { get; set; } = "";
+}
+
+/// <summary>A rule's token requirement: valid for the provider, with every scope and one value of every claim named here.</summary>
+internal sealed record RuleJwtConfig
+{
+    public string Provider { get; set; } = "";
+
+    /// <summary>Scopes the token must hold (its <c>scope</c> claim, space-separated, or <c>scp</c>); missing ones: 403.</summary>
+    public IReadOnlyList<string> RequiredScopes { get; set; } = [];
+
+    public IReadOnlyList<RequiredClaimConfig> RequiredClaims { get; set; } = [];
+}
+
+internal sealed record RequiredClaimConfig
+{
+    public string Name { get; set; } = "";
+
+    /// <summary>The claim (or one of its values, when it is a list) must be one of these.</summary>
+    public IReadOnlyList<string> Values { get; set; } = [];
 }
 
 internal enum RateLimitAlgorithm

@@ -30,6 +30,7 @@ internal sealed class GatewayMetrics : IDisposable
     private readonly Counter<long> _refusals;
     private readonly Counter<long> _resetFloods;
     private readonly Counter<long> _rateLimited;
+    private readonly Counter<long> _authRefusals;
 
     public GatewayMetrics()
     {
@@ -50,6 +51,8 @@ internal sealed class GatewayMetrics : IDisposable
             description: "Client connections closed for cancelling requests faster than gateway.limits.maxClientResetsPerSecond (HTTP/2 rapid reset).");
         _rateLimited = _meter.CreateCounter<long>("nodemesh_gateway_rate_limited_total",
             description: "Requests refused with 429 by a rule's rate limit, by route and key (route: the rule's whole limit; client_address: one client's).");
+        _authRefusals = _meter.CreateCounter<long>("nodemesh_gateway_auth_refusals_total",
+            description: "Requests refused by a rule's token check, by route and response code (401: no or a bad token; 403: without the rule's scopes or claims).");
         _mirrors = _meter.CreateCounter<long>("nodemesh_gateway_mirrored_requests_total", description: "Copies of requests sent to mirror backends, by route and result (sent, failed, dropped).");
     }
 
@@ -96,6 +99,9 @@ internal sealed class GatewayMetrics : IDisposable
     public void Refused(string backend, string reason) => _refusals.Add(1, new KeyValuePair<string, object?>("backend", backend), new KeyValuePair<string, object?>("reason", reason));
 
     public void ConnectionClosedForResets() => _resetFloods.Add(1);
+
+    public void AuthRefused(string route, int status) =>
+        _authRefusals.Add(1, new KeyValuePair<string, object?>("route", route), new KeyValuePair<string, object?>("response_code", BoxedCodes[status]));
 
     public void RateLimited(string route, RateLimitKey key) =>
         _rateLimited.Add(1, new KeyValuePair<string, object?>("route", route), new KeyValuePair<string, object?>("key", key == RateLimitKey.Route ? "route" : "client_address"));

@@ -27,6 +27,7 @@ internal sealed class GatewayServer(
     private WebApplication? _app;
     private BackendPools? _pools;
     private Task _certificateWatch = Task.CompletedTask;
+    private readonly Dictionary<string, JwtAuthenticator> _authenticators = new(StringComparer.Ordinal);
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -118,9 +119,16 @@ internal sealed class GatewayServer(
         }
 
         _app = builder.Build();
+        foreach (JwtProviderConfig provider in gateway.JwtProviders)
+        {
+            var authenticator = new JwtAuthenticator(provider, null, logger);
+            _authenticators[provider.Name] = authenticator;
+            await authenticator.StartAsync(cancellationToken);
+        }
+
         _pools = new BackendPools(registry, new BackendClients(mesh, config.Tunnel.ConnectTimeout, logger), gateway.BackendPolicies, metrics, logger);
         var handler = new GatewayRequestHandler(routes, _pools, _app.Services.GetRequiredService<IHttpForwarder>(), new RequestMirror(_pools, metrics, logger), metrics,
-            new ListenerTable(gateway.Listeners), mesh.Identity.Uri, resets, logger, gateway.AccessLog ? loggers.CreateLogger(Proxy.FlowRecorder.AccessLogCategory) : null);
+            new ListenerTable(gateway.Listeners), _authenticators, mesh.Identity.Uri, resets, logger, gateway.AccessLog ? loggers.CreateLogger(Proxy.FlowRecorder.AccessLogCategory) : null);
         _app.Run(handler.HandleAsync);
         try
         {
@@ -161,6 +169,11 @@ internal sealed class GatewayServer(
         if (_pools is not null)
         {
             await _pools.DisposeAsync();
+        }
+
+        foreach (JwtAuthenticator authenticator in _authenticators.Values)
+        {
+            authenticator.Dispose();
         }
 
         _stopping.Dispose();

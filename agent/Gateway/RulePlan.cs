@@ -50,6 +50,9 @@ internal sealed record RulePlan(
     /// <summary>How many retries may be in flight at once; null with <see cref="Retries"/>.</summary>
     public RetryBudget? Budget { get; init; }
 
+    /// <summary>The token the rule requires; null: none.</summary>
+    public RuleJwtConfig? Jwt { get; init; }
+
     /// <summary>The rule's local rate limits; null: none.</summary>
     public RuleRateLimits? RateLimits { get; init; }
 
@@ -92,6 +95,7 @@ internal sealed record RulePlan(
             Retries = rule.Retry is { Attempts: > 0 } retry ? RetryPipeline(retry, budget!) : null,
             Budget = budget,
             RateLimits = RuleRateLimits.Of(rule.RateLimits),
+            Jwt = rule.Jwt,
         };
     }
 

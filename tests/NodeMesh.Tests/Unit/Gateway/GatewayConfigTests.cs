@@ -84,6 +84,10 @@ public class GatewayConfigTests
     [InlineData("""{ "listeners": [ { "name": "a", "port": 80, "hostname": "shop.example.com:80" } ] }""", "gateway.listeners[0].hostname: 'shop.example.com:80' must be a DNS name")]
     [InlineData("""{ "listeners": [ { "name": "a", "port": 80, "hostname": null } ] }""", "gateway.listeners[0].hostname: must be a string")]
     [InlineData("""{ "listeners": [ { "name": "a", "port": 80, "hostname": "*.foo.example.com" } ], "httpRoutes": [ { "name": "r", "hostnames": [ "bar.example.com" ], "rules": [ { } ] } ] }""", "gateway.httpRoutes[0].hostnames: none of them is within the host name of a listener the route attaches to (a: *.foo.example.com)")]
+    [InlineData("""{ "jwtProviders": [ { "name": "idp", "issuer": "https://idp/" } ] }""", "gateway.jwtProviders[0]: give one of jwksFile and jwksUri")]
+    [InlineData("""{ "jwtProviders": [ { "name": "idp", "issuer": "https://idp/", "jwksUri": "ftp://idp/keys" } ] }""", "gateway.jwtProviders[0].jwksUri: 'ftp://idp/keys' must be an https:// (or http://) URL")]
+    [InlineData("""{ "jwtProviders": [ { "name": "idp", "jwksFile": "/etc/jwks.json" } ] }""", "gateway.jwtProviders[0].issuer: missing")]
+    [InlineData("""{ "jwtProviders": [ { "name": "idp", "issuer": "i", "jwksFile": "/k", "forwardClaims": [ { "claim": "sub", "header": "x user" } ] } ] }""", "gateway.jwtProviders[0].forwardClaims[0].header: 'x user' must be a header name")]
     public void ListenerAndLimitMistakes_AreNamed(string gateway, string expected) => AssertError(gateway, expected);
 
     private const string Listener = """ "listeners": [ { "name": "web", "port": 8080 } ] """;
@@ -118,6 +122,8 @@ public class GatewayConfigTests
     [InlineData("""{ "name": "r", "rules": [ { "rateLimits": [ { "requests": 5, "window": "10ms" } ] } ] }""", "gateway.httpRoutes[0].rules[0].rateLimits[0].window: 10ms must be between 100ms and 1d")]
     [InlineData("""{ "name": "r", "rules": [ { "rateLimits": [ { "requests": 5, "algorithm": "SlidingWindow", "burst": 10 } ] } ] }""", "gateway.httpRoutes[0].rules[0].rateLimits[0].burst: only a TokenBucket takes a burst")]
     [InlineData("""{ "name": "r", "rules": [ { "rateLimits": [ { "requests": 5, "key": "Consumer" } ] } ] }""", "gateway.httpRoutes[0].rules[0].rateLimits[0].key")]
+    [InlineData("""{ "name": "r", "rules": [ { "jwt": { "provider": "idp" } } ] }""", "gateway.httpRoutes[0].rules[0].jwt.provider: 'idp' must be the name of one of gateway.jwtProviders (there are none)")]
+    [InlineData("""{ "name": "r", "rules": [ { "jwt": { "provider": "idp", "requiredScopes": [ "a b" ] } } ] }""", "gateway.httpRoutes[0].rules[0].jwt.requiredScopes[0]: 'a b' must be a scope")]
     public void RouteMistakes_AreNamed(string route, string expected) => AssertError($$"""{ {{Listener}}, "httpRoutes": [ {{route}} ] }""", expected);
 
     [Theory]
