@@ -136,7 +136,7 @@ internal sealed class JwtAuthenticator : IDisposable
         RequireExpirationTime = true,
         ValidateLifetime = true,
         ClockSkew = _provider.ClockSkew,
-        TryAllIssuerSigningKeys = false,
+        TryAllIssuerSigningKeys = true, // a token without a kid (an issuer with one key) is checked against every key
     };
 
     private static IEnumerable<string> Scopes(JsonWebToken token) =>

@@ -24,7 +24,7 @@ internal sealed class TestTokens : IDisposable
     }
 
     /// <summary>A signed token; <paramref name="lifetime"/> from now (negative: already expired), <paramref name="notBefore"/> from now.</summary>
-    public string Create(string issuer, string audience, string subject, IDictionary<string, object>? claims = null, TimeSpan? lifetime = null, TimeSpan? notBefore = null)
+    public string Create(string issuer, string audience, string subject, IDictionary<string, object>? claims = null, TimeSpan? lifetime = null, TimeSpan? notBefore = null, bool withKeyId = true)
     {
         DateTime now = DateTime.UtcNow;
         DateTime nbf = now + (notBefore ?? TimeSpan.FromMinutes(-1));
@@ -38,7 +38,7 @@ internal sealed class TestTokens : IDisposable
             IssuedAt = nbf < exp ? nbf : exp.AddMinutes(-1),
             NotBefore = nbf < exp ? nbf : exp.AddMinutes(-1),
             Expires = exp,
-            SigningCredentials = new SigningCredentials(new ECDsaSecurityKey(_key) { KeyId = KeyId }, SecurityAlgorithms.EcdsaSha256),
+            SigningCredentials = new SigningCredentials(new ECDsaSecurityKey(_key) { KeyId = withKeyId ? KeyId : null }, SecurityAlgorithms.EcdsaSha256),
         };
         return new JsonWebTokenHandler { SetDefaultTimesOnTokenCreation = false }.CreateToken(descriptor);
     }

@@ -38,6 +38,13 @@ public sealed class JwtAuthenticatorTests : IDisposable
     }
 
     [Fact]
+    public async Task ATokenWithoutAKeyId_IsCheckedAgainstEveryKey()
+    {
+        Assert.True((await Check(_issuer.Create(Issuer, Audience, "a", withKeyId: false))).Ok);
+        Assert.Equal(401, (await Check(_stranger.Create(Issuer, Audience, "a", withKeyId: false))).Status);
+    }
+
+    [Fact]
     public async Task BadTokens_Get401_WithTheReasonAndAChallenge()
     {
         JwtVerdict none = await Check(null);
