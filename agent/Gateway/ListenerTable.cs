@@ -40,7 +40,7 @@ internal sealed class ListenerTable
         int bestScore = -1;
         foreach (GatewayListenerConfig listener in group.Listeners)
         {
-            int score = listener.Hostname.Length == 0 ? 0 : RouteTable.HostScore([listener.Hostname], host);
+            int score = listener.Hostname.Length == 0 ? 0 : RouteTable.HostScore(listener.Hostname, host);
             if (score > bestScore)
             {
                 best = listener;

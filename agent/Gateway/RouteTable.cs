@@ -51,7 +51,7 @@ internal sealed class RouteTable
     /// <param name="listenerHostname">The listener's host name: a route without host names of its own takes it (the Gateway API's intersection).</param>
     public RouteMatch? Match(string listener, string host, string path, string method, IHeaderDictionary headers, IQueryCollection query, string listenerHostname = "")
     {
-        int listenerScore = listenerHostname.Length == 0 ? 0 : HostScore([listenerHostname], host);
+        int listenerScore = listenerHostname.Length == 0 ? 0 : HostScore(listenerHostname, host);
         // Host specificity outranks everything else, so take the best host score over the entries that fit, the
         // first entry with it winning (the list is in path/method/header order within any one score).
         RouteMatch? best = null;
@@ -90,22 +90,23 @@ internal sealed class RouteTable
         int best = -1;
         foreach (string pattern in hosts)
         {
-            if (pattern.StartsWith("*.", StringComparison.Ordinal))
-            {
-                // *.example.com: one or more labels before .example.com, never example.com itself.
-                ReadOnlySpan<char> suffix = pattern.AsSpan(1);
-                if (host.Length > suffix.Length && host.AsSpan().EndsWith(suffix, StringComparison.OrdinalIgnoreCase))
-                {
-                    best = Math.Max(best, pattern.Length);
-                }
-            }
-            else if (string.Equals(pattern, host, StringComparison.OrdinalIgnoreCase))
-            {
-                return int.MaxValue;
-            }
+            best = Math.Max(best, HostScore(pattern, host));
         }
 
         return best;
+    }
+
+    /// <summary>How specifically one host name (exact or <c>*.suffix</c>) names <paramref name="host"/>: -1 not at all, else as above.</summary>
+    internal static int HostScore(string pattern, string host)
+    {
+        if (pattern.StartsWith("*.", StringComparison.Ordinal))
+        {
+            // *.example.com: one or more labels before .example.com, never example.com itself.
+            ReadOnlySpan<char> suffix = pattern.AsSpan(1);
+            return host.Length > suffix.Length && host.AsSpan().EndsWith(suffix, StringComparison.OrdinalIgnoreCase) ? pattern.Length : -1;
+        }
+
+        return string.Equals(pattern, host, StringComparison.OrdinalIgnoreCase) ? int.MaxValue : -1;
     }
 
     /// <summary>Gateway API PathPrefix: whole segments, a trailing slash in the prefix ignored.</summary>
