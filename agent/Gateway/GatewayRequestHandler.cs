@@ -23,7 +23,8 @@ internal sealed class GatewayRequestHandler(
         Activity? span = GatewayTracing.Start(context);
         HttpRequest request = context.Request;
         // A request that cannot have a body (most of them: GET, HEAD, no Content-Length) needs no counting layer.
-        CountingStream? requestBody = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == false ? null : new CountingStream(request.Body);
+        bool bodiless = !(context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? false);
+        CountingStream? requestBody = bodiless ? null : new CountingStream(request.Body);
         if (requestBody is not null)
         {
             request.Body = requestBody;
@@ -84,7 +85,6 @@ internal sealed class GatewayRequestHandler(
 
             string forwardPath = plan.Rewrite?.Path is { } rewrite ? RequestRewrite.Path(path, rewrite, match!) : path;
             string forwardHost = plan.Rewrite is { Hostname.Length: > 0 } hostRewrite ? hostRewrite.Hostname : request.Host.Value ?? "";
-            bool bodiless = !(context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? false);
             if (plan.Mirrors.Count > 0 && bodiless)
             {
                 mirror.Send(context, plan, forwardPath, forwardHost);
@@ -289,8 +289,9 @@ internal sealed class GatewayRequestHandler(
 
         IHeaderDictionary headers = context.Response.Headers;
         SetRateLimitHeaders(headers, decision);
-        headers.RetryAfter = decision.RetryAfterSeconds;
-        headers["RateLimit-Reset"] = decision.RetryAfterSeconds;
+        string retryAfter = decision.RetryAfterSeconds;
+        headers.RetryAfter = retryAfter;
+        headers["RateLimit-Reset"] = retryAfter;
         metrics.RateLimited(plan.Display, decision.Limit.Key);
         await AnswerAsync(context, StatusCodes.Status429TooManyRequests,
             $"rate limit of route {plan.Display}: {decision.Limit.Requests} requests per {Contracts.Duration.Format(decision.Limit.Window)}{(decision.Limit.Key == RateLimitKey.ClientAddress ? " per client address" : "")}");
