@@ -256,13 +256,15 @@ internal static partial class ConfigLoader
             }
         }
 
-        foreach ((string at, RuleJwtConfig jwt) in g.HttpRoutes.Where(r => r?.Rules is not null)
-            .SelectMany((r, ri) => r.Rules.Select((rule, i) => ($"gateway.httpRoutes[{ri}].rules[{i}].jwt", rule?.Jwt)))
-            .Where(x => x.Item2 is { Provider.Length: > 0 }).Select(x => (x.Item1, x.Item2!)))
+        for (int r = 0; r < g.HttpRoutes.Count; r++)
         {
-            if (!names.ContainsKey(jwt.Provider))
+            for (int i = 0; i < (g.HttpRoutes[r]?.Rules?.Count ?? 0); i++)
             {
-                errors.Add(MustBe($"{at}.provider", jwt.Provider, $"the name of one of gateway.jwtProviders ({(names.Count == 0 ? "there are none" : string.Join(", ", names.Keys))})"));
+                if (g.HttpRoutes[r].Rules[i]?.Jwt is { Provider.Length: > 0 } jwt && !names.ContainsKey(jwt.Provider))
+                {
+                    errors.Add(MustBe($"gateway.httpRoutes[{r}].rules[{i}].jwt.provider", jwt.Provider,
+                        $"the name of one of gateway.jwtProviders ({(names.Count == 0 ? "there are none" : string.Join(", ", names.Keys))})"));
+                }
             }
         }
     }

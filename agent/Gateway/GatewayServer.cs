@@ -121,7 +121,7 @@ internal sealed class GatewayServer(
         _app = builder.Build();
         foreach (JwtProviderConfig provider in gateway.JwtProviders)
         {
-            var authenticator = new JwtAuthenticator(provider, null, logger);
+            var authenticator = new JwtAuthenticator(provider, logger);
             _authenticators[provider.Name] = authenticator;
             await authenticator.StartAsync(cancellationToken);
         }

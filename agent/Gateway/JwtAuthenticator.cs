@@ -39,10 +39,10 @@ internal sealed class JwtAuthenticator : IDisposable
     private (DateTime Modified, long Length) _fileStamp;
     private long _lastFetchTicks;
 
-    public JwtAuthenticator(JwtProviderConfig provider, HttpClient? http, ILogger logger)
+    public JwtAuthenticator(JwtProviderConfig provider, ILogger logger)
     {
         _provider = provider;
-        _http = provider.JwksUri.Length > 0 ? http ?? new HttpClient { Timeout = TimeSpan.FromSeconds(10) } : null;
+        _http = provider.JwksUri.Length > 0 ? new HttpClient { Timeout = TimeSpan.FromSeconds(10) } : null;
         _logger = logger;
     }
 
@@ -86,8 +86,8 @@ internal sealed class JwtAuthenticator : IDisposable
             return JwtVerdict.Unauthorized("invalid_token", Describe(result.Exception));
         }
 
-        var token2 = (JsonWebToken)result.SecurityToken;
-        string[] missing = [.. rule.RequiredScopes.Where(s => !Scopes(token2).Contains(s, StringComparer.Ordinal))];
+        var jwt = (JsonWebToken)result.SecurityToken;
+        string[] missing = [.. rule.RequiredScopes.Where(s => !Scopes(jwt).Contains(s, StringComparer.Ordinal))];
         if (missing.Length > 0)
         {
             string scope = string.Join(' ', rule.RequiredScopes);
@@ -96,7 +96,7 @@ internal sealed class JwtAuthenticator : IDisposable
 
         foreach (RequiredClaimConfig claim in rule.RequiredClaims)
         {
-            if (!Values(token2, claim.Name).Any(v => claim.Values.Contains(v, StringComparer.Ordinal)))
+            if (!Values(jwt, claim.Name).Any(v => claim.Values.Contains(v, StringComparer.Ordinal)))
             {
                 return new JwtVerdict(403, "Bearer error=\"insufficient_scope\"", $"the token's claim {claim.Name} is not one of {string.Join(", ", claim.Values)}", null, []);
             }
@@ -105,14 +105,14 @@ internal sealed class JwtAuthenticator : IDisposable
         var headers = new List<KeyValuePair<string, string>>();
         foreach (ClaimHeaderConfig forward in _provider.ForwardClaims)
         {
-            string value = string.Join(",", Values(token2, forward.Claim));
+            string value = string.Join(",", Values(jwt, forward.Claim));
             if (value.Length > 0 && !value.Any(c => c is '\r' or '\n' or '\0'))
             {
                 headers.Add(new(forward.Header, value));
             }
         }
 
-        return new JwtVerdict(200, null, "", token2.Subject, headers);
+        return new JwtVerdict(200, null, "", jwt.Subject, headers);
     }
 
     /// <summary>The headers a provider forwards: dropped from every request it checks, so only the gateway sets them.</summary>
@@ -123,6 +123,7 @@ internal sealed class JwtAuthenticator : IDisposable
         _stopping.Cancel();
         _stopping.Dispose();
         _fetching.Dispose();
+        _http?.Dispose();
     }
 
     private TokenValidationParameters Parameters() => new()

@@ -20,7 +20,7 @@ public sealed class JwtAuthenticatorTests : IDisposable
         {
             Name = "idp", Issuer = Issuer, Audiences = [Audience], JwksFile = "/unused", ClockSkew = TimeSpan.FromSeconds(30),
             ForwardClaims = [new ClaimHeaderConfig { Claim = "sub", Header = "x-user" }, new ClaimHeaderConfig { Claim = "roles", Header = "x-roles" }],
-        }, null, NullLogger.Instance);
+        }, NullLogger.Instance);
         _authenticator.Use(_issuer.Jwks);
     }
 
