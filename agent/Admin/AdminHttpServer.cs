@@ -26,7 +26,8 @@ internal sealed record AdminPorts(int Admin, int Metrics, int Readiness);
 /// <c>/metrics</c> and <c>/stats/prometheus</c> on the metrics port; <c>/healthz/ready</c> and <c>/healthz/live</c>
 /// on the readiness port. Started after the agent, so the first readiness answer already knows its state.
 /// </summary>
-internal sealed partial class AdminHttpServer(AdminPorts ports, TelemetryPlan plan, IAgentState agent, LogLevelSwitch logLevel, MeterProvider meters, ILoggerFactory loggers)
+internal sealed partial class AdminHttpServer(
+    AdminPorts ports, TelemetryPlan plan, IAgentState agent, Consumers.ConsumerService consumers, LogLevelSwitch logLevel, MeterProvider meters, ILoggerFactory loggers)
     : IHostedService, IAsyncDisposable
 {
     private WebApplication? _app;
@@ -156,6 +157,74 @@ internal sealed partial class AdminHttpServer(AdminPorts ports, TelemetryPlan pl
             Log.LevelChanged(loggers.CreateLogger<AdminHttpServer>(), parsed.ToString());
             return WriteJson(context, new LoggingView { Level = parsed.ToString() }, Json.LoggingView);
         });
+        MapConsumers(endpoints);
+    }
+
+    /// <summary>
+    /// The consumers: <c>GET /consumers</c>, <c>GET|PATCH|DELETE /consumers/NAME</c>, <c>POST /consumers</c>,
+    /// <c>POST /consumers/NAME/enable|disable</c>, <c>POST /consumers/NAME/keys</c> (a new key, shown this once),
+    /// <c>POST /consumers/NAME/keys/ID/rotate</c>, <c>DELETE /consumers/NAME/keys/ID</c>. Every change needs
+    /// <c>Content-Type: application/json</c>: a web page cannot send that to 127.0.0.1 without a preflight, which
+    /// this port never allows, so no page a local browser opens can change consumers.
+    /// </summary>
+    private void MapConsumers(IEndpointRouteBuilder endpoints)
+    {
+        endpoints.MapGet("/consumers", context => ConsumersAsync(context, "consumer-list", null, list: true));
+        endpoints.MapGet("/consumers/{name}", context => ConsumersAsync(context, "consumer-get", new ConsumerChange { Name = Name(context) }));
+        endpoints.MapPost("/consumers", async context => await ChangeAsync(context, "consumer-create", c => c));
+        endpoints.MapMethods("/consumers/{name}", ["PATCH"], async context => await ChangeAsync(context, "consumer-update", c => c with { Name = Name(context) }));
+        endpoints.MapDelete("/consumers/{name}", async context => await ChangeAsync(context, "consumer-delete", _ => new ConsumerChange { Name = Name(context) }));
+        endpoints.MapPost("/consumers/{name}/enable", async context => await ChangeAsync(context, "consumer-enable", _ => new ConsumerChange { Name = Name(context) }));
+        endpoints.MapPost("/consumers/{name}/disable", async context => await ChangeAsync(context, "consumer-disable", _ => new ConsumerChange { Name = Name(context) }));
+        endpoints.MapPost("/consumers/{name}/keys", async context => await ChangeAsync(context, "consumer-issue-key", c => c with { Name = Name(context) }));
+        endpoints.MapPost("/consumers/{name}/keys/{id}/rotate", async context =>
+            await ChangeAsync(context, "consumer-rotate-key", c => c with { Name = Name(context), KeyId = (string?)context.Request.RouteValues["id"] }));
+        endpoints.MapDelete("/consumers/{name}/keys/{id}", async context =>
+            await ChangeAsync(context, "consumer-revoke-key", _ => new ConsumerChange { Name = Name(context), KeyId = (string?)context.Request.RouteValues["id"] }));
+    }
+
+    private static string Name(HttpContext context) => (string?)context.Request.RouteValues["name"] ?? "";
+
+    private async Task ChangeAsync(HttpContext context, string command, Func<ConsumerChange, ConsumerChange> complete)
+    {
+        if (!(context.Request.ContentType?.StartsWith("application/json", StringComparison.OrdinalIgnoreCase) ?? false))
+        {
+            await WriteJson(context, new AdminError { Error = "a change needs Content-Type: application/json (and a JSON object as its body, {} when it has no fields)" },
+                Json.AdminError, StatusCodes.Status415UnsupportedMediaType);
+            return;
+        }
+
+        ConsumerChange body;
+        try
+        {
+            body = context.Request.ContentLength == 0
+                ? new ConsumerChange()
+                : await JsonSerializer.DeserializeAsync(context.Request.Body, ApiJsonContext.Default.ConsumerChange, context.RequestAborted) ?? new ConsumerChange();
+        }
+        catch (JsonException ex)
+        {
+            await WriteJson(context, new AdminError { Error = $"the body is not a consumer change: {ex.Message}" }, Json.AdminError, StatusCodes.Status400BadRequest);
+            return;
+        }
+
+        await ConsumersAsync(context, command, complete(body));
+    }
+
+    private async Task ConsumersAsync(HttpContext context, string command, ConsumerChange? change, bool list = false)
+    {
+        (ApiResponse response, int status) = await consumers.ExecuteAsync(command, change, context.RequestAborted);
+        if (!response.Ok)
+        {
+            await WriteJson(context, new AdminError { Error = response.Error ?? "refused" }, Json.AdminError, status);
+        }
+        else if (list)
+        {
+            await WriteJson(context, response.Consumers ?? [], Json.IReadOnlyListConsumerInfo, status);
+        }
+        else
+        {
+            await WriteJson(context, new ConsumerView { Consumer = response.Consumers is [var first, ..] ? first : null, ApiKey = response.IssuedKey }, Json.ConsumerView, status);
+        }
     }
 
     private void MapReadiness(IEndpointRouteBuilder endpoints)

@@ -76,4 +76,14 @@ internal sealed record AdminError
 [JsonSerializable(typeof(TunnelsView))]
 [JsonSerializable(typeof(LoggingView))]
 [JsonSerializable(typeof(AdminError))]
+[JsonSerializable(typeof(IReadOnlyList<ConsumerInfo>))]
+[JsonSerializable(typeof(ConsumerView))]
 internal sealed partial class AdminJsonContext : JsonSerializerContext;
+
+/// <summary>A consumer after a change; <see cref="ApiKey"/> only when one was issued, and only in this answer.</summary>
+internal sealed record ConsumerView
+{
+    public ConsumerInfo? Consumer { get; init; }
+
+    public string? ApiKey { get; init; }
+}

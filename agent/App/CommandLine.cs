@@ -62,6 +62,7 @@ internal static class CommandLine
                 "workload add" => await WorkloadCommands.AddAsync(options),
                 "workload remove" => await WorkloadCommands.RemoveAsync(options),
                 "workload list" => await WorkloadCommands.ListAsync(options),
+                var consumer when consumer.StartsWith("consumer ", StringComparison.Ordinal) => await ConsumerCommands.RunAsync(consumer, options),
                 "flows" => await FlowsCommand.RunAsync(options),
                 "status" => await StatusCommand.RunAsync(options),
                 "version" => Version(),
@@ -366,6 +367,16 @@ internal static class CommandLine
             sp.GetRequiredService<MeshMetrics>(), sp.GetService<Discovery.IIdentityPlacement>()));
         // Before MeshAgent, so it stops after it: watchdog pings go on through the drain.
         SystemdWatchdog.Register(builder.Services);
+        // The gateway's consumers: in the registry's etcd when there is one (every node sees them), else in the state directory.
+        builder.Services.AddSingleton<Consumers.IConsumerStore>(sp => config.Discovery.Source == DiscoverySource.Etcd
+            ? new Consumers.ConsumerEtcdStore(new Discovery.EtcdStore(Discovery.EtcdRegistrySource.Options(config.Discovery.Etcd)), config.Discovery.Etcd.Prefix,
+                sp.GetRequiredService<ILoggerFactory>().CreateLogger<Consumers.ConsumerEtcdStore>())
+            : new Consumers.ConsumerFileStore(config.StateDir));
+        builder.Services.AddSingleton(_ => new Consumers.ConsumerUsage(config.StateDir));
+        builder.Services.AddSingleton(sp => new Gateway.ConsumerPlans(config.Gateway.Plans, sp.GetRequiredService<Consumers.ConsumerUsage>()));
+        builder.Services.AddSingleton(sp => new Consumers.ConsumerService(sp.GetRequiredService<Consumers.IConsumerStore>(), sp.GetRequiredService<Consumers.ConsumerUsage>(),
+            sp.GetRequiredService<Gateway.ConsumerPlans>().DailyQuota));
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<Consumers.ConsumerService>());
         builder.Services.AddSingleton<MeshAgent>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<MeshAgent>());
         // After MeshAgent: its backends are the registry's services and the tunnel pool, up by then.
@@ -382,7 +393,7 @@ internal static class CommandLine
 
         builder.Services.AddMeshTelemetry(config, telemetry);
         builder.Services.AddHostedService(sp => new AdminHttpServer(
-            new AdminPorts(config.Ports.Admin, config.Ports.Metrics, config.Ports.Readiness), telemetry, sp.GetRequiredService<MeshAgent>(),
+            new AdminPorts(config.Ports.Admin, config.Ports.Metrics, config.Ports.Readiness), telemetry, sp.GetRequiredService<MeshAgent>(), sp.GetRequiredService<Consumers.ConsumerService>(),
             logLevel, sp.GetRequiredService<MeterProvider>(), sp.GetRequiredService<ILoggerFactory>()));
 
         using IHost host = builder.Build();

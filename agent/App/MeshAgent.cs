@@ -40,6 +40,7 @@ internal sealed partial class MeshAgent(
     MeshMetrics metrics,
     Discovery.IRegistrySource registrySource,
     Discovery.IPodDirectory podDirectory,
+    Consumers.ConsumerService consumers,
     ILoggerFactory loggerFactory,
     ILogger<MeshAgent> logger) : IHostedService, IDisposable, Admin.IAgentState
 {
@@ -295,6 +296,8 @@ internal sealed partial class MeshAgent(
                         Registry = registrySource.Status(),
                     },
                 };
+            case var command when Consumers.ConsumerService.Handles(command):
+                return await consumers.HandleAsync(command, request.Consumer, cancellationToken);
             default:
                 return new ApiResponse { Ok = false, Error = $"unknown command '{Contracts.Printable.Of(request.Command)}'" };
         }

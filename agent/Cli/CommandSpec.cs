@@ -43,6 +43,17 @@ internal static class CommandTable
 
     private static readonly OptionSpec[] AgentOptions = [Socket, SocketConfig];
 
+    private static readonly OptionSpec ConsumerName = new("name", "NAME", "the consumer's name (a-z, 0-9, '-', '.')", Required: true);
+
+    private static readonly OptionSpec Plan = new("plan", "PLAN", "one of gateway.plans: its rate limits and daily quota apply");
+
+    private static readonly OptionSpec Certificate = new("certificate", "MATCH",
+        "a client certificate that identifies it: uri:SAN, dns:SAN, subject:DN or sha256:FINGERPRINT (repeatable; replaces the list)", Repeatable: true);
+
+    private static readonly OptionSpec ExpiresIn = new("expires-in", "DURATION", "how long the new key is valid (\"90d\")", Default: "until revoked");
+
+    private static readonly OptionSpec KeyId = new("key", "ID", "the key's id, as consumer show lists it", Required: true);
+
     private static readonly OptionSpec[] ListingOptions = [Output, Json, Socket, SocketConfig];
 
     public static readonly CommandSpec[] All =
@@ -84,6 +95,26 @@ internal static class CommandTable
             "nodemesh workload remove --name api"),
         new("workload list", "the workloads this agent captures, with their certificate's state",
             ListingOptions, "nodemesh workload list -o wide"),
+        new("consumer create", "add an API consumer of the gateway (then give it a key: consumer issue-key)",
+            [ConsumerName, Plan, new("description", "TEXT", "what the consumer is, for operators"), Certificate,
+             new("pending", null, "create it awaiting approval (its requests are refused until consumer enable)"), .. AgentOptions],
+            "nodemesh consumer create --name shop-app --plan gold --certificate uri:spiffe://partner.example/app"),
+        new("consumer list", "the gateway's consumers, with their plan, keys and today's requests", ListingOptions, "nodemesh consumer list -o wide"),
+        new("consumer show", "one consumer: its keys (by id), certificates and usage", [ConsumerName, Output, Json, Socket, SocketConfig],
+            "nodemesh consumer show --name shop-app"),
+        new("consumer update", "change a consumer's plan, description or certificates", [ConsumerName, Plan, new("description", "TEXT", "what the consumer is"),
+             Certificate, .. AgentOptions], "nodemesh consumer update --name shop-app --plan silver"),
+        new("consumer enable", "let a disabled or pending consumer in", [ConsumerName, .. AgentOptions], "nodemesh consumer enable --name shop-app"),
+        new("consumer disable", "refuse a consumer's requests (403) until it is enabled again; its keys stay", [ConsumerName, .. AgentOptions],
+            "nodemesh consumer disable --name shop-app"),
+        new("consumer delete", "remove a consumer and its keys", [ConsumerName, .. AgentOptions], "nodemesh consumer delete --name shop-app"),
+        new("consumer issue-key", "issue a new API key to a consumer and print it (shown this once; only its hash is stored)",
+            [ConsumerName, ExpiresIn, .. AgentOptions], "nodemesh consumer issue-key --name shop-app --expires-in 90d > shop-app.key"),
+        new("consumer rotate-key", "issue a new key in place of one, which stays valid for the grace period",
+            [ConsumerName, KeyId, ExpiresIn, new("grace", "DURATION", "how long the old key stays valid beside the new one", Default: "0s (it ends now)"), .. AgentOptions],
+            "nodemesh consumer rotate-key --name shop-app --key 3f9c2a7b1d4e6f80 --grace 1h"),
+        new("consumer revoke-key", "revoke a key: refused from now on, on every node", [ConsumerName, KeyId, .. AgentOptions],
+            "nodemesh consumer revoke-key --name shop-app --key 3f9c2a7b1d4e6f80"),
         new("flows", "the recent flows this agent carried or refused, newest last",
             [new("workload", "NAME", "only flows from or to this workload"),
              new("denied", null, "only flows refused by a policy or by STRICT mode"),

@@ -144,6 +144,7 @@ internal static partial class ConfigLoader
 
         ValidateBackendPolicies(errors, g);
         ValidateJwtProviders(errors, g);
+        ValidatePlans(errors, g);
         if (g.HttpRoutes.Count > 0 && g.Listeners.Count == 0)
         {
             errors.Add("gateway.httpRoutes: routes need a listener to serve them; gateway.listeners is empty");
@@ -265,6 +266,95 @@ internal static partial class ConfigLoader
                     errors.Add(MustBe($"gateway.httpRoutes[{r}].rules[{i}].jwt.provider", jwt.Provider,
                         $"the name of one of gateway.jwtProviders ({(names.Count == 0 ? "there are none" : string.Join(", ", names.Keys))})"));
                 }
+            }
+        }
+    }
+
+    private static void ValidatePlans(List<string> errors, GatewayConfig g)
+    {
+        if (g.Plans is null)
+        {
+            errors.Add("gateway.plans: must be a list");
+            return;
+        }
+
+        var names = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (int i = 0; i < g.Plans.Count; i++)
+        {
+            string at = $"gateway.plans[{i}]";
+            if (g.Plans[i] is not { RateLimits: not null } plan)
+            {
+                errors.Add($"{at}: must be an object whose rateLimits is a list");
+                continue;
+            }
+
+            RequireName(errors, $"{at}.name", plan.Name);
+            Unique(errors, names, plan.Name, $"{at}.name", "plan name");
+            RequireLongRange(errors, $"{at}.dailyQuota", plan.DailyQuota, 0, 10_000_000_000);
+            for (int k = 0; k < plan.RateLimits.Count; k++)
+            {
+                if (plan.RateLimits[k] is not { } limit)
+                {
+                    errors.Add($"{at}.rateLimits[{k}]: must be an object");
+                    continue;
+                }
+
+                ValidateRateLimit(errors, $"{at}.rateLimits[{k}]", limit.ToRateLimit());
+            }
+        }
+
+        for (int r = 0; r < g.HttpRoutes.Count; r++)
+        {
+            for (int i = 0; i < (g.HttpRoutes[r]?.Rules?.Count ?? 0); i++)
+            {
+                HttpRouteRuleConfig? rule = g.HttpRoutes[r].Rules[i];
+                bool perConsumer = false;
+                foreach (RateLimitConfig? limit in rule?.RateLimits ?? [])
+                {
+                    perConsumer |= limit?.Key == RateLimitKey.Consumer;
+                }
+
+                if (perConsumer && rule!.Consumers is null)
+                {
+                    errors.Add($"gateway.httpRoutes[{r}].rules[{i}].rateLimits: a limit keyed by Consumer needs the rule to identify consumers (its consumers section)");
+                }
+            }
+        }
+    }
+
+    private static void ValidateRuleConsumers(List<string> errors, string at, RuleConsumersConfig consumers)
+    {
+        if (consumers.Allowed is null)
+        {
+            errors.Add($"{at}.allowed: must be a list");
+            return;
+        }
+
+        if (consumers.ApiKeyHeader.Length > 0)
+        {
+            RequireHeaderName(errors, $"{at}.apiKeyHeader", consumers.ApiKeyHeader);
+        }
+
+        if (consumers.ForwardHeader.Length > 0)
+        {
+            RequireHeaderName(errors, $"{at}.forwardHeader", consumers.ForwardHeader);
+        }
+
+        if (consumers.ApiKeyQueryParameter.Any(c => c <= ' ' || c is '&' or '=' or '#' or '%' or '+'))
+        {
+            errors.Add(MustBe($"{at}.apiKeyQueryParameter", consumers.ApiKeyQueryParameter, "a query parameter's name (no spaces, '&', '=', '#', '%' or '+')"));
+        }
+
+        if (consumers is { ApiKeyHeader.Length: 0, ApiKeyQueryParameter.Length: 0, ClientCertificates: false })
+        {
+            errors.Add($"{at}: names no credential: give an apiKeyHeader, an apiKeyQueryParameter or clientCertificates: true");
+        }
+
+        for (int k = 0; k < consumers.Allowed.Count; k++)
+        {
+            if (!Identity.MeshIdentities.IsNodeName(consumers.Allowed[k]))
+            {
+                errors.Add(MustBe($"{at}.allowed[{k}]", consumers.Allowed[k] ?? "", "a consumer's name (1-63 of a-z, 0-9, '-', '.')"));
             }
         }
     }
@@ -612,6 +702,11 @@ internal static partial class ConfigLoader
             }
         }
 
+        if (rule.Consumers is { } consumers)
+        {
+            ValidateRuleConsumers(errors, $"{at}.consumers", consumers);
+        }
+
         if (rule.RateLimits is null)
         {
             errors.Add($"{at}.rateLimits: must be a list");
@@ -627,16 +722,21 @@ internal static partial class ConfigLoader
                 continue;
             }
 
-            RequireRange(errors, $"{lAt}.requests", limit.Requests, 1, 100_000_000);
-            RequireDuration(errors, $"{lAt}.window", limit.Window, TimeSpan.FromMilliseconds(100), TimeSpan.FromDays(1));
-            if (limit.Algorithm == RateLimitAlgorithm.SlidingWindow && limit.Burst != 0)
-            {
-                errors.Add($"{lAt}.burst: only a TokenBucket takes a burst; a SlidingWindow allows requests per window and no more");
-            }
-            else if (limit.Burst != 0)
-            {
-                RequireRange(errors, $"{lAt}.burst", limit.Burst, 1, 100_000_000);
-            }
+            ValidateRateLimit(errors, lAt, limit);
+        }
+    }
+
+    private static void ValidateRateLimit(List<string> errors, string lAt, RateLimitConfig limit)
+    {
+        RequireRange(errors, $"{lAt}.requests", limit.Requests, 1, 100_000_000);
+        RequireDuration(errors, $"{lAt}.window", limit.Window, TimeSpan.FromMilliseconds(100), TimeSpan.FromDays(1));
+        if (limit.Algorithm == RateLimitAlgorithm.SlidingWindow && limit.Burst != 0)
+        {
+            errors.Add($"{lAt}.burst: only a TokenBucket takes a burst; a SlidingWindow allows requests per window and no more");
+        }
+        else if (limit.Burst != 0)
+        {
+            RequireRange(errors, $"{lAt}.burst", limit.Burst, 1, 100_000_000);
         }
     }
 

@@ -7,7 +7,8 @@ public sealed record ApiRequest
 {
     /// <summary>
     /// "workload-add", "workload-remove", "workload-list", "flows", "status", "ready", or from the CNI shim "pod-add",
-    /// "pod-check", "pod-remove" and "pod-gc".
+    /// "pod-check", "pod-remove" and "pod-gc"; "consumer-create", "consumer-list", "consumer-get", "consumer-update",
+    /// "consumer-enable", "consumer-disable", "consumer-delete", "consumer-issue-key", "consumer-rotate-key", "consumer-revoke-key".
     /// </summary>
     public string Command { get; init; } = "";
     public WorkloadInfo? Workload { get; init; }
@@ -21,6 +22,9 @@ public sealed record ApiRequest
 
     /// <summary>"flows": only flows recorded after this sequence number (a cursor from <see cref="ApiResponse.FlowCursor"/>).</summary>
     public long? Since { get; init; }
+
+    /// <summary>"consumer-*": the consumer and what changes.</summary>
+    public ConsumerChange? Consumer { get; init; }
 }
 
 public sealed record ApiResponse
@@ -33,6 +37,12 @@ public sealed record ApiResponse
 
     /// <summary>"flows": the sequence number of the newest flow recorded so far; the next request's <see cref="ApiRequest.Since"/>.</summary>
     public long? FlowCursor { get; init; }
+
+    /// <summary>"consumer-*": the consumers listed, or the one changed.</summary>
+    public IReadOnlyList<ConsumerInfo>? Consumers { get; init; }
+
+    /// <summary>"consumer-issue-key", "consumer-rotate-key": the new API key, shown this once and never stored.</summary>
+    public string? IssuedKey { get; init; }
 }
 
 public sealed record AgentStatus
@@ -158,4 +168,7 @@ public sealed record CertificateInfo
 [JsonSerializable(typeof(FlowRecord))]
 [JsonSerializable(typeof(AgentStatus))]
 [JsonSerializable(typeof(List<FlowRecord>))]
+[JsonSerializable(typeof(List<ConsumerInfo>))]
+[JsonSerializable(typeof(ConsumerChange))]
+[JsonSerializable(typeof(ConsumerInfo))]
 public sealed partial class ApiJsonContext : JsonSerializerContext;

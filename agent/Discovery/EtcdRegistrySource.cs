@@ -421,7 +421,7 @@ internal sealed partial class EtcdRegistrySource : IRegistrySource
     private static TimeSpan NextBackoff(TimeSpan current) =>
         current == TimeSpan.Zero ? FirstBackoff : TimeSpan.FromTicks(Math.Min(current.Ticks * 2, MaxBackoff.Ticks));
 
-    private static bool IsStoreFailure(Exception ex) =>
+    internal static bool IsStoreFailure(Exception ex) =>
         ex is RpcException or HttpRequestException or IOException or TimeoutException or InvalidOperationException
             or System.Security.Authentication.AuthenticationException or OperationCanceledException;
 

@@ -202,6 +202,31 @@ internal sealed class EtcdStore : IAsyncDisposable
         return CallAsync((headers, deadline) => _kv.PutAsync(request, headers, deadline, cancellationToken).ResponseAsync, cancellationToken);
     }
 
+    /// <summary>One key's value and the revision that last changed it; (null, 0) when it does not exist.</summary>
+    public async Task<(ReadOnlyMemory<byte>? Value, long ModRevision)> GetAsync(string key, CancellationToken cancellationToken)
+    {
+        var request = new RangeRequest { Key = ByteString.CopyFromUtf8(key) };
+        RangeResponse response = await CallAsync((headers, deadline) => _kv.RangeAsync(request, headers, deadline, cancellationToken).ResponseAsync, cancellationToken);
+        return response.Kvs.Count == 0 ? (null, 0) : (response.Kvs[0].Value.Memory, response.Kvs[0].ModRevision);
+    }
+
+    /// <summary>
+    /// Puts <paramref name="value"/> (or deletes the key when null) only if the key was last changed at
+    /// <paramref name="modRevision"/> (0: only if it does not exist), in one transaction. Returns the store revision of the change, or 0 when
+    /// another writer came first (the caller reads again and decides again).
+    /// </summary>
+    public async Task<long> CompareAndSwapAsync(string key, long modRevision, ReadOnlyMemory<byte>? value, CancellationToken cancellationToken)
+    {
+        ByteString name = ByteString.CopyFromUtf8(key);
+        var request = new TxnRequest();
+        request.Compare.Add(new Compare { Key = name, Target = Compare.Types.CompareTarget.Mod, Result = Compare.Types.CompareResult.Equal, ModRevision = modRevision });
+        request.Success.Add(value is { } put
+            ? new RequestOp { RequestPut = new PutRequest { Key = name, Value = ByteString.CopyFrom(put.Span) } }
+            : new RequestOp { RequestDeleteRange = new DeleteRangeRequest { Key = name } });
+        TxnResponse response = await CallAsync((headers, deadline) => _kv.TxnAsync(request, headers, deadline, cancellationToken).ResponseAsync, cancellationToken);
+        return response.Succeeded ? response.Header.Revision : 0;
+    }
+
     public Task DeleteAsync(string key, CancellationToken cancellationToken)
     {
         var request = new DeleteRangeRequest { Key = ByteString.CopyFromUtf8(key) };

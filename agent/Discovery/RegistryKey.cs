@@ -25,6 +25,12 @@ internal readonly record struct RegistryKey(RegistryKeyKind Kind, string? Node, 
 
     public static string ForService(string prefix, string name) => $"{prefix}services/{name}";
 
+    /// <summary>Where the gateway's API consumers live (<c>consumers/NAME</c>): in the store beside the registry, but no part of it.</summary>
+    public static string ConsumersPrefix(string prefix) => $"{prefix}consumers/";
+
+    /// <summary>A key under the prefix that another reader owns (the consumers): the registry neither reads nor refuses it.</summary>
+    public static bool IsNotRegistry(string prefix, string key) => key.StartsWith(ConsumersPrefix(prefix), StringComparison.Ordinal);
+
     /// <summary>Reads a key of the store; anything else under the prefix is refused with what is wrong.</summary>
     public static bool TryParse(string prefix, string key, out RegistryKey parsed, [NotNullWhen(false)] out string? error)
     {

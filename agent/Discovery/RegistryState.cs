@@ -49,6 +49,11 @@ internal sealed class RegistryState
         ImmutableSortedDictionary<string, object>.Builder builder = ImmutableSortedDictionary.CreateBuilder<string, object>(StringComparer.Ordinal);
         foreach ((string key, ReadOnlyMemory<byte> value) in entries)
         {
+            if (RegistryKey.IsNotRegistry(Prefix, key))
+            {
+                continue;
+            }
+
             if (TryRead(key, value.Span, out object? entry, out string? error))
             {
                 builder[key] = entry;
@@ -63,10 +68,18 @@ internal sealed class RegistryState
     }
 
     /// <summary>A put at <paramref name="revision"/>; on a refusal the state keeps the key's previous entry (null <paramref name="error"/> when accepted).</summary>
-    public RegistryState Put(string key, ReadOnlySpan<byte> value, long revision, out string? error) =>
-        TryRead(key, value, out object? entry, out error)
+    public RegistryState Put(string key, ReadOnlySpan<byte> value, long revision, out string? error)
+    {
+        error = null;
+        if (RegistryKey.IsNotRegistry(Prefix, key))
+        {
+            return At(revision);
+        }
+
+        return TryRead(key, value, out object? entry, out error)
             ? new(Prefix, TrustDomain, _entries.SetItem(key, entry), Math.Max(Revision, revision))
             : new(Prefix, TrustDomain, _entries, Math.Max(Revision, revision));
+    }
 
     /// <summary>The same entries, current at <paramref name="revision"/> (a progress notification: nothing changed up to it).</summary>
     public RegistryState At(long revision) => revision <= Revision ? this : new(Prefix, TrustDomain, _entries, revision);

@@ -27,6 +27,9 @@ internal sealed record GatewayConfig
     /// <summary>Issuers whose JSON Web Tokens rules may require (a rule's <c>jwt</c> names one).</summary>
     public IReadOnlyList<JwtProviderConfig> JwtProviders { get; set; } = [];
 
+    /// <summary>What consumers may be given: per-consumer rate limits and a daily quota (a consumer names one).</summary>
+    public IReadOnlyList<PlanConfig> Plans { get; set; } = [];
+
     /// <summary>A line per request (category NodeMesh.AccessLog): on by default, as gateways' access logs are.</summary>
     public bool AccessLog { get; set; } = true;
 
@@ -175,6 +178,61 @@ internal sealed record HttpRouteRuleConfig
 
     /// <summary>A bearer token the rule requires; null: none.</summary>
     public RuleJwtConfig? Jwt { get; set; }
+
+    /// <summary>A known API consumer the rule requires (by API key or client certificate); null: none.</summary>
+    public RuleConsumersConfig? Consumers { get; set; }
+}
+
+/// <summary>
+/// A rule's consumer requirement: the request names an active consumer, by an API key (a header, or a query
+/// parameter) or by the client certificate the listener validated. No credential or an unknown one: 401; a
+/// disabled or pending consumer, a revoked or expired key, or one not allowed here: 403.
+/// </summary>
+internal sealed record RuleConsumersConfig
+{
+    /// <summary>The header that carries the key; empty: keys are not read from a header.</summary>
+    public string ApiKeyHeader { get; set; } = "x-api-key";
+
+    /// <summary>A query parameter that carries the key (removed before the request is forwarded); empty: none.</summary>
+    public string ApiKeyQueryParameter { get; set; } = "";
+
+    /// <summary>A client certificate mapped to a consumer identifies it (on an HTTPS listener with client validation).</summary>
+    public bool ClientCertificates { get; set; }
+
+    /// <summary>Only these consumers (by name); empty: every active consumer.</summary>
+    public IReadOnlyList<string> Allowed { get; set; } = [];
+
+    /// <summary>The header that tells the backend the consumer's name (a client's own is dropped); empty: not sent.</summary>
+    public string ForwardHeader { get; set; } = "x-consumer";
+}
+
+/// <summary>A plan consumers are given: its limits hold per consumer, across every rule that identifies consumers.</summary>
+internal sealed record PlanConfig
+{
+    public string Name { get; set; } = "";
+
+    /// <summary>Each consumer of the plan has its own of each (the key is the consumer).</summary>
+    public IReadOnlyList<PlanRateLimitConfig> RateLimits { get; set; } = [];
+
+    /// <summary>Requests per consumer per UTC day on this node's gateway; 0: no quota.</summary>
+    public long DailyQuota { get; set; }
+
+    /// <summary>The developer portal lets anyone sign up for this plan and get a key at once; otherwise sign-ups await approval.</summary>
+    public bool SelfService { get; set; }
+}
+
+internal sealed record PlanRateLimitConfig
+{
+    public RateLimitAlgorithm Algorithm { get; set; } = RateLimitAlgorithm.TokenBucket;
+
+    public int Requests { get; set; }
+
+    public TimeSpan Window { get; set; } = TimeSpan.FromSeconds(1);
+
+    public int Burst { get; set; }
+
+    /// <summary>As a rule's limit keyed by the consumer.</summary>
+    public RateLimitConfig ToRateLimit() => new() { Key = RateLimitKey.Consumer, Algorithm = Algorithm, Requests = Requests, Window = Window, Burst = Burst };
 }
 
 /// <summary>An issuer of JSON Web Tokens and where its signing keys are (a JWKS).</summary>
@@ -245,6 +303,9 @@ internal enum RateLimitKey
 
     /// <summary>Each client address has its own limit.</summary>
     ClientAddress,
+
+    /// <summary>Each consumer has its own limit (the rule must identify consumers).</summary>
+    Consumer,
 }
 
 internal sealed record RateLimitConfig

@@ -52,13 +52,16 @@ internal static partial class GatewayLog
 
     /// <summary>The access log line of one request (category NodeMesh.AccessLog, with the flows' lines).</summary>
     [LoggerMessage(EventId = 1510, Level = LogLevel.Information,
-        Message = "request {Method} {Host}{Path} {Protocol} route {Route} upstream {Upstream} endpoint {Endpoint}: {Status} {Flags}; {RequestBytes} bytes in, {ResponseBytes} out, {DurationMs} ms; client {Client} trace {TraceId}")]
+        Message = "request {Method} {Host}{Path} {Protocol} route {Route} upstream {Upstream} endpoint {Endpoint}: {Status} {Flags}; {RequestBytes} bytes in, {ResponseBytes} out, {DurationMs} ms; client {Client} caller {Caller} trace {TraceId}")]
     public static partial void Request(ILogger logger, string method, string host, string path, string protocol, string route, string upstream, string endpoint, int status, string flags,
-        long requestBytes, long responseBytes, double durationMs, string client, string traceId);
+        long requestBytes, long responseBytes, double durationMs, string client, string caller, string traceId);
 
     [LoggerMessage(EventId = 1519, Level = LogLevel.Warning, Message = "gateway: JWT provider {Provider}: cannot load its keys ({Problem}); the keys in force, if any, stay")]
     public static partial void JwksNotRefreshed(ILogger logger, string provider, string problem);
 
     [LoggerMessage(EventId = 1520, Level = LogLevel.Debug, Message = "gateway: route {Route}: request refused {Status}: {Reason}")]
     public static partial void TokenRefused(ILogger logger, string route, int status, string reason);
+
+    [LoggerMessage(EventId = 1521, Level = LogLevel.Warning, Message = "gateway: consumer {Consumer} names plan {Plan}, which gateway.plans does not have: its requests are refused (403)")]
+    public static partial void UnknownPlan(ILogger logger, string consumer, string plan);
 }

@@ -25,6 +25,7 @@ internal sealed class GatewayMetrics : IDisposable
     private readonly Counter<long> _retries;
     private readonly Counter<long> _overBudget;
     private readonly Counter<long> _mirrors;
+    private readonly Counter<long> _quotaExceeded;
     private readonly Counter<long> _ejections;
     private readonly Counter<long> _healthFailures;
     private readonly Counter<long> _refusals;
@@ -53,6 +54,7 @@ internal sealed class GatewayMetrics : IDisposable
             description: "Requests refused with 429 by a rule's rate limit, by route and key (route: the rule's whole limit; client_address: one client's).");
         _authRefusals = _meter.CreateCounter<long>("nodemesh_gateway_auth_refusals_total",
             description: "Requests refused by a rule's token check, by route and response code (401: no or a bad token; 403: without the rule's scopes or claims).");
+        _quotaExceeded = _meter.CreateCounter<long>("nodemesh_gateway_quota_exceeded_total", description: "Requests refused because the consumer had used its plan's daily quota, by route.");
         _mirrors = _meter.CreateCounter<long>("nodemesh_gateway_mirrored_requests_total", description: "Copies of requests sent to mirror backends, by route and result (sent, failed, dropped).");
     }
 
@@ -105,6 +107,8 @@ internal sealed class GatewayMetrics : IDisposable
 
     public void RateLimited(string route, RateLimitKey key) =>
         _rateLimited.Add(1, new KeyValuePair<string, object?>("route", route), new KeyValuePair<string, object?>("key", key == RateLimitKey.Route ? "route" : "client_address"));
+
+    public void QuotaExceeded(string route) => _quotaExceeded.Add(1, new KeyValuePair<string, object?>("route", route));
 
     public void Dispose() => _meter.Dispose();
 }

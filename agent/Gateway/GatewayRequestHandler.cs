@@ -15,7 +15,8 @@ namespace NodeMesh.Gateway;
 /// </summary>
 internal sealed class GatewayRequestHandler(
     GatewayRoutes routes, BackendPools pools, IHttpForwarder forwarder, RequestMirror mirror, GatewayMetrics metrics,
-    ListenerTable listeners, IReadOnlyDictionary<string, JwtAuthenticator> authenticators, string sourcePrincipal, ResetFloodGuard resets, ILogger logger, ILogger? accessLog)
+    ListenerTable listeners, IReadOnlyDictionary<string, JwtAuthenticator> authenticators, ConsumerAuthenticator consumers, ConsumerPlans plans,
+    string sourcePrincipal, ResetFloodGuard resets, ILogger logger, ILogger? accessLog)
 {
     public async Task HandleAsync(HttpContext context)
     {
@@ -35,7 +36,7 @@ internal sealed class GatewayRequestHandler(
         string path = request.Path.HasValue ? request.Path.Value! : "/";
         string route = "-", flags = GatewayResponseFlags.None;
         BackendTarget? backend = null;
-        string? endpoint = null;
+        string? endpoint = null, caller = null;
         try
         {
             GatewayListenerConfig? listener = listeners.Resolve(context.Connection.LocalIpAddress, context.Connection.LocalPort, request.Host.Host);
@@ -55,12 +56,33 @@ internal sealed class GatewayRequestHandler(
             }
 
             route = plan.Display;
-            if (plan.Jwt is { } jwt && !await AuthenticatedAsync(context, plan, jwt))
+            if (plan.Jwt is { } jwt)
             {
-                return;
+                caller = await AuthenticatedAsync(context, plan, jwt);
+                if (caller is null)
+                {
+                    return;
+                }
             }
 
-            if (plan.RateLimits is { } limits && !await WithinRateLimitsAsync(context, plan, limits))
+            Consumers.ConsumerRecord? consumer = null;
+            if (plan.Consumers is { } required)
+            {
+                consumer = await IdentifiedAsync(context, plan, required);
+                if (consumer is null)
+                {
+                    return;
+                }
+
+                caller = consumer.Name;
+                if (!await WithinPlanAsync(context, plan, consumer))
+                {
+                    flags = GatewayResponseFlags.RateLimited;
+                    return;
+                }
+            }
+
+            if (plan.RateLimits is { } limits && !await WithinRateLimitsAsync(context, plan, limits, consumer?.Name))
             {
                 flags = GatewayResponseFlags.RateLimited;
                 return;
@@ -109,7 +131,7 @@ internal sealed class GatewayRequestHandler(
             if (accessLog is not null)
             {
                 GatewayLog.Request(accessLog, record.Method, record.Host, record.Path, record.Protocol, record.Route, record.Upstream, record.Endpoint, record.Status, record.Flags,
-                    record.RequestBytes, record.ResponseBytes, Math.Round(record.DurationMs, 1), record.Client, record.TraceId == default ? "-" : record.TraceId.ToHexString());
+                    record.RequestBytes, record.ResponseBytes, Math.Round(record.DurationMs, 1), record.Client, caller ?? "-", record.TraceId == default ? "-" : record.TraceId.ToHexString());
             }
 
             GatewayTracing.Stop(span, record);
@@ -272,9 +294,9 @@ internal sealed class GatewayRequestHandler(
     /// The rule's rate limits for this client: within them the response says what is left (RateLimit-Limit and
     /// RateLimit-Remaining); over one it is answered 429 with Retry-After and RateLimit-Reset, and counted.
     /// </summary>
-    private async ValueTask<bool> WithinRateLimitsAsync(HttpContext context, RulePlan plan, RuleRateLimits limits)
+    private async ValueTask<bool> WithinRateLimitsAsync(HttpContext context, RulePlan plan, RuleRateLimits limits, string? consumer)
     {
-        RateLimitDecision decision = limits.Acquire(context.Connection.RemoteIpAddress?.ToString() ?? "");
+        RateLimitDecision decision = limits.Acquire(context.Connection.RemoteIpAddress?.ToString() ?? "", consumer);
         if (!decision.Limited)
         {
             // When the response starts: a retry clears the response of the attempt before it.
@@ -294,7 +316,98 @@ internal sealed class GatewayRequestHandler(
         headers["RateLimit-Reset"] = retryAfter;
         metrics.RateLimited(plan.Display, decision.Limit.Key);
         await AnswerAsync(context, StatusCodes.Status429TooManyRequests,
-            $"rate limit of route {plan.Display}: {decision.Limit.Requests} requests per {Contracts.Duration.Format(decision.Limit.Window)}{(decision.Limit.Key == RateLimitKey.ClientAddress ? " per client address" : "")}");
+            $"rate limit of route {plan.Display}: {decision.Limit.Requests} requests per {Contracts.Duration.Format(decision.Limit.Window)}{Per(decision.Limit.Key)}");
+        return false;
+    }
+
+    private static string Per(RateLimitKey key) => key switch
+    {
+        RateLimitKey.ClientAddress => " per client address",
+        RateLimitKey.Consumer => " per consumer",
+        _ => "",
+    };
+
+    /// <summary>
+    /// The rule's consumer requirement: the consumer's name goes to the backend in the rule's header (a client's own
+    /// never does); no, an unknown or a refused credential is answered 401 or 403 (503 before the consumers are read).
+    /// </summary>
+    private async ValueTask<Consumers.ConsumerRecord?> IdentifiedAsync(HttpContext context, RulePlan plan, RuleConsumersConfig required)
+    {
+        if (required.ForwardHeader.Length > 0)
+        {
+            context.Request.Headers.Remove(required.ForwardHeader);
+        }
+
+        ConsumerVerdict verdict = consumers.Identify(context, required);
+        if (verdict.Ok)
+        {
+            if (required.ForwardHeader.Length > 0)
+            {
+                context.Request.Headers[required.ForwardHeader] = verdict.Consumer!.Name;
+            }
+
+            return verdict.Consumer;
+        }
+
+        metrics.AuthRefused(plan.Display, verdict.Status);
+        GatewayLog.TokenRefused(logger, plan.Display, verdict.Status, verdict.Reason);
+        if (verdict.Challenge is not null)
+        {
+            context.Response.Headers.WWWAuthenticate = verdict.Challenge;
+        }
+
+        await AnswerAsync(context, verdict.Status, verdict.Reason);
+        return null;
+    }
+
+    /// <summary>The consumer's plan: its rate limits (429 with their headers), then its daily quota (429 until UTC midnight).</summary>
+    private async ValueTask<bool> WithinPlanAsync(HttpContext context, RulePlan plan, Consumers.ConsumerRecord consumer)
+    {
+        PlanDecision decision = plans.Admit(consumer);
+        if (decision.Allowed)
+        {
+            if (decision.Limit is { } within)
+            {
+                context.Response.OnStarting(static state =>
+                {
+                    (HttpResponse response, RateLimitDecision d) = ((HttpResponse, RateLimitDecision))state;
+                    SetRateLimitHeaders(response.Headers, d);
+                    return Task.CompletedTask;
+                }, (context.Response, within));
+            }
+
+            return true;
+        }
+
+        if (decision.UnknownPlan)
+        {
+            GatewayLog.UnknownPlan(logger, consumer.Name, consumer.Plan);
+            metrics.AuthRefused(plan.Display, StatusCodes.Status403Forbidden);
+            await AnswerAsync(context, StatusCodes.Status403Forbidden, $"consumer {consumer.Name}'s plan {consumer.Plan} is not offered here");
+            return false;
+        }
+
+        IHeaderDictionary headers = context.Response.Headers;
+        if (decision.QuotaExceeded)
+        {
+            string retryAfter = Math.Max(1, (long)Math.Ceiling(plans.Usage.UntilTomorrow().TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            headers.RetryAfter = retryAfter;
+            headers["RateLimit-Reset"] = retryAfter;
+            headers["RateLimit-Policy"] = $"{decision.DailyQuota.ToString(System.Globalization.CultureInfo.InvariantCulture)};w=86400";
+            headers["RateLimit-Limit"] = decision.DailyQuota.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            headers["RateLimit-Remaining"] = "0";
+            metrics.QuotaExceeded(plan.Display);
+            await AnswerAsync(context, StatusCodes.Status429TooManyRequests, $"consumer {consumer.Name} has used its daily quota of {decision.DailyQuota} requests (plan {consumer.Plan}); it renews at 00:00 UTC");
+            return false;
+        }
+
+        RateLimitDecision limited = decision.Limit!.Value;
+        SetRateLimitHeaders(headers, limited);
+        headers.RetryAfter = limited.RetryAfterSeconds;
+        headers["RateLimit-Reset"] = limited.RetryAfterSeconds;
+        metrics.RateLimited(plan.Display, RateLimitKey.Consumer);
+        await AnswerAsync(context, StatusCodes.Status429TooManyRequests,
+            $"plan {consumer.Plan} of consumer {consumer.Name}: {limited.Limit.Requests} requests per {Contracts.Duration.Format(limited.Limit.Window)}");
         return false;
     }
 
@@ -303,12 +416,12 @@ internal sealed class GatewayRequestHandler(
     /// those names never do); no or a bad token is answered 401, one without the rule's scopes or claims 403, each
     /// with its WWW-Authenticate challenge.
     /// </summary>
-    private async ValueTask<bool> AuthenticatedAsync(HttpContext context, RulePlan plan, RuleJwtConfig jwt)
+    private async ValueTask<string?> AuthenticatedAsync(HttpContext context, RulePlan plan, RuleJwtConfig jwt)
     {
         if (!authenticators.TryGetValue(jwt.Provider, out JwtAuthenticator? authenticator))
         {
             await AnswerAsync(context, StatusCodes.Status500InternalServerError, $"route {plan.Display}: JWT provider {jwt.Provider} is not running (a new provider needs a restart)");
-            return false;
+            return null;
         }
 
         IHeaderDictionary headers = context.Request.Headers;
@@ -325,14 +438,14 @@ internal sealed class GatewayRequestHandler(
                 headers[name] = value;
             }
 
-            return true;
+            return verdict.Subject ?? "";
         }
 
         metrics.AuthRefused(plan.Display, verdict.Status);
         GatewayLog.TokenRefused(logger, plan.Display, verdict.Status, verdict.Reason);
         context.Response.Headers.WWWAuthenticate = verdict.Challenge;
         await AnswerAsync(context, verdict.Status, verdict.Reason);
-        return false;
+        return null;
     }
 
     private static void SetRateLimitHeaders(IHeaderDictionary headers, RateLimitDecision decision)

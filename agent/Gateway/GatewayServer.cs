@@ -19,7 +19,8 @@ namespace NodeMesh.Gateway;
 /// or to plain backends. Started after the agent (the registry and the tunnel pool are up), stopped with it.
 /// </summary>
 internal sealed class GatewayServer(
-    AgentConfig config, GatewayRoutes routes, MeshServiceConnector mesh, State.WorkloadRegistry registry, GatewayMetrics metrics, ILoggerFactory loggers) : IHostedService, IAsyncDisposable
+    AgentConfig config, GatewayRoutes routes, MeshServiceConnector mesh, State.WorkloadRegistry registry, GatewayMetrics metrics, Consumers.IConsumerStore consumers,
+    ConsumerPlans plans, ILoggerFactory loggers) : IHostedService, IAsyncDisposable
 {
     private static readonly TimeSpan CertificatePoll = TimeSpan.FromSeconds(2);
 
@@ -128,7 +129,7 @@ internal sealed class GatewayServer(
 
         _pools = new BackendPools(registry, new BackendClients(mesh, config.Tunnel.ConnectTimeout, logger), gateway.BackendPolicies, metrics, logger);
         var handler = new GatewayRequestHandler(routes, _pools, _app.Services.GetRequiredService<IHttpForwarder>(), new RequestMirror(_pools, metrics, logger), metrics,
-            new ListenerTable(gateway.Listeners), _authenticators, mesh.Identity.Uri, resets, logger, gateway.AccessLog ? loggers.CreateLogger(Proxy.FlowRecorder.AccessLogCategory) : null);
+            new ListenerTable(gateway.Listeners), _authenticators, new ConsumerAuthenticator(consumers), plans, mesh.Identity.Uri, resets, logger, gateway.AccessLog ? loggers.CreateLogger(Proxy.FlowRecorder.AccessLogCategory) : null);
         _app.Run(handler.HandleAsync);
         try
         {

@@ -53,6 +53,9 @@ internal sealed record RulePlan(
     /// <summary>The token the rule requires; null: none.</summary>
     public RuleJwtConfig? Jwt { get; init; }
 
+    /// <summary>The consumer the rule requires; null: none.</summary>
+    public RuleConsumersConfig? Consumers { get; init; }
+
     /// <summary>The rule's local rate limits; null: none.</summary>
     public RuleRateLimits? RateLimits { get; init; }
 
@@ -96,6 +99,7 @@ internal sealed record RulePlan(
             Budget = budget,
             RateLimits = RuleRateLimits.Of(rule.RateLimits),
             Jwt = rule.Jwt,
+            Consumers = rule.Consumers,
         };
     }
 

@@ -19,7 +19,7 @@ internal readonly record struct RateLimitDecision(bool Limited, RateLimitConfig 
 
 /// <summary>
 /// A rule's local rate limits (System.Threading.RateLimiting): one partitioned limiter per limit, partitioned by
-/// its key — one partition for the whole rule, or one per client address (idle ones are dropped by the limiter).
+/// its key — one partition for the whole rule, or one per client address or consumer (idle ones are dropped by the limiter).
 /// Built with the rule's plan, so a reload starts the counts afresh. Never waits: a request over a limit is
 /// refused at once.
 /// </summary>
@@ -33,13 +33,21 @@ internal sealed class RuleRateLimits : IDisposable
     public static RuleRateLimits? Of(IReadOnlyList<RateLimitConfig> limits) =>
         limits.Count == 0 ? null : new RuleRateLimits([.. limits.Select(l => (l, PartitionedRateLimiter.Create<string, string>(key => Partition(l, key))))]);
 
-    /// <summary>Takes a permit of every limit for a request from <paramref name="client"/>; the first limit without one refuses it.</summary>
-    public RateLimitDecision Acquire(string client)
+    /// <summary>
+    /// Takes a permit of every limit for a request from <paramref name="client"/> (of <paramref name="consumer"/>, where
+    /// known); the first limit without one refuses it.
+    /// </summary>
+    public RateLimitDecision Acquire(string client, string? consumer = null)
     {
         RateLimitDecision? tightest = null;
         foreach ((RateLimitConfig config, PartitionedRateLimiter<string> limiter) in _limits)
         {
-            string key = config.Key == RateLimitKey.ClientAddress ? client : "";
+            string key = config.Key switch
+            {
+                RateLimitKey.ClientAddress => client,
+                RateLimitKey.Consumer => consumer ?? "",
+                _ => "",
+            };
             using RateLimitLease lease = limiter.AttemptAcquire(key);
             if (!lease.IsAcquired)
             {

@@ -93,6 +93,23 @@ public class RegistryStateTests
     }
 
     [Fact]
+    public void TheGatewaysConsumers_BesideTheRegistry_AreNeitherReadNorRefused()
+    {
+        var refused = new List<string>();
+        RegistryState state = Empty.Listed([Entry("/nodemesh/nodes/node3/node", Node3), Entry("/nodemesh/consumers/shop-app", """{"name":"shop-app"}""")], 10, refused);
+        Assert.Empty(refused);
+        Assert.Equal(1, state.Count);
+
+        state = state.Put("/nodemesh/consumers/other", Json("""{"name":"other"}""").Span, 11, out string? error);
+        Assert.Null(error);
+        Assert.Equal((1, 11L), (state.Count, state.Revision));
+
+        // Anything else unknown under the prefix is still refused.
+        state.Put("/nodemesh/consumer/x", Json("{}").Span, 12, out error);
+        Assert.NotNull(error);
+    }
+
+    [Fact]
     public void Keys_AreBuiltAndReadTheSameWay()
     {
         Assert.True(RegistryKey.TryParse(Prefix, RegistryKey.ForWorkload(Prefix, "node3", "db"), out RegistryKey workload, out _));

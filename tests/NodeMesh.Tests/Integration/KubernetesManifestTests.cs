@@ -96,8 +96,10 @@ public sealed class KubernetesManifestTests : IDisposable
         var state = new StubAgentState();
         int port = FreePort();
         using MeterProvider meters = Sdk.CreateMeterProviderBuilder().Build();
+        await using var usage = new NodeMesh.Consumers.ConsumerUsage(null);
+        await using var store = new NodeMesh.Consumers.ConsumerFileStore(Path.GetTempPath());
         await using var server = new AdminHttpServer(new AdminPorts(0, 0, port), new TelemetryPlan(0, null, OtlpProtocol.Grpc, "nodemesh"), state,
-            new LogLevelSwitch(LogLevel.Warning), meters, NullLoggerFactory.Instance);
+            new NodeMesh.Consumers.ConsumerService(store, usage, _ => 0), new LogLevelSwitch(LogLevel.Warning), meters, NullLoggerFactory.Instance);
         await server.StartAsync(CancellationToken.None);
         using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(10) };
 

@@ -88,6 +88,10 @@ public class GatewayConfigTests
     [InlineData("""{ "jwtProviders": [ { "name": "idp", "issuer": "https://idp/", "jwksUri": "ftp://idp/keys" } ] }""", "gateway.jwtProviders[0].jwksUri: 'ftp://idp/keys' must be an https:// (or http://) URL")]
     [InlineData("""{ "jwtProviders": [ { "name": "idp", "jwksFile": "/etc/jwks.json" } ] }""", "gateway.jwtProviders[0].issuer: missing")]
     [InlineData("""{ "jwtProviders": [ { "name": "idp", "issuer": "i", "jwksFile": "/k", "forwardClaims": [ { "claim": "sub", "header": "x user" } ] } ] }""", "gateway.jwtProviders[0].forwardClaims[0].header: 'x user' must be a header name")]
+    [InlineData("""{ "plans": [ { "name": "gold", "dailyQuota": -1 } ] }""", "gateway.plans[0].dailyQuota: -1 must be between 0 and")]
+    [InlineData("""{ "plans": [ { "name": "gold" }, { "name": "gold" } ] }""", "gateway.plans[1].name: plan name 'gold' is already used by gateway.plans[0].name")]
+    [InlineData("""{ "plans": [ { "name": "gold", "rateLimits": [ { "requests": 0 } ] } ] }""", "gateway.plans[0].rateLimits[0].requests: 0 must be between 1 and")]
+    [InlineData("""{ "plans": [ { "name": "gold", "rateLimits": [ { "requests": 5, "key": "Route" } ] } ] }""", "gateway.plans[0].rateLimits[0].key: unknown field 'key'")]
     public void ListenerAndLimitMistakes_AreNamed(string gateway, string expected) => AssertError(gateway, expected);
 
     private const string Listener = """ "listeners": [ { "name": "web", "port": 8080 } ] """;
@@ -118,10 +122,15 @@ public class GatewayConfigTests
     [InlineData("""{ "name": "r", "rules": [ { "backendRefs": [ { "name": "a", "port": 80, "filters": [ { "type": "RequestHeaderModifier", "requestHeaderModifier": { "add": [ { "name": "bad header", "value": "x" } ] } } ] } ] } ] }""", "gateway.httpRoutes[0].rules[0].backendRefs[0].filters[0].requestHeaderModifier.add[0].name: 'bad header' must be a header name")]
     [InlineData("""{ "name": "r", "rules": [ { "backendRefs": [ { "name": "a", "port": 80, "filters": [ { "type": "ResponseHeaderModifier", "responseHeaderModifier": { } }, { "type": "ResponseHeaderModifier", "responseHeaderModifier": { } } ] } ] } ] }""", "gateway.httpRoutes[0].rules[0].backendRefs[0].filters[1].type: ResponseHeaderModifier is already gateway.httpRoutes[0].rules[0].backendRefs[0].filters[0]")]
     [InlineData("""{ "name": "r", "rules": [ { "filters": [ { "type": "RequestMirror", "requestMirror": { "backendRef": { "name": "m", "port": 80, "filters": [ { "type": "RequestHeaderModifier", "requestHeaderModifier": { } } ] } } } ] } ] }""", "gateway.httpRoutes[0].rules[0].filters[0].requestMirror.backendRef.filters: a mirror's copy takes the rule's filters")]
+    [InlineData("""{ "name": "r", "rules": [ { "rateLimits": [ { "requests": 5, "key": "Consumer" } ] } ] }""", "gateway.httpRoutes[0].rules[0].rateLimits: a limit keyed by Consumer needs the rule to identify consumers")]
+    [InlineData("""{ "name": "r", "rules": [ { "consumers": { "apiKeyHeader": "" } } ] }""", "gateway.httpRoutes[0].rules[0].consumers: names no credential")]
+    [InlineData("""{ "name": "r", "rules": [ { "consumers": { "apiKeyHeader": "x key" } } ] }""", "gateway.httpRoutes[0].rules[0].consumers.apiKeyHeader: 'x key' must be a header name")]
+    [InlineData("""{ "name": "r", "rules": [ { "consumers": { "apiKeyQueryParameter": "a&b" } } ] }""", "gateway.httpRoutes[0].rules[0].consumers.apiKeyQueryParameter: 'a&b' must be a query parameter's name")]
+    [InlineData("""{ "name": "r", "rules": [ { "consumers": { "allowed": [ "Bad Name" ] } } ] }""", "gateway.httpRoutes[0].rules[0].consumers.allowed[0]: 'Bad Name' must be a consumer's name")]
     [InlineData("""{ "name": "r", "rules": [ { "rateLimits": [ { "requests": 0 } ] } ] }""", "gateway.httpRoutes[0].rules[0].rateLimits[0].requests: 0 must be between 1 and")]
     [InlineData("""{ "name": "r", "rules": [ { "rateLimits": [ { "requests": 5, "window": "10ms" } ] } ] }""", "gateway.httpRoutes[0].rules[0].rateLimits[0].window: 10ms must be between 100ms and 1d")]
     [InlineData("""{ "name": "r", "rules": [ { "rateLimits": [ { "requests": 5, "algorithm": "SlidingWindow", "burst": 10 } ] } ] }""", "gateway.httpRoutes[0].rules[0].rateLimits[0].burst: only a TokenBucket takes a burst")]
-    [InlineData("""{ "name": "r", "rules": [ { "rateLimits": [ { "requests": 5, "key": "Consumer" } ] } ] }""", "gateway.httpRoutes[0].rules[0].rateLimits[0].key")]
+    [InlineData("""{ "name": "r", "rules": [ { "rateLimits": [ { "requests": 5, "key": "Subject" } ] } ] }""", "gateway.httpRoutes[0].rules[0].rateLimits[0].key")]
     [InlineData("""{ "name": "r", "rules": [ { "jwt": { "provider": "idp" } } ] }""", "gateway.httpRoutes[0].rules[0].jwt.provider: 'idp' must be the name of one of gateway.jwtProviders (there are none)")]
     [InlineData("""{ "name": "r", "rules": [ { "jwt": { "provider": "idp", "requiredScopes": [ "a b" ] } } ] }""", "gateway.httpRoutes[0].rules[0].jwt.requiredScopes[0]: 'a b' must be a scope")]
     public void RouteMistakes_AreNamed(string route, string expected) => AssertError($$"""{ {{Listener}}, "httpRoutes": [ {{route}} ] }""", expected);
