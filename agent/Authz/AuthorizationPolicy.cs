@@ -87,8 +87,26 @@ internal sealed record PolicyRule(
     FrozenSet<int>? Ports,
     FrozenSet<int>? NotPorts)
 {
+    /// <summary>Gateway-authenticated callers; "*" (with an empty set): any. Null: not part of the rule.</summary>
+    public FrozenSet<string>? RequestPrincipals { get; init; }
+
+    public bool AnyRequestPrincipal { get; init; }
+
+    public FrozenSet<string>? NotRequestPrincipals { get; init; }
+
     public bool Matches(in AuthzRequest request)
     {
+        string? principal = request.RequestPrincipal;
+        if (RequestPrincipals is not null && (principal is null || !(AnyRequestPrincipal || RequestPrincipals.Contains(principal))))
+        {
+            return false;
+        }
+
+        if (NotRequestPrincipals is not null && principal is not null && NotRequestPrincipals.Contains(principal))
+        {
+            return false;
+        }
+
         SpiffeId? source = request.SourceIdentity;
         if (Principals is not null || AnyPrincipal)
         {

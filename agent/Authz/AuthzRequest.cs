@@ -4,7 +4,10 @@ using NodeMesh.Identity;
 namespace NodeMesh.Authz;
 
 /// <summary>What a policy decision is about: who calls (identity, if authenticated, and address), and where.</summary>
-internal readonly record struct AuthzRequest(IAuthzSubject Destination, int DestinationPort, SpiffeId? SourceIdentity, IPAddress SourceAddress);
+/// <param name="RequestPrincipal">
+/// For a flow from a gateway: the caller it authenticated (a JWT's <c>iss/sub</c>, or <c>consumer:NAME</c>); null otherwise.
+/// </param>
+internal readonly record struct AuthzRequest(IAuthzSubject Destination, int DestinationPort, SpiffeId? SourceIdentity, IPAddress SourceAddress, string? RequestPrincipal = null);
 
 /// <summary>
 /// The outcome of evaluating the policies for one connection, with the policy and rule that decided it.

@@ -113,7 +113,40 @@ internal static class PolicyCompiler
             Blocks(from?.IpBlocks, $"{at}.from.ipBlocks", errors),
             Blocks(from?.NotIpBlocks, $"{at}.from.notIpBlocks", errors),
             Ports(to?.Ports, $"{at}.to.ports", errors),
-            Ports(to?.NotPorts, $"{at}.to.notPorts", errors));
+            Ports(to?.NotPorts, $"{at}.to.notPorts", errors))
+        {
+            RequestPrincipals = RequestPrincipals(from?.RequestPrincipals, $"{at}.from.requestPrincipals", errors, allowAny: true, out bool anyRequestPrincipal),
+            AnyRequestPrincipal = anyRequestPrincipal,
+            NotRequestPrincipals = RequestPrincipals(from?.NotRequestPrincipals, $"{at}.from.notRequestPrincipals", errors, allowAny: false, out _),
+        };
+    }
+
+    private static FrozenSet<string>? RequestPrincipals(IReadOnlyList<string>? values, string at, List<string> errors, bool allowAny, out bool any)
+    {
+        any = false;
+        if (values is null)
+        {
+            return null;
+        }
+
+        var principals = new List<string>();
+        for (int i = 0; i < values.Count; i++)
+        {
+            if (allowAny && values[i] == "*")
+            {
+                any = true;
+            }
+            else if (values[i] is not { } value || !Tunnel.FlowHeader.IsPrincipal(value))
+            {
+                errors.Add($"{at}[{i}]: '{Printable.Of(values[i] ?? "null")}' is not a request principal (1-255 bytes, no control characters: ISSUER/SUBJECT or consumer:NAME)");
+            }
+            else
+            {
+                principals.Add(value);
+            }
+        }
+
+        return principals.ToFrozenSet(StringComparer.Ordinal);
     }
 
     private static FrozenSet<SpiffeId> Identities(IReadOnlyList<string> values, string at, string trustDomain, List<string> errors, bool allowAny, out bool any)

@@ -46,6 +46,13 @@ internal sealed record SourceConfig
     /// <summary>Caller SPIFFE ids, exactly; "*" means any authenticated caller.</summary>
     public IReadOnlyList<string>? Principals { get; set; }
     public IReadOnlyList<string>? NotPrincipals { get; set; }
+
+    /// <summary>
+    /// Callers a gateway authenticated, exactly (a JWT's <c>ISSUER/SUBJECT</c>, or <c>consumer:NAME</c>), carried in
+    /// the flow header beside the gateway's identity; "*" means any. A flow without one never matches.
+    /// </summary>
+    public IReadOnlyList<string>? RequestPrincipals { get; set; }
+    public IReadOnlyList<string>? NotRequestPrincipals { get; set; }
     public IReadOnlyList<string>? Namespaces { get; set; }
     public IReadOnlyList<string>? NotNamespaces { get; set; }
     public IReadOnlyList<string>? IpBlocks { get; set; }

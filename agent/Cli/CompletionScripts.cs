@@ -125,7 +125,8 @@ internal static class CompletionScripts
                 text.Append($"complete -c nodemesh -n '{condition}' -a {path[depth]} -d {Quote(description)}\n");
             }
 
-            string seen = $"__fish_seen_subcommand_from {path[^1]}";
+            // With its group's word too: "workload list" and "consumer list" end alike but are not one command.
+            string seen = path.Length > 1 ? $"__fish_seen_subcommand_from {path[0]}; and __fish_seen_subcommand_from {path[^1]}" : $"__fish_seen_subcommand_from {path[^1]}";
             foreach (OptionSpec option in command.Options)
             {
                 text.Append($"complete -c nodemesh -n '{seen}' -l {option.Name}");

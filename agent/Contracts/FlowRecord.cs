@@ -10,6 +10,9 @@ public sealed record FlowRecord
     public string? SourceWorkload { get; init; }
     public string? DestinationWorkload { get; init; }
     public string? SourceIdentity { get; init; }
+
+    /// <summary>For a flow from a gateway: the caller it authenticated (a JWT's ISSUER/SUBJECT, or consumer:NAME).</summary>
+    public string? RequestPrincipal { get; init; }
     public string? DestinationIdentity { get; init; }
     public bool Encrypted { get; init; }
     public long BytesSent { get; init; }

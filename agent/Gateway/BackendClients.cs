@@ -22,7 +22,8 @@ internal sealed class BackendClients(MeshServiceConnector mesh, TimeSpan connect
             try
             {
                 context.InitialRequestMessage.Options.TryGetValue(ForwardTransformer.TraceParentOption, out string? traceParent);
-                return await mesh.ConnectAsync(endpoint, targetPort, traceParent, cancellationToken);
+                context.InitialRequestMessage.Options.TryGetValue(ForwardTransformer.PrincipalOption, out string? principal);
+                return await mesh.ConnectAsync(endpoint, targetPort, traceParent, principal, cancellationToken);
             }
             catch (MeshBackendException ex)
             {

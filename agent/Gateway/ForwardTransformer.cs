@@ -17,6 +17,12 @@ internal sealed class ForwardTransformer(
     /// <summary>The key of the request option that hands the trace parent to the mesh connector (connections are opened outside the request's context).</summary>
     public static readonly HttpRequestOptionsKey<string> TraceParentOption = new("nodemesh.traceparent");
 
+    /// <summary>The request option that hands the caller's principal to the mesh connector, for the flow header.</summary>
+    public static readonly HttpRequestOptionsKey<string> PrincipalOption = new("nodemesh.principal");
+
+    /// <summary>The <see cref="HttpContext.Items"/> key under which the handler leaves the caller's principal.</summary>
+    public static readonly object PrincipalItem = new();
+
     private bool _headersArrived;
 
     /// <summary>The code of a response held back for a retry; null: none was.</summary>
@@ -25,10 +31,22 @@ internal sealed class ForwardTransformer(
     /// <summary>A timeout (not the client) ended the attempt before its response headers.</summary>
     public bool TimedOut => !_headersArrived && attemptTimeout.IsCancellationRequested;
 
+    /// <summary><c>p&lt;16 hex of SHA-256(principal)&gt;.HOST</c>: a DNS label, the same for every request of one caller.</summary>
+    internal static string PrincipalHost(string principal, string host) =>
+        "p" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(principal)).AsSpan(0, 8)) + "." + host;
+
     public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
     {
         await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
         proxyRequest.RequestUri = RequestUtilities.MakeDestinationAddress(destinationPrefix, new PathString(path), httpContext.Request.QueryString);
+        if (target.MeshService is not null && httpContext.Items.TryGetValue(PrincipalItem, out object? item) && item is string principal)
+        {
+            // A flow carries one principal for its whole life, so a caller's requests go on connections of their
+            // own: the handler keeps a connection pool per host name, and this one names the principal.
+            proxyRequest.RequestUri = new UriBuilder(proxyRequest.RequestUri) { Host = PrincipalHost(principal, proxyRequest.RequestUri.Host) }.Uri;
+            proxyRequest.Options.Set(PrincipalOption, principal);
+        }
+
         if (traceParent is not null)
         {
             proxyRequest.Headers.Remove("traceparent");

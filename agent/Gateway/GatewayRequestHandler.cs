@@ -74,7 +74,7 @@ internal sealed class GatewayRequestHandler(
                     return;
                 }
 
-                caller = consumer.Name;
+                caller = "consumer:" + consumer.Name;
                 if (!await WithinPlanAsync(context, plan, consumer))
                 {
                     flags = GatewayResponseFlags.RateLimited;
@@ -86,6 +86,12 @@ internal sealed class GatewayRequestHandler(
             {
                 flags = GatewayResponseFlags.RateLimited;
                 return;
+            }
+
+            if (caller is { Length: > 0 } && Tunnel.FlowHeader.IsPrincipal(caller))
+            {
+                // Into the mesh with the request: the receiving agent's policies may match it (from.requestPrincipals).
+                context.Items[ForwardTransformer.PrincipalItem] = caller;
             }
 
             if (plan.Redirect is { } redirect)
@@ -438,7 +444,7 @@ internal sealed class GatewayRequestHandler(
                 headers[name] = value;
             }
 
-            return verdict.Subject ?? "";
+            return verdict.Principal ?? "";
         }
 
         metrics.AuthRefused(plan.Display, verdict.Status);

@@ -12,6 +12,9 @@ namespace NodeMesh.Gateway;
 /// <param name="Subject">The token's <c>sub</c> when let through.</param>
 internal sealed record JwtVerdict(int Status, string? Challenge, string Reason, string? Subject, IReadOnlyList<KeyValuePair<string, string>> Headers)
 {
+    /// <summary>The caller as mesh policies name it: <c>ISSUER/SUBJECT</c> (Istio's request principal); null without a <c>sub</c>.</summary>
+    public string? Principal { get; init; }
+
     public bool Ok => Status == 200;
 
     public static JwtVerdict Unauthorized(string error, string reason) =>
@@ -112,7 +115,7 @@ internal sealed class JwtAuthenticator : IDisposable
             }
         }
 
-        return new JwtVerdict(200, null, "", jwt.Subject, headers);
+        return new JwtVerdict(200, null, "", jwt.Subject, headers) { Principal = string.IsNullOrEmpty(jwt.Subject) ? null : $"{jwt.Issuer}/{jwt.Subject}" };
     }
 
     /// <summary>The headers a provider forwards: dropped from every request it checks, so only the gateway sets them.</summary>

@@ -23,11 +23,12 @@ internal sealed class MeshServiceConnector(WorkloadRegistry registry, TunnelPool
 
     /// <summary>A connection to <paramref name="endpoint"/> on <paramref name="targetPort"/>, through the tunnel to its node.</summary>
     /// <param name="traceParent">The span of the request that opens it, carried in the flow header (the receiving agent's flow span is its child).</param>
+    /// <param name="principal">The caller the gateway authenticated, carried in the flow header for the receiving agent's policies; null: none.</param>
     /// <exception cref="MeshBackendException">It could not be reached; the message says why.</exception>
-    public ValueTask<Stream> ConnectAsync(Workload endpoint, int targetPort, string? traceParent, CancellationToken cancellationToken) =>
-        OpenAsync(registry.Current, endpoint, new IPEndPoint(endpoint.Ip, targetPort), traceParent, cancellationToken);
+    public ValueTask<Stream> ConnectAsync(Workload endpoint, int targetPort, string? traceParent, string? principal, CancellationToken cancellationToken) =>
+        OpenAsync(registry.Current, endpoint, new IPEndPoint(endpoint.Ip, targetPort), traceParent, principal, cancellationToken);
 
-    private async ValueTask<Stream> OpenAsync(RegistrySnapshot snapshot, Workload endpoint, IPEndPoint target, string? traceParent, CancellationToken cancellationToken)
+    private async ValueTask<Stream> OpenAsync(RegistrySnapshot snapshot, Workload endpoint, IPEndPoint target, string? traceParent, string? principal, CancellationToken cancellationToken)
     {
         IPEndPoint peer = endpoint.Node == config.Node.Name
             ? new IPEndPoint(_nodeAddress, config.Ports.Tunnel)
@@ -49,7 +50,7 @@ internal sealed class MeshServiceConnector(WorkloadRegistry registry, TunnelPool
         TunnelStream? flow = null;
         try
         {
-            flow = await lease.Connection.OpenFlowAsync(new FlowHeader(target, new IPEndPoint(_nodeAddress, 0), traceParent), cancellationToken);
+            flow = await lease.Connection.OpenFlowAsync(new FlowHeader(target, new IPEndPoint(_nodeAddress, 0), traceParent, principal), cancellationToken);
             using var answer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             answer.CancelAfter(config.Tunnel.ConnectTimeout);
             FlowStatus status = await OutboundProxy.ReadStatusAsync(flow, answer.Token);

@@ -66,6 +66,9 @@ internal sealed class Flow : IAsyncDisposable, ITcpTransfer
     /// <summary>The caller's identity as the tunnel proved it (inbound); outbound flows use the source workload's.</summary>
     public string? SourceIdentity { get; set; }
 
+    /// <summary>The caller a gateway authenticated, from the flow header; null for any other flow.</summary>
+    public string? RequestPrincipal { get; set; }
+
     public bool Encrypted { get; set; }
 
     /// <summary>What the flow was admitted for, once it was (see <see cref="ConnectionManager.Admit"/>).</summary>
@@ -195,6 +198,7 @@ internal sealed class Flow : IAsyncDisposable, ITcpTransfer
             SourceWorkload = SourceWorkload?.Name,
             DestinationWorkload = DestinationWorkload?.Name,
             SourceIdentity = SourceIdentity ?? SourceWorkload?.Identity.Uri,
+            RequestPrincipal = RequestPrincipal,
             DestinationIdentity = DestinationWorkload?.Identity.Uri,
             Encrypted = Encrypted,
             BytesSent = inbound ? _copy.BytesToClient : _copy.BytesFromClient,

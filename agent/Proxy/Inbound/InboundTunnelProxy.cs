@@ -71,6 +71,7 @@ internal sealed partial class InboundTunnelProxy(
 
         flow.Source = header.Source;
         flow.Destination = header.Destination;
+        flow.RequestPrincipal = header.Principal;
         RegistrySnapshot snapshot = registry.Current;
         Workload? sourceWorkload = snapshot.FindByIp(header.Source.Address);
         WorkloadCapture? target = registry.FindCapture(header.Destination.Address);
@@ -93,7 +94,7 @@ internal sealed partial class InboundTunnelProxy(
         flow.StopWith(target!.Stopping);
         RegistrySnapshot now = registry.Current;
         Workload destination = now.FindByIp(header.Destination.Address) ?? target.Workload;
-        if (!connections.Admit(flow, now, new AuthzRequest(destination, header.Destination.Port, connection.PeerIdentity, header.Source.Address), "tunnel").Allowed)
+        if (!connections.Admit(flow, now, new AuthzRequest(destination, header.Destination.Port, connection.PeerIdentity, header.Source.Address, header.Principal), "tunnel").Allowed)
         {
             flow.DestinationWorkload = destination;
             await AnswerAndCloseAsync(stream, FlowStatus.Denied);
@@ -162,6 +163,12 @@ internal sealed partial class InboundTunnelProxy(
         if (port == ports.Outbound || port == ports.InboundPlaintext || port == ports.Tunnel)
         {
             return $"destination port {port} is one of the agent's own ports";
+        }
+
+        // Only a gateway speaks for a caller it authenticated; from anyone else a principal would be a forgery.
+        if (header.Principal is not null && (sourceWorkload is not null || caller != gateway?.Identity))
+        {
+            return $"the flow carries a request principal, which only the gateway's identity ({gateway?.Identity.ToString() ?? "none"}) may send; the caller is {caller}";
         }
 
         // The source address is bound transparently in the workload's namespace, so it must really be the caller's.

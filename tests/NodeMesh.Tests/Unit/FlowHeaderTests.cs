@@ -32,10 +32,41 @@ public class FlowHeaderTests
 
         AssertRefused(Mutate(good, length, 0, (byte)'X'), "bad magic");
         AssertRefused(Mutate(good, length, 2, 2), "unsupported header version 2");
-        AssertRefused(Mutate(good, length, 3, 1), "unknown flags");
+        AssertRefused(Mutate(good, length, 3, 2), "unknown flags");
+        AssertRefused(Mutate(good, length, 3, 1), "the principal's length is missing");
         AssertRefused(Mutate(good, length, 16, 10), "traceparent length 10");
         AssertRefused(good.AsSpan(0, 10).ToArray(), "truncated");
         AssertRefused(good.AsSpan(0, length + 1).ToArray(), "expected 17");
+    }
+
+    [Theory]
+    [InlineData(null, "consumer:shop-app")]
+    [InlineData(Trace, "https://issuer.example.com//alice")]
+    [InlineData(Trace, "ünïcode/sübject")]
+    public void RoundTrip_CarriesTheRequestPrincipal(string? trace, string principal)
+    {
+        var header = new FlowHeader(Dst, Src, trace, principal);
+        byte[] bytes = new byte[FlowHeader.MaxLength];
+        int length = header.Write(bytes);
+        Assert.Equal(header.Length, length);
+        Assert.Equal(1, bytes[3]);
+        Assert.True(FlowHeader.TryParse(bytes.AsSpan(0, length), out FlowHeader parsed, out string? error), error);
+        Assert.Equal(header, parsed);
+        Assert.True(FlowHeader.TryGetLength(bytes.AsSpan(0, length), out int known, out _) && known == length);
+    }
+
+    [Fact]
+    public void TryParse_RefusesABadPrincipal()
+    {
+        byte[] bytes = new byte[FlowHeader.MaxLength];
+        int length = new FlowHeader(Dst, Src, null, "consumer:ab").Write(bytes);
+        AssertRefused(Mutate(bytes, length, 17, 0), "principal length 0");
+        AssertRefused(Mutate(bytes, length, 17, 12), "expected 30");
+        AssertRefused(Mutate(bytes, length, 20, 0x07), "control characters");
+        AssertRefused(Mutate(bytes, length, 20, 0xff), "not UTF-8");
+        Assert.Throws<ArgumentException>(() => new FlowHeader(Dst, Src, null, new string('a', 256)).Write(bytes));
+        Assert.Throws<ArgumentException>(() => new FlowHeader(Dst, Src, null, "").Write(bytes));
+        Assert.True(FlowHeader.IsPrincipal(new string('a', 255)));
     }
 
     [Fact]

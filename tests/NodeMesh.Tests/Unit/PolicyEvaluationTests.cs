@@ -57,6 +57,30 @@ public class PolicyEvaluationTests
     }
 
     [Fact]
+    public void RequestPrincipals_MatchTheCallerAGatewayAuthenticated_Exactly()
+    {
+        SpiffeId gateway = SpiffeId.Parse("spiffe://cluster.local/ns/nodemesh-system/sa/gateway");
+        PolicySet set = Compile(Allow("edge", new SourceConfig { Principals = [gateway.Uri], RequestPrincipals = ["consumer:shop-app", "https://idp.example.com/alice"] }));
+        AuthzRequest Edge(string? principal) => new(Db, 5432, gateway, IPAddress.Parse("10.231.0.1"), principal);
+
+        Assert.True(set.Evaluate(Edge("consumer:shop-app")).Allowed);
+        Assert.True(set.Evaluate(Edge("https://idp.example.com/alice")).Allowed);
+        Assert.False(set.Evaluate(Edge("consumer:other")).Allowed);
+        Assert.False(set.Evaluate(Edge("consumer:Shop-app")).Allowed);
+        Assert.False(set.Evaluate(Edge(null)).Allowed, "a flow without a principal never matches requestPrincipals");
+        Assert.False(set.Evaluate(From(gateway)).Allowed);
+
+        PolicySet any = Compile(Allow("any", new SourceConfig { RequestPrincipals = ["*"] }), Deny("not-bob", new SourceConfig { NotRequestPrincipals = ["consumer:alice"], RequestPrincipals = ["*"] }));
+        Assert.True(any.Evaluate(Edge("consumer:alice")).Allowed);
+        Assert.False(any.Evaluate(Edge("consumer:bob")).Allowed);
+        Assert.False(any.Evaluate(Edge(null)).Allowed);
+
+        var errors = new List<string>();
+        PolicyCompiler.Compile([Allow("bad", new SourceConfig { RequestPrincipals = ["a\u0001b", ""] })], Td, errors);
+        Assert.Equal(2, errors.Count(e => e.Contains("from.requestPrincipals", StringComparison.Ordinal) && e.Contains("is not a request principal", StringComparison.Ordinal)));
+    }
+
+    [Fact]
     public void NoPolicies_AllowEverything() => Assert.True(PolicySet.Empty.Evaluate(From(Web)).Allowed);
 
     [Fact]

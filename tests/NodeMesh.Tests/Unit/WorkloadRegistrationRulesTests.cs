@@ -125,6 +125,21 @@ public class WorkloadRegistrationRulesTests
     }
 
     [Fact]
+    public void InboundCheck_TakesARequestPrincipal_OnlyFromTheGateway()
+    {
+        SpiffeId gateway = SpiffeId.Parse("spiffe://cluster.local/ns/nodemesh-system/sa/gateway");
+        IPAddress node1 = IPAddress.Parse("10.231.0.1");
+        var caller = new GatewayCaller(gateway, node1);
+        var fromGateway = new FlowHeader(new IPEndPoint(Target.Ip, 8080), new IPEndPoint(node1, 0), null, "consumer:shop-app");
+        Assert.Null(InboundTunnelProxy.Check(fromGateway, gateway, "node1", null, Target, new PortsConfig(), caller));
+
+        // A workload's agent (or anyone but the gateway) claiming a caller: refused, named.
+        var forged = new FlowHeader(new IPEndPoint(Target.Ip, 8080), new IPEndPoint(WebOnNode1.Ip, 40000), null, "consumer:shop-app");
+        string? refusal = InboundTunnelProxy.Check(forged, Web, "node1", WebOnNode1, Target, new PortsConfig(), caller);
+        Assert.Equal($"the flow carries a request principal, which only the gateway's identity ({gateway}) may send; the caller is {Web}", refusal);
+    }
+
+    [Fact]
     public void InboundCheck_RefusesASourceOfThisNode_ClaimedByAPeer()
     {
         Workload localWeb = WebOnNode1 with { Node = "node3", Netns = "/var/run/netns/web" };
