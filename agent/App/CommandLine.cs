@@ -372,7 +372,7 @@ internal static class CommandLine
             ? new Consumers.ConsumerEtcdStore(new Discovery.EtcdStore(Discovery.EtcdRegistrySource.Options(config.Discovery.Etcd)), config.Discovery.Etcd.Prefix,
                 sp.GetRequiredService<ILoggerFactory>().CreateLogger<Consumers.ConsumerEtcdStore>())
             : new Consumers.ConsumerFileStore(config.StateDir));
-        builder.Services.AddSingleton(_ => new Consumers.ConsumerUsage(config.StateDir));
+        builder.Services.AddSingleton(sp => new Consumers.ConsumerUsage(config.StateDir, logger: sp.GetRequiredService<ILoggerFactory>().CreateLogger<Consumers.ConsumerUsage>()));
         builder.Services.AddSingleton(sp => new Gateway.ConsumerPlans(config.Gateway.Plans, sp.GetRequiredService<Consumers.ConsumerUsage>()));
         builder.Services.AddSingleton(sp => new Consumers.ConsumerService(sp.GetRequiredService<Consumers.IConsumerStore>(), sp.GetRequiredService<Consumers.ConsumerUsage>(),
             sp.GetRequiredService<Gateway.ConsumerPlans>().DailyQuota));

@@ -10,7 +10,7 @@ namespace NodeMesh.Consumers;
 /// to, the total, the refusals and when it was last seen. Kept in the state directory (written every few seconds
 /// while it changes, and at the stop), so a restart does not hand out the day's quota again.
 /// </summary>
-internal sealed class ConsumerUsage : IAsyncDisposable
+internal sealed partial class ConsumerUsage : IAsyncDisposable
 {
     public const string FileName = "consumer-usage.json";
     private static readonly TimeSpan SaveEvery = TimeSpan.FromSeconds(5);
@@ -18,14 +18,16 @@ internal sealed class ConsumerUsage : IAsyncDisposable
     private readonly ConcurrentDictionary<string, Counter> _counters = new(StringComparer.Ordinal);
     private readonly string? _path;
     private readonly TimeProvider _time;
+    private readonly Microsoft.Extensions.Logging.ILogger? _logger;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _saving = Task.CompletedTask;
     private int _dirty;
 
     /// <param name="stateDir">Where the counts are kept; null: in memory only (tests).</param>
-    public ConsumerUsage(string? stateDir, TimeProvider? time = null)
+    public ConsumerUsage(string? stateDir, TimeProvider? time = null, Microsoft.Extensions.Logging.ILogger? logger = null)
     {
         _time = time ?? TimeProvider.System;
+        _logger = logger;
         if (stateDir is null)
         {
             return;
@@ -155,6 +157,10 @@ internal sealed class ConsumerUsage : IAsyncDisposable
         {
             // Counts are not worth refusing to start over: they begin again (the quota is then generous for a day).
             _counters.Clear();
+            if (_logger is not null)
+            {
+                Log.LoadFailed(_logger, _path!, ex.Message);
+            }
         }
     }
 
@@ -194,7 +200,12 @@ internal sealed class ConsumerUsage : IAsyncDisposable
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
+            // Tried again on the next tick; until then a restart would count today's requests afresh.
             Volatile.Write(ref _dirty, 1);
+            if (_logger is not null)
+            {
+                Log.SaveFailed(_logger, _path, ex.Message);
+            }
         }
     }
 
@@ -213,5 +224,16 @@ internal sealed class ConsumerUsage : IAsyncDisposable
         public long Total;
         public long Refused;
         public DateTimeOffset? LastSeen;
+    }
+
+    private static partial class Log
+    {
+        [Microsoft.Extensions.Logging.LoggerMessage(EventId = 1604, Level = Microsoft.Extensions.Logging.LogLevel.Warning,
+            Message = "consumers: cannot save the usage counts to {Path} ({Reason}); retrying in 5 s")]
+        public static partial void SaveFailed(Microsoft.Extensions.Logging.ILogger logger, string path, string reason);
+
+        [Microsoft.Extensions.Logging.LoggerMessage(EventId = 1605, Level = Microsoft.Extensions.Logging.LogLevel.Warning,
+            Message = "consumers: cannot read the usage counts in {Path} ({Reason}); today's counts start from 0")]
+        public static partial void LoadFailed(Microsoft.Extensions.Logging.ILogger logger, string path, string reason);
     }
 }

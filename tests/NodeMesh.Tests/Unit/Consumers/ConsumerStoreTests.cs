@@ -84,6 +84,17 @@ public sealed class ConsumerStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task UnreadableCounts_StartFromZero_AndSaySo()
+    {
+        await File.WriteAllTextAsync(Path.Combine(_dir, ConsumerUsage.FileName), "{ broken");
+        var logger = new Microsoft.Extensions.Logging.Testing.FakeLogger();
+        await using var usage = new ConsumerUsage(_dir, logger: logger);
+        Assert.Equal(0, usage.Of("app", 0).Requests);
+        Assert.Contains("cannot read the usage counts", logger.LatestRecord.Message, StringComparison.Ordinal);
+        Assert.True(usage.TryCount("app", 1));
+    }
+
+    [Fact]
     public void AClientCertificate_NamesItsConsumer_ByFingerprintUriDnsOrSubject()
     {
         using X509Certificate2 certificate = Certificate("CN=partner-app, O=Partner", "spiffe://partner.example/app", "app.partner.example");
