@@ -12,8 +12,6 @@ internal sealed class ConsumerService(IConsumerStore store, ConsumerUsage usage,
 {
     private readonly TimeProvider _time = time ?? TimeProvider.System;
 
-    public IConsumerStore Store => store;
-
     /// <summary>Reads the consumers before the agent and its gateway start (etcd: begins reading them).</summary>
     public Task StartAsync(CancellationToken cancellationToken) => store.StartAsync(cancellationToken);
 

@@ -35,10 +35,6 @@ internal sealed class ConsumerPlans : IDisposable
     /// <summary>The plan's daily quota (0: none); null when there is no such plan. An empty name is no plan: no quota.</summary>
     public long? DailyQuota(string plan) => plan.Length == 0 ? 0 : _plans.TryGetValue(plan, out (PlanConfig Plan, RuleRateLimits? _) found) ? found.Plan.DailyQuota : null;
 
-    public PlanConfig? Find(string plan) => _plans.TryGetValue(plan, out (PlanConfig Plan, RuleRateLimits? _) found) ? found.Plan : null;
-
-    public IEnumerable<PlanConfig> All => _plans.Values.Select(p => p.Plan);
-
     /// <summary>Takes the consumer's permits: its plan's limits first (a refusal there does not spend quota), then a unit of its quota.</summary>
     public PlanDecision Admit(ConsumerRecord consumer)
     {

@@ -60,7 +60,7 @@ internal static partial class GatewayLog
     public static partial void JwksNotRefreshed(ILogger logger, string provider, string problem);
 
     [LoggerMessage(EventId = 1520, Level = LogLevel.Debug, Message = "gateway: route {Route}: request refused {Status}: {Reason}")]
-    public static partial void TokenRefused(ILogger logger, string route, int status, string reason);
+    public static partial void RequestRefused(ILogger logger, string route, int status, string reason);
 
     [LoggerMessage(EventId = 1521, Level = LogLevel.Warning, Message = "gateway: consumer {Consumer} names plan {Plan}, which gateway.plans does not have: its requests are refused (403)")]
     public static partial void UnknownPlan(ILogger logger, string consumer, string plan);

@@ -88,7 +88,7 @@ internal sealed class GatewayRequestHandler(
                 return;
             }
 
-            if (caller is { Length: > 0 } && Tunnel.FlowHeader.IsPrincipal(caller))
+            if (caller is { Length: > 0 })
             {
                 // Into the mesh with the request: the receiving agent's policies may match it (from.requestPrincipals).
                 context.Items[ForwardTransformer.PrincipalItem] = caller;
@@ -305,21 +305,11 @@ internal sealed class GatewayRequestHandler(
         RateLimitDecision decision = limits.Acquire(context.Connection.RemoteIpAddress?.ToString() ?? "", consumer);
         if (!decision.Limited)
         {
-            // When the response starts: a retry clears the response of the attempt before it.
-            context.Response.OnStarting(static state =>
-            {
-                (HttpResponse response, RateLimitDecision d) = ((HttpResponse, RateLimitDecision))state;
-                SetRateLimitHeaders(response.Headers, d);
-                return Task.CompletedTask;
-            }, (context.Response, decision));
+            PromiseRateLimitHeaders(context.Response, decision);
             return true;
         }
 
-        IHeaderDictionary headers = context.Response.Headers;
-        SetRateLimitHeaders(headers, decision);
-        string retryAfter = decision.RetryAfterSeconds;
-        headers.RetryAfter = retryAfter;
-        headers["RateLimit-Reset"] = retryAfter;
+        SetRefusalHeaders(context.Response.Headers, decision);
         metrics.RateLimited(plan.Display, decision.Limit.Key);
         await AnswerAsync(context, StatusCodes.Status429TooManyRequests,
             $"rate limit of route {plan.Display}: {decision.Limit.Requests} requests per {Contracts.Duration.Format(decision.Limit.Window)}{Per(decision.Limit.Key)}");
@@ -356,7 +346,7 @@ internal sealed class GatewayRequestHandler(
         }
 
         metrics.AuthRefused(plan.Display, verdict.Status);
-        GatewayLog.TokenRefused(logger, plan.Display, verdict.Status, verdict.Reason);
+        GatewayLog.RequestRefused(logger, plan.Display, verdict.Status, verdict.Reason);
         if (verdict.Challenge is not null)
         {
             context.Response.Headers.WWWAuthenticate = verdict.Challenge;
@@ -374,12 +364,7 @@ internal sealed class GatewayRequestHandler(
         {
             if (decision.Limit is { } within)
             {
-                context.Response.OnStarting(static state =>
-                {
-                    (HttpResponse response, RateLimitDecision d) = ((HttpResponse, RateLimitDecision))state;
-                    SetRateLimitHeaders(response.Headers, d);
-                    return Task.CompletedTask;
-                }, (context.Response, within));
+                PromiseRateLimitHeaders(context.Response, within);
             }
 
             return true;
@@ -408,9 +393,7 @@ internal sealed class GatewayRequestHandler(
         }
 
         RateLimitDecision limited = decision.Limit!.Value;
-        SetRateLimitHeaders(headers, limited);
-        headers.RetryAfter = limited.RetryAfterSeconds;
-        headers["RateLimit-Reset"] = limited.RetryAfterSeconds;
+        SetRefusalHeaders(headers, limited);
         metrics.RateLimited(plan.Display, RateLimitKey.Consumer);
         await AnswerAsync(context, StatusCodes.Status429TooManyRequests,
             $"plan {consumer.Plan} of consumer {consumer.Name}: {limited.Limit.Requests} requests per {Contracts.Duration.Format(limited.Limit.Window)}");
@@ -448,10 +431,28 @@ internal sealed class GatewayRequestHandler(
         }
 
         metrics.AuthRefused(plan.Display, verdict.Status);
-        GatewayLog.TokenRefused(logger, plan.Display, verdict.Status, verdict.Reason);
+        GatewayLog.RequestRefused(logger, plan.Display, verdict.Status, verdict.Reason);
         context.Response.Headers.WWWAuthenticate = verdict.Challenge;
         await AnswerAsync(context, verdict.Status, verdict.Reason);
         return null;
+    }
+
+    /// <summary>The limit's headers on the response when it starts: a retry clears the response of the attempt before it.</summary>
+    private static void PromiseRateLimitHeaders(HttpResponse response, RateLimitDecision decision) =>
+        response.OnStarting(static state =>
+        {
+            (HttpResponse response, RateLimitDecision d) = ((HttpResponse, RateLimitDecision))state;
+            SetRateLimitHeaders(response.Headers, d);
+            return Task.CompletedTask;
+        }, (response, decision));
+
+    /// <summary>A 429's headers: the limit's, and when to come back (Retry-After and RateLimit-Reset).</summary>
+    private static void SetRefusalHeaders(IHeaderDictionary headers, RateLimitDecision decision)
+    {
+        SetRateLimitHeaders(headers, decision);
+        string retryAfter = decision.RetryAfterSeconds;
+        headers.RetryAfter = retryAfter;
+        headers["RateLimit-Reset"] = retryAfter;
     }
 
     private static void SetRateLimitHeaders(IHeaderDictionary headers, RateLimitDecision decision)

@@ -12,7 +12,10 @@ namespace NodeMesh.Gateway;
 /// <param name="Subject">The token's <c>sub</c> when let through.</param>
 internal sealed record JwtVerdict(int Status, string? Challenge, string Reason, string? Subject, IReadOnlyList<KeyValuePair<string, string>> Headers)
 {
-    /// <summary>The caller as mesh policies name it: <c>ISSUER/SUBJECT</c> (Istio's request principal); null without a <c>sub</c>.</summary>
+    /// <summary>
+    /// The caller as mesh policies name it: <c>ISSUER/SUBJECT</c> (Istio's request principal); null without a
+    /// <c>sub</c>, or when the two do not fit a flow header (more than 255 bytes, control characters).
+    /// </summary>
     public string? Principal { get; init; }
 
     public bool Ok => Status == 200;
@@ -115,7 +118,7 @@ internal sealed class JwtAuthenticator : IDisposable
             }
         }
 
-        return new JwtVerdict(200, null, "", jwt.Subject, headers) { Principal = string.IsNullOrEmpty(jwt.Subject) ? null : $"{jwt.Issuer}/{jwt.Subject}" };
+        return new JwtVerdict(200, null, "", jwt.Subject, headers) { Principal = Principal(jwt.Issuer, jwt.Subject) };
     }
 
     /// <summary>The headers a provider forwards: dropped from every request it checks, so only the gateway sets them.</summary>
@@ -142,6 +145,17 @@ internal sealed class JwtAuthenticator : IDisposable
         ClockSkew = _provider.ClockSkew,
         TryAllIssuerSigningKeys = true, // a token without a kid (an issuer with one key) is checked against every key
     };
+
+    private static string? Principal(string issuer, string? subject)
+    {
+        if (string.IsNullOrEmpty(subject))
+        {
+            return null;
+        }
+
+        string principal = $"{issuer}/{subject}";
+        return Tunnel.FlowHeader.IsPrincipal(principal) ? principal : null;
+    }
 
     private static IEnumerable<string> Scopes(JsonWebToken token) =>
         Values(token, "scope").Concat(Values(token, "scp")).SelectMany(v => v.Split(' ', StringSplitOptions.RemoveEmptyEntries));
